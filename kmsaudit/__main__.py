@@ -1,0 +1,3 @@
+from kmsaudit.cli import run
+
+run()

@@ -1,0 +1,205 @@
+"""Who is asking (subjects), and the access one policy gives them as action masks.
+
+`Access` keeps two masks: actions allowed for sure, and actions allowed only if undecided
+conditions hold, with those conditions. Key policy ∧ IAM ∧ ¬Deny is mask algebra on these.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from kmsaudit.evaluator.conditions import FALSE, TRUE, UNKNOWN, Context, Value, evaluate_block
+from kmsaudit.evaluator.match import wildcard_match
+from kmsaudit.evaluator.policy import Statement
+
+Conditions = tuple[tuple[int, dict[str, Any]], ...]  # (action mask, condition description)
+
+
+@dataclass(frozen=True, slots=True)
+class Access:
+    sure: int = 0
+    maybe: int = 0  # never overlaps `sure`
+    conditions: Conditions = ()
+
+    @property
+    def any(self) -> int:
+        return self.sure | self.maybe
+
+    def restrict(self, mask: int) -> Access:
+        maybe = self.maybe & mask
+        return Access(self.sure & mask, maybe, _keep(self.conditions, maybe))
+
+    def both(self, other: Access) -> Access:
+        """Both sides must allow (SPEC §2.1)."""
+        sure = self.sure & other.sure
+        maybe = (self.any & other.any) & ~sure
+        return Access(sure, maybe, _keep(self.conditions + other.conditions, maybe))
+
+    def either(self, other: Access) -> Access:
+        """Two independent paths (policies or a grant): the union."""
+        sure = self.sure | other.sure
+        maybe = (self.maybe | other.maybe) & ~sure
+        return Access(sure, maybe, _keep(self.conditions + other.conditions, maybe))
+
+
+NO_ACCESS = Access()
+
+
+def _keep(conditions: Conditions, maybe: int) -> Conditions:
+    if not maybe:
+        return ()
+    seen: set[tuple[int, str]] = set()
+    out = []
+    for mask, desc in conditions:
+        if mask & maybe:
+            marker = (mask & maybe, repr(sorted(desc.items())))
+            if marker not in seen:
+                seen.add(marker)
+                out.append((mask & maybe, desc))
+    return tuple(out)
+
+
+@dataclass(frozen=True, slots=True)
+class Subject:
+    """A principal the key policy is asked about.
+
+    kind: `concrete` (a user/role, or a named ARN), `account` (any principal of the account,
+    what its administrators could delegate to), `outsider` (any principal of an account
+    nobody named), `service`, `federated`, `canonical`.
+    """
+
+    kind: str
+    principal: str  # what a finding shows
+    account: str = ""  # "" for outsider and services
+    arn: str = ""  # concrete: the ARN a statement may name
+    role_name: str = ""  # concrete role: for assumed-role session principals
+    context: Mapping[str, Value] = field(default_factory=dict)
+
+
+def principal_matches(stmt: Statement, subject: Subject) -> tuple[int, dict[str, Any] | None]:
+    """Does the statement's Principal/NotPrincipal apply to the subject? (SPEC §2.5)."""
+    pset = stmt.principals
+    if pset is None:
+        return TRUE, None  # identity policy: the principal it is attached to
+    result, extra = FALSE, None
+    if pset.any:
+        result = TRUE
+    elif subject.kind in ("service", "federated", "canonical"):
+        result = TRUE if subject.principal.lower() in pset.others else FALSE
+    elif subject.account in pset.accounts or (subject.kind == "concrete" and subject.arn in pset.arns):
+        result = TRUE
+    elif subject.kind == "concrete" and pset.sessions:
+        for ref in pset.sessions:
+            if ref.value == subject.arn:
+                result = TRUE
+                break
+            if ref.account == subject.account and ref.role_name == subject.role_name:
+                # Only one session of the role is named: access depends on the session name.
+                result = UNKNOWN
+                extra = {"operator": "AssumedRoleSession", "key": "aws:userid", "values": [ref.value]}
+    if stmt.not_principal:
+        return (FALSE, None) if result == TRUE else (TRUE, None)
+    return result, extra
+
+
+def resource_matches(stmt: Statement, key_arn: str) -> bool:
+    if stmt.resources is None:
+        return True
+    hit = any(wildcard_match(pattern, key_arn) for pattern in stmt.resources)
+    return not hit if stmt.not_resource else hit
+
+
+def _describe(stmt: Statement, source: str, clause_desc: dict[str, Any]) -> dict[str, Any]:
+    desc = {"source": source, "effect": "Allow" if stmt.allow else "Deny"}
+    if stmt.sid:
+        desc["sid"] = stmt.sid
+    desc.update(clause_desc)
+    return desc
+
+
+def evaluate_statements(
+    statements: tuple[Statement, ...],
+    subject: Subject,
+    ctx: Context,
+    source: str,
+    key_arn: str | None = None,
+) -> Access:
+    """One policy's verdict for a subject: Allows OR together, any Deny wins (SPEC §2.1).
+
+    `key_arn`: check each statement's Resource against it (identity policies); None when the
+    caller already kept only the statements that apply to the key.
+    """
+    allow_sure = allow_maybe = deny_sure = deny_maybe = 0
+    allow_conds: list[tuple[int, dict[str, Any]]] = []
+    deny_conds: list[tuple[int, dict[str, Any]]] = []
+    for stmt in statements:
+        mask = stmt.action_mask
+        if not mask or (key_arn is not None and not resource_matches(stmt, key_arn)):
+            continue
+        matched, extra = principal_matches(stmt, subject)
+        if matched == FALSE:
+            continue
+        state, undecided = (TRUE, ()) if not stmt.conditions else evaluate_block(stmt.conditions, ctx)
+        if state == FALSE:
+            continue
+        descs = [_describe(stmt, source, c.describe()) for c in undecided]
+        if extra is not None:
+            descs.append(_describe(stmt, source, extra))
+        if state == TRUE and matched == TRUE:
+            if stmt.allow:
+                allow_sure |= mask
+            else:
+                deny_sure |= mask
+            continue
+        if stmt.allow:
+            allow_maybe |= mask
+            allow_conds.extend((mask, d) for d in descs)
+        else:
+            deny_maybe |= mask
+            deny_conds.extend((mask, d) for d in descs)
+    sure = allow_sure & ~deny_sure & ~deny_maybe
+    maybe = (allow_sure | allow_maybe) & ~deny_sure & ~sure
+    return Access(sure, maybe, _keep(tuple(allow_conds + deny_conds), maybe))
+
+
+def evaluate_levels(
+    levels: tuple[tuple[Statement, ...], ...], subject: Subject, ctx: Context, source: str, key_arn: str
+) -> Access | None:
+    """Organization policies: every level (root, OUs, account) must allow; None if none apply."""
+    result: Access | None = None
+    for statements in levels:
+        level = evaluate_statements(statements, subject, ctx, source, key_arn)
+        result = level if result is None else result.both(level)
+    return result
+
+
+def apply_denies(
+    access: Access, statements: tuple[Statement, ...], subject: Subject, ctx: Context, source: str
+) -> Access:
+    """Remove what the Deny statements deny (an explicit Deny beats a grant too)."""
+    if not access.any:
+        return access
+    denies = tuple(s for s in statements if not s.allow)
+    if not denies:
+        return access
+    deny_sure = deny_maybe = 0
+    conds: list[tuple[int, dict[str, Any]]] = []
+    for stmt in denies:
+        if not stmt.action_mask & access.any:
+            continue
+        matched, _ = principal_matches(stmt, subject)
+        if matched == FALSE:
+            continue
+        state, undecided = (TRUE, ()) if not stmt.conditions else evaluate_block(stmt.conditions, ctx)
+        if state == FALSE:
+            continue
+        if state == TRUE and matched == TRUE:
+            deny_sure |= stmt.action_mask
+        else:
+            deny_maybe |= stmt.action_mask
+            conds.extend((stmt.action_mask, _describe(stmt, source, c.describe())) for c in undecided)
+    sure = access.sure & ~deny_sure & ~deny_maybe
+    maybe = (access.any & ~deny_sure) & ~sure
+    return Access(sure, maybe, _keep(access.conditions + tuple(conds), maybe))

@@ -1,0 +1,337 @@
+"""Key policy ∧ IAM ∧ no Deny — or a grant — into findings (SPEC §2–§4)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+from kmsaudit.evaluator.access import (
+    Access,
+    Subject,
+    apply_denies,
+    evaluate_levels,
+    evaluate_statements,
+    resource_matches,
+)
+from kmsaudit.evaluator.actions import CROSS_ACCOUNT_MASK, grant_operations_mask, names
+from kmsaudit.evaluator.conditions import IDENTITY_KEYS, ArnInAccount, Context, Excluded, Value
+from kmsaudit.evaluator.lints import key_policy_lints
+from kmsaudit.evaluator.match import ACCOUNT_RE, PrincipalRef, arn_account, parse_principal, root_arn
+from kmsaudit.evaluator.policy import PolicyParseError, Statement, parse_policy
+from kmsaudit.evaluator.scope import AuditScope, CompiledPrincipal, org_context
+from kmsaudit.model import Evaluation, Finding, KeyRecord, Lint
+
+__all__ = ["AuditScope", "evaluate_key", "evaluate_keys"]
+
+_NAMED_KINDS = frozenset({"iam", "session", "service", "federated", "canonical"})
+_PRINCIPAL_TYPES = {"user": "User", "role": "AssumedRole", "federated-user": "FederatedUser"}
+
+
+def _resource_context(key: KeyRecord) -> dict[str, Value]:
+    """Keys known from the key itself (SPEC §2.7): account, aliases, spec, region."""
+    ctx: dict[str, Value] = {
+        "aws:resourceaccount": (key.account,),
+        "aws:requestedregion": (key.region,),
+        "kms:resourcealiases": tuple(key.aliases) or None,
+    }
+    for cond_key, value in (
+        ("kms:keyspec", key.key_spec),
+        ("kms:keyusage", key.key_usage),
+        ("kms:keyorigin", key.origin),
+    ):
+        if value:
+            ctx[cond_key] = (value,)
+    if key.multi_region is not None:
+        ctx["kms:multiregion"] = ("true" if key.multi_region else "false",)
+    return ctx
+
+
+def account_subject(account: str, scope: AuditScope, partition: str = "aws") -> Subject:
+    """Any principal of `account`: what its administrators could delegate (potential)."""
+    context: dict[str, Value] = {
+        "aws:principalaccount": (account,),
+        "kms:calleraccount": (account,),
+        "aws:principalarn": ArnInAccount(account),
+        "aws:principalisawsservice": ("false",),
+    }
+    context.update(org_context(account, scope.organization))
+    return Subject("account", root_arn(account, partition), account, context=context)
+
+
+def outsider_subject(scope: AuditScope) -> Subject:
+    """Any principal of an account nobody named: the test of `"*"` for public access."""
+    context: dict[str, Value] = {
+        "aws:principalaccount": Excluded(None),
+        "kms:calleraccount": Excluded(None),
+        "aws:principalarn": ArnInAccount(None),
+        "aws:principalisawsservice": ("false",),
+    }
+    if scope.organization is not None:
+        context["aws:principalorgid"] = Excluded(frozenset({scope.organization.org_id}), True)
+    return Subject("outsider", "*", context=context)
+
+
+def named_subject(ref: PrincipalRef, scope: AuditScope) -> Subject:
+    """A user, role or session named by ARN in the key policy."""
+    if ref.kind in ("service", "federated", "canonical"):
+        context: dict[str, Value] = {"aws:principalisawsservice": ("true" if ref.kind == "service" else "false",)}
+        if ref.kind == "service":
+            context.update({"aws:principalaccount": None, "aws:principalarn": None, "aws:principalorgid": None})
+        return Subject(ref.kind, ref.value, ref.account, context=context)
+    partition = ref.value.split(":", 2)[1]
+    resource = ref.value.split(":", 5)[5]
+    if ref.kind == "session":
+        principal_arn = f"arn:{partition}:iam::{ref.account}:role/{ref.role_name}"
+        ptype = "AssumedRole"
+    else:
+        principal_arn = ref.value
+        ptype = _PRINCIPAL_TYPES.get(resource.split("/", 1)[0], "User")
+    role_name = resource.rsplit("/", 1)[-1] if resource.startswith("role/") else ref.role_name
+    context = {
+        "aws:principalaccount": (ref.account,),
+        "kms:calleraccount": (ref.account,),
+        "aws:principalarn": (principal_arn,),
+        "aws:principaltype": (ptype,),
+        "aws:principalisawsservice": ("false",),
+    }
+    context.update(org_context(ref.account, scope.organization))
+    return Subject("concrete", ref.value, ref.account, arn=ref.value, role_name=role_name, context=context)
+
+
+def concrete_subject(cp: CompiledPrincipal) -> Subject:
+    p = cp.source
+    return Subject(
+        "concrete", p.arn, p.account, arn=p.arn, role_name=p.name if p.kind == "role" else "", context=cp.context
+    )
+
+
+class _Collector:
+    """Findings of one key, merged per (principal, access level)."""
+
+    def __init__(self, key: KeyRecord, scope: AuditScope) -> None:
+        self.key, self.scope = key, scope
+        self.items: dict[tuple[str, str], tuple[str, Access, set[str]]] = {}
+
+    def add(self, principal: str, account: str, access: str, acc: Access, via: Iterable[str]) -> None:
+        acc = acc.restrict(CROSS_ACCOUNT_MASK)  # SPEC §2.3
+        if not acc.any:
+            return
+        slot = (principal, access)
+        if slot in self.items:
+            _, before, vias = self.items[slot]
+            self.items[slot] = (account, before.either(acc), vias | set(via))
+        else:
+            self.items[slot] = (account, acc, set(via))
+
+    def findings(self) -> list[Finding]:
+        out = []
+        for (principal, access), (account, acc, via) in self.items.items():
+            zone = "external" if access == "public" or account == "*" else self.scope.zone(account)
+            conditional = acc.sure == 0
+            if zone == "trusted":
+                severity = "low"
+            elif access == "public":
+                severity = "high" if conditional else "critical"
+            else:
+                severity = "medium" if conditional else "high"
+            conditions: list[dict[str, Any]] = []
+            for _, desc in acc.conditions:
+                if desc not in conditions:
+                    conditions.append(desc)
+            out.append(
+                Finding(
+                    key_arn=self.key.arn,
+                    key_account=self.key.account,
+                    region=self.key.region,
+                    principal=principal,
+                    principal_account=account,
+                    access=access,
+                    zone=zone,
+                    via=tuple(sorted(via)),
+                    actions=names(acc.any),
+                    conditional=conditional,
+                    conditions=tuple(conditions),
+                    severity=severity,
+                    conditional_actions=names(acc.maybe),
+                )
+            )
+        return out
+
+
+def _confined_subjects(stmts: tuple[Statement, ...], scope: AuditScope) -> dict[str, Subject]:
+    """Accounts and principals that identity conditions on a `"*"` Allow admit (SPEC §3)."""
+    found: dict[str, Subject] = {}
+    org = scope.organization
+    for stmt in stmts:
+        pset = stmt.principals
+        if not stmt.allow or pset is None or not (pset.any or stmt.not_principal):
+            continue
+        for clause in stmt.conditions:
+            if clause.key_lc not in IDENTITY_KEYS or clause.base.startswith(("stringnot", "arnnot")):
+                continue
+            for value in clause.values:
+                if clause.key_lc in ("aws:principalaccount", "kms:calleraccount"):
+                    if ACCOUNT_RE.match(value):
+                        found.setdefault(root_arn(value), account_subject(value, scope))
+                elif clause.key_lc == "aws:principalarn":
+                    account = arn_account(value)
+                    if not ACCOUNT_RE.match(account):
+                        continue
+                    resource = value.split(":", 5)[5]
+                    if "*" in resource or "?" in resource or resource == "root":
+                        found.setdefault(root_arn(account), account_subject(account, scope))
+                    else:
+                        ref = parse_principal({"AWS": value})[0]
+                        if ref.kind in ("iam", "session"):
+                            found.setdefault(ref.value, named_subject(ref, scope))
+                elif org is not None and (value == org.org_id or value.startswith(org.org_id + "/")):
+                    for account in org.accounts:
+                        found.setdefault(root_arn(account), account_subject(account, scope))
+    return found
+
+
+def _grantee_subject(principal: str, scope: AuditScope) -> Subject:
+    ref = parse_principal({"AWS": principal})[0]
+    if ref.kind == "account":
+        return account_subject(ref.account, scope, principal.split(":")[1])
+    if ref.kind in ("iam", "session"):
+        return named_subject(ref, scope)
+    return named_subject(PrincipalRef("service", principal), scope)
+
+
+def _unparseable(key: KeyRecord, reason: str) -> Finding:
+    """SPEC §2.10: a key policy we cannot read is reported, never an exception."""
+    return Finding(
+        key_arn=key.arn,
+        key_account=key.account,
+        region=key.region,
+        principal="*",
+        principal_account="*",
+        access="unknown",
+        zone="external",
+        via=("key-policy",),
+        actions=(),
+        conditional=True,
+        conditions=({"source": "key-policy", "error": reason[:300]},),
+        severity="high",
+        kind="unparseable",
+    )
+
+
+def _grant_access(grant_id: str, mask: int, constraints: Any) -> Access:
+    if not constraints:
+        return Access(mask, 0)
+    desc = {
+        "source": "grant",
+        "grant_id": grant_id,
+        "operator": "GrantConstraints",
+        "key": "kms:EncryptionContext",
+        "values": [json.dumps(constraints, sort_keys=True)],
+    }
+    return Access(0, mask, ((mask, desc),))
+
+
+def evaluate_key(key: KeyRecord, scope: AuditScope) -> tuple[list[Finding], list[Lint], int]:
+    """Every external principal's access to one key, the key's lints, and decisions made."""
+    out = _Collector(key, scope)
+    lints: list[Lint] = []
+    decisions = 0
+    extra: list[Finding] = []
+    try:
+        if key.policy is None:
+            raise PolicyParseError("no key policy was collected")
+        policy = parse_policy(key.policy)
+        stmts = tuple(s for s in policy.statements if resource_matches(s, key.arn))
+        lints.extend(key_policy_lints(key, policy))
+    except PolicyParseError as exc:
+        extra.append(_unparseable(key, str(exc)))
+        stmts = ()
+    resource = _resource_context(key)
+    tags = {k.lower(): v for k, v in key.tags}
+
+    def key_side(subject: Subject) -> Access:
+        return evaluate_statements(stmts, subject, Context(subject.context, resource, tags), "key-policy")
+
+    # Potential: every external principal the key policy names (SPEC §3).
+    named: dict[str, Subject] = {}
+    wildcard = False
+    for stmt in stmts:
+        if not stmt.allow or stmt.principals is None:
+            continue
+        wildcard = wildcard or stmt.principals.any or stmt.not_principal
+        if stmt.not_principal:
+            continue
+        for ref in stmt.principals.refs:
+            if ref.kind == "account" and ref.account != key.account:
+                named.setdefault(ref.value, account_subject(ref.account, scope, ref.value.split(":")[1]))
+            elif ref.kind in _NAMED_KINDS and ref.account != key.account:
+                named.setdefault(ref.value, named_subject(ref, scope))
+    if wildcard:
+        public = key_side(outsider_subject(scope)).restrict(CROSS_ACCOUNT_MASK)
+        decisions += 1
+        if public.any:
+            confined = any(d.get("key", "").lower() in IDENTITY_KEYS for _, d in public.conditions)
+            out.add("*", "*", "potential" if confined else "public", public, ("key-policy",))
+        for name, subject in _confined_subjects(stmts, scope).items():
+            if subject.account != key.account:
+                named.setdefault(name, subject)
+    for name, subject in named.items():
+        decisions += 1
+        account = subject.account if subject.account else "*"
+        out.add(name, account, "potential", key_side(subject), ("key-policy",))
+
+    # Effective: concrete principals of audited accounts, key policy ∧ IAM ∧ no Deny.
+    named_accounts = {s.account for s in named.values() if s.kind == "concrete"}
+    rcp = scope.rcps.get(key.account)
+    for account, iam in scope.iam.items():
+        if account == key.account:
+            continue
+        if account not in named_accounts and not key_side(account_subject(account, scope)).any:
+            continue  # nothing in this account can be given this key
+        for cp in iam.candidates(key.arn):
+            subject = concrete_subject(cp)
+            decisions += 1
+            eff = key_side(subject).restrict(CROSS_ACCOUNT_MASK)
+            if not eff.any:
+                continue
+            ctx = Context(subject.context, resource, tags)
+            eff = eff.both(evaluate_statements(cp.statements, subject, ctx, "iam-policy", key.arn))
+            if cp.boundary is not None and eff.any:
+                eff = eff.both(evaluate_statements(cp.boundary, subject, ctx, "permissions-boundary", key.arn))
+            for source, levels in (("scp", scope.scps.get(account)), ("rcp", rcp)):
+                if levels and eff.any:
+                    org_access = evaluate_levels(levels, subject, ctx, source, key.arn)
+                    if org_access is not None:
+                        eff = eff.both(org_access)
+            out.add(cp.source.arn, account, "effective", eff, ("key-policy", "iam-policy"))
+
+    # Grants: direct access for the grantee, no policy needed (SPEC §2.8).
+    for grant in key.grants:
+        grantee = grant.grantee_principal or ""
+        account = grantee if ACCOUNT_RE.match(grantee) else arn_account(grantee)
+        if account == key.account:
+            continue
+        principal = root_arn(account) if ACCOUNT_RE.match(grantee) else grantee
+        decisions += 1
+        acc = _grant_access(grant.grant_id, grant_operations_mask(grant.operations), grant.constraints)
+        subject = _grantee_subject(principal, scope)
+        ctx = Context(subject.context, resource, tags)
+        acc = apply_denies(acc, stmts, subject, ctx, "key-policy")
+        grantee_iam = scope.principal(principal)
+        if grantee_iam is not None:
+            acc = apply_denies(acc, grantee_iam.statements, subject, ctx, "iam-policy")
+        out.add(principal, account or "*", "effective", acc, ("grant",))
+    return extra + out.findings(), lints, decisions
+
+
+def evaluate_keys(keys: Iterable[KeyRecord], scope: AuditScope) -> Evaluation:
+    findings: list[Finding] = []
+    lints: list[Lint] = list(scope.lints)
+    decisions = 0
+    for key in keys:
+        f, lint, n = evaluate_key(key, scope)
+        findings.extend(f)
+        lints.extend(lint)
+        decisions += n
+    return Evaluation(tuple(findings), tuple(lints), decisions)

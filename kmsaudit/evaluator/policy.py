@@ -1,0 +1,219 @@
+"""Policy documents in every shape AWS emits, parsed into compiled statements (SPEC §2.10)."""
+
+from __future__ import annotations
+
+import json
+import urllib.parse
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from kmsaudit.evaluator.actions import ALL_MASK, pattern_mask
+from kmsaudit.evaluator.match import PrincipalRef, parse_principal
+
+
+class PolicyParseError(ValueError):
+    """The document is not a policy at all (not JSON, not an object)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ConditionClause:
+    """One `operator: {key: values}` pair of a Condition block."""
+
+    operator: str  # as written, e.g. "ForAnyValue:StringLikeIfExists"
+    base: str  # lower-case family operator, e.g. "stringlike"
+    prefix: str  # "", "foranyvalue" or "forallvalues"
+    if_exists: bool
+    key: str  # as written
+    key_lc: str
+    values: tuple[str, ...]
+
+    def describe(self) -> dict[str, Any]:
+        return {"operator": self.operator, "key": self.key, "values": list(self.values)}
+
+
+@dataclass(frozen=True, slots=True)
+class PrincipalSet:
+    """A Principal element indexed for set lookups (matching runs per principal and key)."""
+
+    any: bool
+    accounts: frozenset[str]
+    arns: frozenset[str]
+    sessions: tuple[PrincipalRef, ...]
+    others: frozenset[str]  # service, federated and canonical principals, lower-case
+    refs: tuple[PrincipalRef, ...]
+
+    @classmethod
+    def of(cls, refs: tuple[PrincipalRef, ...]) -> PrincipalSet:
+        return cls(
+            any=any(r.kind == "any" for r in refs),
+            accounts=frozenset(r.account for r in refs if r.kind == "account"),
+            arns=frozenset(r.value for r in refs if r.kind == "iam"),
+            sessions=tuple(r for r in refs if r.kind == "session"),
+            others=frozenset(r.value.lower() for r in refs if r.kind in ("service", "federated", "canonical")),
+            refs=refs,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Statement:
+    index: int
+    sid: str
+    allow: bool
+    principals: PrincipalSet | None  # None: no Principal element (identity policy)
+    not_principal: bool
+    action_mask: int  # after NotAction complement
+    action_patterns: tuple[str, ...]
+    not_action: bool
+    resources: tuple[str, ...] | None  # None: no Resource element
+    not_resource: bool
+    conditions: tuple[ConditionClause, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    statements: tuple[Statement, ...]
+    problems: tuple[str, ...] = ()  # statements skipped and why (reported as lints)
+
+
+def _as_list(raw: Any) -> list[Any]:
+    if raw is None:
+        return []
+    return raw if isinstance(raw, list) else [raw]
+
+
+def _scalar(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int | float):
+        return repr(value) if isinstance(value, float) else str(value)
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def _parse_operator(operator: str) -> tuple[str, str, bool]:
+    op = operator.strip()
+    prefix = ""
+    head, sep, rest = op.partition(":")
+    if sep and head.lower() in ("foranyvalue", "forallvalues"):
+        prefix, op = head.lower(), rest
+    lowered = op.lower()
+    if_exists = lowered.endswith("ifexists")
+    if if_exists:
+        lowered = lowered[: -len("ifexists")]
+    return lowered, prefix, if_exists
+
+
+def _conditions(raw: Any, problems: list[str], where: str) -> tuple[ConditionClause, ...]:
+    if raw is None or raw == {}:
+        return ()
+    if not isinstance(raw, dict):
+        problems.append(f"{where}: Condition is not an object")
+        return (ConditionClause("<malformed>", "<malformed>", "", False, "", "", ()),)
+    clauses = []
+    for operator, block in raw.items():
+        if not isinstance(block, dict):
+            problems.append(f"{where}: condition operator {operator!s:.60} has no key map")
+            clauses.append(ConditionClause(str(operator), "<malformed>", "", False, "", "", ()))
+            continue
+        base, prefix, if_exists = _parse_operator(str(operator))
+        for key, values in block.items():
+            flat = tuple(_scalar(v) for v in _as_list(values) if v is not None)
+            clauses.append(ConditionClause(str(operator), base, prefix, if_exists, str(key), str(key).lower(), flat))
+    return tuple(clauses)
+
+
+def _statement(index: int, raw: Any, problems: list[str]) -> Statement | None:
+    where = f"statement {index}"
+    if not isinstance(raw, dict):
+        problems.append(f"{where}: not an object")
+        return None
+    sid = raw.get("Sid")
+    sid = sid if isinstance(sid, str) else ""
+    if sid:
+        where = f"statement {index} ({sid[:60]})"
+    effect = raw.get("Effect")
+    if not isinstance(effect, str) or effect not in ("Allow", "Deny"):
+        problems.append(f"{where}: Effect must be Allow or Deny, not {effect!r:.40}")
+        return None
+    not_principal = "NotPrincipal" in raw
+    principals = None
+    if "Principal" in raw or not_principal:
+        principals = PrincipalSet.of(parse_principal(raw.get("NotPrincipal" if not_principal else "Principal")))
+    not_action = "NotAction" in raw
+    patterns = tuple(str(p) for p in _as_list(raw.get("NotAction" if not_action else "Action")))
+    mask = 0
+    for pattern in patterns:
+        mask |= pattern_mask(pattern)
+    if not_action:
+        mask = ALL_MASK & ~mask
+    if not patterns:
+        problems.append(f"{where}: no Action or NotAction")
+    not_resource = "NotResource" in raw
+    resources = None
+    if "Resource" in raw or not_resource:
+        resources = tuple(str(r) for r in _as_list(raw.get("NotResource" if not_resource else "Resource")))
+    conditions = _conditions(raw.get("Condition"), problems, where)
+    return Statement(
+        index,
+        sid,
+        effect == "Allow",
+        principals,
+        not_principal,
+        mask,
+        patterns,
+        not_action,
+        resources,
+        not_resource,
+        conditions,
+    )
+
+
+def load_document(raw: Any) -> dict[str, Any]:
+    """An object from a dict, a JSON string or an URL-encoded JSON string (as IAM returns)."""
+    if isinstance(raw, bytes | bytearray):
+        raw = raw.decode("utf-8", errors="replace")
+    if isinstance(raw, str):
+        text = raw.strip()
+        if text[:1] != "{" and "%" in text:
+            text = urllib.parse.unquote(text).strip()
+        try:
+            raw = json.loads(text)
+        except (ValueError, RecursionError) as exc:
+            raise PolicyParseError(f"not valid JSON: {str(exc)[:120]}") from None
+    if not isinstance(raw, dict):
+        raise PolicyParseError(f"a policy must be a JSON object, not {type(raw).__name__}")
+    return raw
+
+
+def _parse(raw: Any) -> Policy:
+    doc = load_document(raw)
+    problems: list[str] = []
+    statements = []
+    for i, item in enumerate(_as_list(doc.get("Statement"))):
+        stmt = _statement(i, item, problems)
+        if stmt is not None:
+            statements.append(stmt)
+    return Policy(tuple(statements), tuple(problems))
+
+
+@lru_cache(maxsize=8192)
+def _parse_text(text: str) -> Policy:
+    return _parse(text)
+
+
+def parse_policy(raw: Any) -> Policy:
+    """Parse once: identical texts (the default key policy, shared managed policies) are cached."""
+    try:
+        if isinstance(raw, str):
+            return _parse_text(raw)
+        if isinstance(raw, dict):
+            try:
+                text = json.dumps(raw, sort_keys=True, default=str)
+            except (TypeError, ValueError):
+                return _parse(raw)
+            return _parse_text(text)
+        return _parse(raw)
+    except RecursionError:
+        raise PolicyParseError("nested too deeply") from None

@@ -1,0 +1,189 @@
+"""The audited estate, compiled once: IAM principals indexed by the keys they can name.
+
+For each key only the principals whose identity policies can name it (by exact ARN or by a
+wildcard pattern that matches) are evaluated, so cost follows the findings, not the
+product keys × principals.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from kmsaudit.evaluator.actions import CROSS_ACCOUNT_MASK, pattern_mask
+from kmsaudit.evaluator.conditions import Excluded, Value
+from kmsaudit.evaluator.match import wildcard_match
+from kmsaudit.evaluator.policy import PolicyParseError, Statement, parse_policy
+from kmsaudit.model import IamPrincipal, Lint, Organization
+
+
+@dataclass(slots=True)
+class CompiledPrincipal:
+    source: IamPrincipal
+    statements: tuple[Statement, ...]  # identity statements that mention a KMS action
+    boundary: tuple[Statement, ...] | None
+    context: dict[str, Value]
+
+
+@dataclass(slots=True)
+class AccountIam:
+    """One audited account's principals, indexed by the Resource patterns of their Allows."""
+
+    principals: list[CompiledPrincipal] = field(default_factory=list)
+    exact: dict[str, list[CompiledPrincipal]] = field(default_factory=dict)
+    patterns: dict[str, list[CompiledPrincipal]] = field(default_factory=dict)
+    always: list[CompiledPrincipal] = field(default_factory=list)  # NotResource / no Resource
+
+    def add(self, principal: CompiledPrincipal) -> None:
+        self.principals.append(principal)
+        keys: set[tuple[str, str]] = set()
+        for stmt in principal.statements:
+            if not stmt.allow or not stmt.action_mask & CROSS_ACCOUNT_MASK:
+                continue
+            if stmt.resources is None or stmt.not_resource:
+                keys.add(("always", ""))
+                continue
+            for pattern in stmt.resources:
+                kind = "pattern" if ("*" in pattern or "?" in pattern) else "exact"
+                keys.add((kind, pattern))
+        for kind, pattern in keys:
+            if kind == "always":
+                self.always.append(principal)
+            elif kind == "exact":
+                self.exact.setdefault(pattern, []).append(principal)
+            else:
+                self.patterns.setdefault(pattern, []).append(principal)
+
+    def candidates(self, key_arn: str) -> list[CompiledPrincipal]:
+        """Principals with an Allow whose Resource can match the key (the rest have no access)."""
+        found: dict[int, CompiledPrincipal] = {id(p): p for p in self.always}
+        for p in self.exact.get(key_arn, ()):
+            found[id(p)] = p
+        for pattern, principals in self.patterns.items():
+            if wildcard_match(pattern, key_arn):
+                for p in principals:
+                    found[id(p)] = p
+        return list(found.values())
+
+
+def org_context(account: str, org: Organization | None) -> dict[str, Value]:
+    """`aws:PrincipalOrgID`/`OrgPaths` of an account: known, or known not to be ours."""
+    if org is None:
+        return {}
+    if account in org.accounts:
+        ctx: dict[str, Value] = {"aws:principalorgid": (org.org_id,)}
+        if account in org.org_paths:
+            ctx["aws:principalorgpaths"] = (org.org_paths[account],)
+        return ctx
+    return {"aws:principalorgid": Excluded(frozenset({org.org_id}), may_be_absent=True)}
+
+
+def _statements(doc: Any, what: str, lints: list[Lint], account: str) -> tuple[Statement, ...]:
+    try:
+        policy = parse_policy(doc)
+    except PolicyParseError as exc:
+        lints.append(Lint("unparseable-iam-policy", f"{what}: {exc}", account=account, policy=what))
+        return ()
+    return policy.statements
+
+
+def _compile_levels(
+    levels: tuple[tuple[Any, ...], ...], what: str, lints: list[Lint], account: str
+) -> tuple[tuple[Statement, ...], ...]:
+    return tuple(tuple(s for doc in level for s in _statements(doc, what, lints, account)) for level in levels)
+
+
+class AuditScope:
+    """The accounts audited and trusted, their IAM, and the organization (SPEC §3 zone)."""
+
+    def __init__(
+        self,
+        principals: Iterable[IamPrincipal] = (),
+        *,
+        audited_accounts: Iterable[str] = (),
+        trusted_accounts: Iterable[str] = (),
+        organization: Organization | None = None,
+    ) -> None:
+        self.organization = organization
+        self.lints: list[Lint] = []
+        self._linted: set[tuple[str, str, str]] = set()
+        self.iam: dict[str, AccountIam] = {}
+        self._by_arn: dict[str, CompiledPrincipal] | None = None
+        audited = set(audited_accounts)
+        for principal in principals:
+            audited.add(principal.account)
+            self.iam.setdefault(principal.account, AccountIam()).add(self._compile(principal))
+        self.audited = frozenset(audited)
+        org_accounts = organization.accounts if organization else frozenset()
+        self.trusted = frozenset(audited | set(trusted_accounts) | set(org_accounts))
+        self.scps: dict[str, tuple[tuple[Statement, ...], ...]] = {}
+        self.rcps: dict[str, tuple[tuple[Statement, ...], ...]] = {}
+        if organization:
+            for account, levels in organization.scps.items():
+                self.scps[account] = _compile_levels(levels, "scp", self.lints, account)
+            for account, levels in organization.rcps.items():
+                self.rcps[account] = _compile_levels(levels, "rcp", self.lints, account)
+
+    def _compile(self, principal: IamPrincipal) -> CompiledPrincipal:
+        statements: list[Statement] = []
+        for doc in principal.policies:
+            for stmt in _statements(doc.document, doc.name, self.lints, principal.account):
+                if stmt.action_mask:
+                    statements.append(stmt)
+                    self._lint_resource_star(principal, doc.name, stmt)
+        boundary = None
+        if principal.boundary is not None:
+            boundary = _statements(principal.boundary.document, principal.boundary.name, self.lints, principal.account)
+        for arn in principal.unresolved:
+            self.lints.append(
+                Lint(
+                    "unresolved-managed-policy",
+                    f"{principal.arn} has managed policy {arn} that was not in the collected details",
+                    account=principal.account,
+                    principal=principal.arn,
+                    policy=arn,
+                )
+            )
+        kind_type = "User" if principal.kind == "user" else "AssumedRole"
+        context: dict[str, Value] = {
+            "aws:principalaccount": (principal.account,),
+            "kms:calleraccount": (principal.account,),
+            "aws:principalarn": (principal.arn,),
+            "aws:principaltype": (kind_type,),
+            "aws:principalisawsservice": ("false",),
+        }
+        if principal.kind == "user":
+            context["aws:username"] = (principal.name,)
+        context.update(org_context(principal.account, self.organization))
+        return CompiledPrincipal(principal, tuple(statements), boundary, context)
+
+    def _lint_resource_star(self, principal: IamPrincipal, policy: str, stmt: Statement) -> None:
+        # 000_…txt: "always list the specific CMK ARNs in the policy's Resource element".
+        if stmt.allow and stmt.resources is not None and not stmt.not_resource and "*" in stmt.resources:
+            shared = "arn:" in policy or policy.startswith("group:")
+            marker = (principal.account, policy if shared else f"{principal.arn} {policy}", str(stmt.index))
+            if marker in self._linted:
+                return
+            if any(pattern_mask(p) for p in stmt.action_patterns) and not stmt.not_action:
+                self._linted.add(marker)
+                self.lints.append(
+                    Lint(
+                        "iam-kms-resource-star",
+                        f'{policy} allows KMS actions on Resource "*": every key that trusts the '
+                        "account, in any account, is usable by this principal",
+                        account=principal.account,
+                        principal=principal.arn,
+                        policy=policy,
+                        sid=stmt.sid,
+                    )
+                )
+
+    def principal(self, arn: str) -> CompiledPrincipal | None:
+        """The audited user or role with this ARN, if any."""
+        if self._by_arn is None:
+            self._by_arn = {p.source.arn: p for iam in self.iam.values() for p in iam.principals}
+        return self._by_arn.get(arn)
+
+    def zone(self, account: str) -> str:
+        return "trusted" if account in self.trusted else "external"

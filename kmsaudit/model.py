@@ -1,0 +1,171 @@
+"""Records shared by every part of kmsaudit: what was collected and what was decided.
+
+Standard library only, so the evaluator, the store and the collector can all import it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any, NewType
+
+AccountId = NewType("AccountId", str)
+Arn = NewType("Arn", str)
+
+ACCESS_LEVELS = ("public", "potential", "effective")
+SEVERITIES = ("low", "medium", "high", "critical")
+VIA_VALUES = ("grant", "iam-policy", "key-policy")
+
+
+def severity_rank(severity: str) -> int:
+    """Order of severities, for thresholds such as `--fail-on high`."""
+    return SEVERITIES.index(severity)
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """One KMS grant, as `ListGrants` returns it."""
+
+    grant_id: str
+    grantee_principal: str
+    operations: tuple[str, ...]
+    key_id: str = ""
+    name: str = ""
+    retiring_principal: str = ""
+    issuing_account: str = ""
+    # {"EncryptionContextSubset": {...}} or {"EncryptionContextEquals": {...}}, or None
+    constraints: dict[str, dict[str, str]] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRecord:
+    """A KMS key and everything about it the evaluator needs."""
+
+    arn: str
+    account: str
+    region: str
+    key_id: str
+    # The key policy as AWS returned it: a JSON string (or, from tests, an object).
+    policy: Any = None
+    key_manager: str = "CUSTOMER"
+    key_state: str = "Enabled"
+    key_spec: str = ""
+    key_usage: str = ""
+    origin: str = ""
+    multi_region: bool | None = None
+    description: str = ""
+    aliases: tuple[str, ...] = ()
+    tags: tuple[tuple[str, str], ...] = ()
+    grants: tuple[Grant, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyDocument:
+    """One identity policy attached to a principal (inline, managed or a group's)."""
+
+    name: str  # "inline:Name", the managed policy ARN, or "group:G/inline:Name"
+    document: Any
+
+
+@dataclass(frozen=True, slots=True)
+class IamPrincipal:
+    """An IAM user or role with every identity policy that applies to it."""
+
+    arn: str
+    account: str
+    kind: str  # "user" | "role"
+    name: str
+    policies: tuple[PolicyDocument, ...] = ()
+    boundary: PolicyDocument | None = None
+    # Managed policies named but not present in the collected details.
+    unresolved: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Organization:
+    """What is known of the audited AWS Organization."""
+
+    org_id: str
+    accounts: frozenset[str] = frozenset()
+    # account -> levels (root, OUs…, account) -> documents attached at that level
+    scps: dict[str, tuple[tuple[Any, ...], ...]] = field(default_factory=dict)
+    rcps: dict[str, tuple[tuple[Any, ...], ...]] = field(default_factory=dict)
+    org_paths: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One external principal's access to one key (SPEC §4, a contract)."""
+
+    key_arn: str
+    key_account: str
+    region: str
+    principal: str
+    principal_account: str
+    access: str
+    zone: str
+    via: tuple[str, ...]
+    actions: tuple[str, ...]
+    conditional: bool
+    conditions: tuple[dict[str, Any], ...]
+    severity: str
+    kind: str = "access"  # "access", or "unparseable" when the key policy cannot be read
+    # Actions available only when the listed conditions hold (a subset of `actions`).
+    conditional_actions: tuple[str, ...] = ()
+
+    @property
+    def id(self) -> str:
+        raw = "\x1f".join((self.key_arn, self.principal, self.access, ",".join(self.via)))
+        return hashlib.sha256(raw.encode()).hexdigest()[:32]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "key_arn": self.key_arn,
+            "key_account": self.key_account,
+            "region": self.region,
+            "principal": self.principal,
+            "principal_account": self.principal_account,
+            "access": self.access,
+            "zone": self.zone,
+            "via": list(self.via),
+            "actions": list(self.actions),
+            "conditional": self.conditional,
+            "conditional_actions": list(self.conditional_actions),
+            "conditions": [dict(c) for c in self.conditions],
+            "severity": self.severity,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Lint:
+    """Something wrong or risky in a policy that is not access (a separate list)."""
+
+    kind: str
+    message: str
+    key_arn: str = ""
+    account: str = ""
+    principal: str = ""
+    policy: str = ""
+    sid: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "message": self.message,
+            "key_arn": self.key_arn,
+            "account": self.account,
+            "principal": self.principal,
+            "policy": self.policy,
+            "sid": self.sid,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Evaluation:
+    """What the evaluator decided for a set of keys."""
+
+    findings: tuple[Finding, ...] = ()
+    lints: tuple[Lint, ...] = ()
+    decisions: int = 0  # (key, principal) pairs decided; for benchmarks and logs

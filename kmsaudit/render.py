@@ -1,0 +1,86 @@
+"""Findings and lints as a table for people, or JSON / JSON lines for programs (SPEC §4)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import TextIO
+
+from kmsaudit.model import Finding, Lint, severity_rank
+
+FORMATS = ("table", "json", "jsonl")
+_COLOURS = {"critical": "\033[1;31m", "high": "\033[31m", "medium": "\033[33m", "low": "\033[36m"}
+_RESET = "\033[0m"
+
+
+def _short_actions(actions: Sequence[str]) -> str:
+    bare = [a.removeprefix("kms:") for a in actions]
+    text = ",".join(bare)
+    return text if len(text) <= 60 else f"{','.join(bare[:4])},… ({len(bare)} actions)"
+
+
+def _condition_text(cond: dict[str, object]) -> str:
+    if "error" in cond:
+        return f"error: {cond['error']}"
+    values = cond.get("values", [])
+    shown = ",".join(str(v) for v in values) if isinstance(values, list) else str(values)
+    return f"{cond.get('effect', '')} if {cond.get('operator')} {cond.get('key')}={shown}".strip()
+
+
+def sort_findings(findings: Sequence[Finding]) -> list[Finding]:
+    return sorted(findings, key=lambda f: (-severity_rank(f.severity), f.key_arn, f.access, f.principal))
+
+
+def write_findings(findings: Sequence[Finding], fmt: str, out: TextIO, colour: bool = False) -> None:
+    ordered = sort_findings(findings)
+    if fmt == "json":
+        json.dump([f.to_dict() for f in ordered], out, indent=2)
+        out.write("\n")
+        return
+    if fmt == "jsonl":
+        for f in ordered:
+            out.write(json.dumps(f.to_dict()) + "\n")
+        return
+    if not ordered:
+        out.write("No cross-account access found.\n")
+        return
+    rows = [("SEVERITY", "ACCESS", "ZONE", "PRINCIPAL", "VIA", "ACTIONS", "CONDITIONS")]
+    for f in ordered:
+        conds = "; ".join(_condition_text(c) for c in f.conditions) or "-"
+        if f.conditional_actions and not f.conditional:
+            conds = f"{_short_actions(f.conditional_actions)} only {conds}"
+        rows.append(
+            (f.severity, f.access, f.zone, f.principal, "+".join(f.via), _short_actions(f.actions) or "-", conds)
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(6)]
+    current_key = None
+    for i, row in enumerate(rows):
+        if i and ordered[i - 1].key_arn != current_key:
+            current_key = ordered[i - 1].key_arn
+            out.write(f"\n{current_key}\n")
+        cells = [row[c].ljust(widths[c]) for c in range(6)] + [row[6]]
+        line = "  ".join(cells).rstrip()
+        if colour and i:
+            sev = ordered[i - 1].severity
+            line = _COLOURS[sev] + line[: len(sev)] + _RESET + line[len(sev) :]
+        out.write(line + "\n")
+    counts: dict[str, int] = {}
+    for f in ordered:
+        counts[f.severity] = counts.get(f.severity, 0) + 1
+    summary = ", ".join(f"{counts[s]} {s}" for s in ("critical", "high", "medium", "low") if s in counts)
+    keys = len({f.key_arn for f in ordered})
+    out.write(f"\n{len(ordered)} findings on {keys} keys: {summary}\n")
+
+
+def write_lints(lints: Sequence[Lint], fmt: str, out: TextIO) -> None:
+    if fmt == "json":
+        json.dump([lint.to_dict() for lint in lints], out, indent=2)
+        out.write("\n")
+    elif fmt == "jsonl":
+        for lint in lints:
+            out.write(json.dumps(lint.to_dict()) + "\n")
+    else:
+        for lint in lints:
+            where = lint.key_arn or lint.account
+            sid = f" [{lint.sid}]" if lint.sid else ""
+            out.write(f"lint {lint.kind}: {where}{sid}: {lint.message}\n")
