@@ -320,7 +320,8 @@ def evaluate_key(key: KeyRecord, scope: AuditScope) -> tuple[list[Finding], list
         acc = apply_denies(acc, stmts, subject, ctx, "key-policy")
         grantee_iam = scope.principal(principal)
         if grantee_iam is not None:
-            acc = apply_denies(acc, grantee_iam.statements, subject, ctx, "iam-policy")
+            own = tuple(s for s in grantee_iam.statements if resource_matches(s, key.arn))
+            acc = apply_denies(acc, own, subject, ctx, "iam-policy")
         out.add(principal, account or "*", "effective", acc, ("grant",))
     return extra + out.findings(), lints, decisions
 

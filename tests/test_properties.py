@@ -1,0 +1,214 @@
+"""Property tests (hypothesis): the evaluator never raises, Deny wins, Allow only adds."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from helpers import KEY_ARN, A, B, C, principal
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from kmsaudit.evaluator import AuditScope, evaluate_keys
+from kmsaudit.evaluator.actions import KMS_ACTIONS, pattern_mask
+from kmsaudit.evaluator.match import wildcard_match
+from kmsaudit.model import Grant, KeyRecord
+
+ACCOUNTS = [A, B, C, "123456789012"]
+principals_st = st.one_of(
+    st.just("*"),
+    st.builds(
+        lambda a: {"AWS": a},
+        st.sampled_from(
+            [
+                "*",
+                *ACCOUNTS,
+                *[f"arn:aws:iam::{x}:root" for x in ACCOUNTS],
+                f"arn:aws:iam::{B}:role/R",
+                f"arn:aws:iam::{C}:user/U",
+                f"arn:aws:sts::{B}:assumed-role/R/s",
+                "AROAABCDEFGHIJKLMNOP",
+            ]
+        ),
+    ),
+    st.builds(lambda s: {"Service": s}, st.sampled_from(["logs.amazonaws.com", "*"])),
+)
+actions_st = st.sampled_from(
+    [
+        "kms:*",
+        "*",
+        "kms:Decrypt",
+        "kms:ReEncrypt*",
+        "kms:",
+        "kms:Get*",
+        "s3:*",
+        "kms:ScheduleKeyDeletion",
+        "KMS:ENCRYPT",
+        "kms:?ecrypt",
+    ]
+)
+condition_st = st.one_of(
+    st.none(),
+    st.dictionaries(
+        st.sampled_from(
+            [
+                "StringEquals",
+                "StringNotEquals",
+                "StringLike",
+                "ForAnyValue:StringLike",
+                "ForAllValues:StringEquals",
+                "StringEqualsIfExists",
+                "ArnLike",
+                "Bool",
+                "Null",
+                "NumericLessThan",
+                "IpAddress",
+                "Bogus",
+            ]
+        ),
+        st.dictionaries(
+            st.sampled_from(
+                [
+                    "kms:CallerAccount",
+                    "aws:PrincipalAccount",
+                    "aws:PrincipalOrgID",
+                    "kms:ViaService",
+                    "aws:ResourceTag/env",
+                    "aws:PrincipalArn",
+                    "kms:ResourceAliases",
+                    "aws:SourceIp",
+                ]
+            ),
+            st.one_of(
+                st.sampled_from([*ACCOUNTS, "o-x", "*", "true", "prod"]),
+                st.lists(st.sampled_from([*ACCOUNTS, "alias/*"]), max_size=3),
+            ),
+            min_size=1,
+            max_size=2,
+        ),
+        min_size=1,
+        max_size=2,
+    ),
+)
+
+
+@st.composite
+def statements(draw: Any, effect: str | None = None) -> dict[str, Any]:
+    stmt: dict[str, Any] = {
+        "Effect": effect or draw(st.sampled_from(["Allow", "Deny"])),
+        draw(st.sampled_from(["Principal", "Principal", "NotPrincipal"])): draw(principals_st),
+        draw(st.sampled_from(["Action", "Action", "NotAction"])): draw(
+            st.one_of(actions_st, st.lists(actions_st, max_size=3))
+        ),
+        "Resource": "*",
+    }
+    cond = draw(condition_st)
+    if cond:
+        stmt["Condition"] = cond
+    return stmt
+
+
+json_st = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(
+            st.sampled_from(
+                [
+                    "Statement",
+                    "Effect",
+                    "Principal",
+                    "Action",
+                    "Resource",
+                    "Condition",
+                    "AWS",
+                    "NotAction",
+                    "StringEquals",
+                    "x",
+                ]
+            )
+            | st.text(max_size=5),
+            inner,
+            max_size=4,
+        )
+    ),
+    max_leaves=30,
+)
+
+IAM = [
+    principal(f"arn:aws:iam::{B}:role/R", {"Statement": [{"Effect": "Allow", "Action": "kms:*", "Resource": "*"}]}),
+    principal(
+        f"arn:aws:iam::{C}:user/U", {"Statement": [{"Effect": "Allow", "Action": "kms:Decrypt", "Resource": KEY_ARN}]}
+    ),
+]
+SCOPE = AuditScope(IAM)
+
+
+def _evaluate(doc: Any, grants: tuple[Grant, ...] = ()):
+    text = doc if isinstance(doc, str) else json.dumps(doc)
+    return evaluate_keys([KeyRecord(KEY_ARN, A, "us-west-2", "k", text, grants=grants)], SCOPE)
+
+
+def _access(ev: Any) -> dict[str, set[str]]:
+    out: dict[str, set[str]] = {}
+    for f in ev.findings:
+        if f.kind == "access":
+            out.setdefault(f.principal, set()).update(f.actions)
+    return out
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(st.one_of(json_st, st.text(max_size=200), st.lists(statements(), max_size=6).map(lambda s: {"Statement": s})))
+def test_arbitrary_documents_never_raise(doc: Any) -> None:
+    ev = _evaluate(doc)
+    for f in ev.findings:
+        assert f.severity in ("low", "medium", "high", "critical")
+
+
+@settings(max_examples=200)
+@given(st.lists(statements(), max_size=6))
+def test_unconditional_deny_of_everything_to_everyone_leaves_no_access(stmts: list[dict[str, Any]]) -> None:
+    doc = {"Statement": [*stmts, {"Effect": "Deny", "Principal": "*", "Action": "kms:*", "Resource": "*"}]}
+    grants = (Grant("g", f"arn:aws:iam::{B}:role/R", ("Decrypt",)),)
+    assert _access(_evaluate(doc, grants)) == {}
+
+
+@settings(max_examples=200)
+@given(st.lists(statements(), max_size=6), statements(effect="Allow"))
+def test_adding_an_allow_never_removes_access(stmts: list[dict[str, Any]], extra: dict[str, Any]) -> None:
+    before = _access(_evaluate({"Statement": stmts}))
+    after = _access(_evaluate({"Statement": [*stmts, extra]}))
+    for who, acts in before.items():
+        assert acts <= after.get(who, set()), (who, acts, after.get(who))
+
+
+def _reference_match(pattern: str, text: str) -> bool:
+    """A deliberately naive recursive matcher to check the regex translation against."""
+    if not pattern:
+        return not text
+    if pattern[0] == "*":
+        return _reference_match(pattern[1:], text) or (bool(text) and _reference_match(pattern, text[1:]))
+    if text and (pattern[0] == "?" or pattern[0] == text[0]):
+        return _reference_match(pattern[1:], text[1:])
+    return False
+
+
+@settings(max_examples=500)
+@given(st.text(alphabet="ab*?.[]\\", max_size=8), st.text(alphabet="ab.[]\\", max_size=8))
+def test_wildcards_agree_with_a_reference(pattern: str, text: str) -> None:
+    assert wildcard_match(pattern, text) == _reference_match(pattern, text)
+
+
+@settings(max_examples=300)
+@given(st.text(alphabet="kmsKMS:*?DecryptGnat", max_size=14))
+def test_action_masks_agree_with_a_reference(pattern: str) -> None:
+    mask = pattern_mask(pattern)
+    expected = 0
+    service, sep, name = pattern.lower().partition(":")
+    for i, action in enumerate(KMS_ACTIONS):
+        if pattern.strip() == "*" or (
+            sep and _reference_match(service, "kms") and _reference_match(name, action.lower())
+        ):
+            expected |= 1 << i
+    assert mask == expected, (pattern, re.escape(pattern))
