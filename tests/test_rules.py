@@ -617,3 +617,24 @@ def test_potential_is_reported_for_accounts_that_are_not_audited() -> None:
     ev = run(policy(allow({"AWS": ROOT_B}, "kms:Decrypt")), principal(f"arn:aws:iam::{C}:role/R", iam_allow()))
     assert by(ev, ROOT_B, "potential") is not None
     assert not [f for f in ev.findings if f.access == "effective"]
+
+
+def test_key_policy_statement_without_principal_applies_to_nobody() -> None:
+    # 001_…txt: Principal is required in a key policy statement; without it nobody is allowed.
+    doc = {"Statement": [{"Effect": "Allow", "Action": "kms:*", "Resource": "*"}]}
+    ev = run(doc, ROLE_ALL)
+    assert [f for f in ev.findings if f.kind == "access"] == []
+    assert "statement-without-principal" in [lint.kind for lint in ev.lints]
+
+
+def test_principals_of_one_account_share_a_verdict_only_when_nothing_singles_them_out() -> None:
+    # §2.2 and §2.7 together: a role named by ARN, and a PrincipalType condition, differ per principal.
+    doc = policy(
+        allow({"AWS": ROOT_B}, "kms:Encrypt"),
+        allow({"AWS": ROLE_B}, "kms:Decrypt"),
+        allow({"AWS": ROOT_B}, "kms:Sign", {"StringEquals": {"aws:PrincipalType": "User"}}),
+    )
+    ev = run(doc, ROLE_ALL, principal(OTHER_ROLE_B, iam_allow()), principal(USER_B, iam_allow()))
+    assert set(by(ev, ROLE_B, "effective").actions) == {"kms:Encrypt", "kms:Decrypt"}  # type: ignore[union-attr]
+    assert set(by(ev, OTHER_ROLE_B, "effective").actions) == {"kms:Encrypt"}  # type: ignore[union-attr]
+    assert set(by(ev, USER_B, "effective").actions) == {"kms:Encrypt", "kms:Sign"}  # type: ignore[union-attr]

@@ -14,7 +14,9 @@ from kmsaudit.evaluator.conditions import FALSE, TRUE, UNKNOWN, Context, Value, 
 from kmsaudit.evaluator.match import wildcard_match
 from kmsaudit.evaluator.policy import Statement
 
-Conditions = tuple[tuple[int, dict[str, Any]], ...]  # (action mask, condition description)
+# A condition description: hashable (key, value) pairs, made a dict only for output.
+Desc = tuple[tuple[str, Any], ...]
+Conditions = tuple[tuple[int, Desc], ...]  # (actions it decides, description)
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,14 +52,14 @@ NO_ACCESS = Access()
 def _keep(conditions: Conditions, maybe: int) -> Conditions:
     if not maybe:
         return ()
-    seen: set[tuple[int, str]] = set()
+    seen: set[tuple[int, Desc]] = set()
     out = []
     for mask, desc in conditions:
         if mask & maybe:
-            marker = (mask & maybe, repr(sorted(desc.items())))
+            marker = (mask & maybe, desc)
             if marker not in seen:
                 seen.add(marker)
-                out.append((mask & maybe, desc))
+                out.append(marker)
     return tuple(out)
 
 
@@ -78,7 +80,7 @@ class Subject:
     context: Mapping[str, Value] = field(default_factory=dict)
 
 
-def principal_matches(stmt: Statement, subject: Subject) -> tuple[int, dict[str, Any] | None]:
+def principal_matches(stmt: Statement, subject: Subject) -> tuple[int, Desc | None]:
     """Does the statement's Principal/NotPrincipal apply to the subject? (SPEC §2.5)."""
     pset = stmt.principals
     if pset is None:
@@ -98,7 +100,7 @@ def principal_matches(stmt: Statement, subject: Subject) -> tuple[int, dict[str,
             if ref.account == subject.account and ref.role_name == subject.role_name:
                 # Only one session of the role is named: access depends on the session name.
                 result = UNKNOWN
-                extra = {"operator": "AssumedRoleSession", "key": "aws:userid", "values": [ref.value]}
+                extra = (("operator", "AssumedRoleSession"), ("key", "aws:userid"), ("values", (ref.value,)))
     if stmt.not_principal:
         return (FALSE, None) if result == TRUE else (TRUE, None)
     return result, extra
@@ -111,12 +113,11 @@ def resource_matches(stmt: Statement, key_arn: str) -> bool:
     return not hit if stmt.not_resource else hit
 
 
-def _describe(stmt: Statement, source: str, clause_desc: dict[str, Any]) -> dict[str, Any]:
-    desc = {"source": source, "effect": "Allow" if stmt.allow else "Deny"}
+def _describe(stmt: Statement, source: str, clause_desc: Desc) -> Desc:
+    head: Desc = (("source", source), ("effect", "Allow" if stmt.allow else "Deny"))
     if stmt.sid:
-        desc["sid"] = stmt.sid
-    desc.update(clause_desc)
-    return desc
+        head += (("sid", stmt.sid),)
+    return head + clause_desc
 
 
 def evaluate_statements(
@@ -132,8 +133,8 @@ def evaluate_statements(
     caller already kept only the statements that apply to the key.
     """
     allow_sure = allow_maybe = deny_sure = deny_maybe = 0
-    allow_conds: list[tuple[int, dict[str, Any]]] = []
-    deny_conds: list[tuple[int, dict[str, Any]]] = []
+    allow_conds: list[tuple[int, Desc]] = []
+    deny_conds: list[tuple[int, Desc]] = []
     for stmt in statements:
         mask = stmt.action_mask
         if not mask or (key_arn is not None and not resource_matches(stmt, key_arn)):
@@ -185,7 +186,7 @@ def apply_denies(
     if not denies:
         return access
     deny_sure = deny_maybe = 0
-    conds: list[tuple[int, dict[str, Any]]] = []
+    conds: list[tuple[int, Desc]] = []
     for stmt in denies:
         if not stmt.action_mask & access.any:
             continue

@@ -132,6 +132,7 @@ def pattern_mask(pattern: str) -> int:
     return mask
 
 
+@lru_cache(maxsize=4096)
 def names(mask: int) -> tuple[str, ...]:
     """Sorted `kms:`-prefixed names of the actions in a mask."""
     return tuple(sorted("kms:" + KMS_ACTIONS[i] for i in range(len(KMS_ACTIONS)) if mask >> i & 1))

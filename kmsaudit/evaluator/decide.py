@@ -16,6 +16,7 @@ from kmsaudit.evaluator.access import (
 )
 from kmsaudit.evaluator.actions import CROSS_ACCOUNT_MASK, grant_operations_mask, names
 from kmsaudit.evaluator.conditions import IDENTITY_KEYS, ArnInAccount, Context, Excluded, Value
+from kmsaudit.evaluator.keyindex import KeyPolicyIndex
 from kmsaudit.evaluator.lints import key_policy_lints
 from kmsaudit.evaluator.match import ACCOUNT_RE, PrincipalRef, arn_account, parse_principal, root_arn
 from kmsaudit.evaluator.policy import PolicyParseError, Statement, parse_policy
@@ -137,8 +138,9 @@ class _Collector:
                 severity = "medium" if conditional else "high"
             conditions: list[dict[str, Any]] = []
             for _, desc in acc.conditions:
-                if desc not in conditions:
-                    conditions.append(desc)
+                as_dict = {k: list(v) if isinstance(v, tuple) else v for k, v in desc}
+                if as_dict not in conditions:
+                    conditions.append(as_dict)
             out.append(
                 Finding(
                     key_arn=self.key.arn,
@@ -222,13 +224,13 @@ def _unparseable(key: KeyRecord, reason: str) -> Finding:
 def _grant_access(grant_id: str, mask: int, constraints: Any) -> Access:
     if not constraints:
         return Access(mask, 0)
-    desc = {
-        "source": "grant",
-        "grant_id": grant_id,
-        "operator": "GrantConstraints",
-        "key": "kms:EncryptionContext",
-        "values": [json.dumps(constraints, sort_keys=True)],
-    }
+    desc = (
+        ("source", "grant"),
+        ("grant_id", grant_id),
+        ("operator", "GrantConstraints"),
+        ("key", "kms:EncryptionContext"),
+        ("values", (json.dumps(constraints, sort_keys=True, default=str),)),
+    )
     return Access(0, mask, ((mask, desc),))
 
 
@@ -249,9 +251,11 @@ def evaluate_key(key: KeyRecord, scope: AuditScope) -> tuple[list[Finding], list
         stmts = ()
     resource = _resource_context(key)
     tags = {k.lower(): v for k, v in key.tags}
+    index = KeyPolicyIndex(stmts)
 
     def key_side(subject: Subject) -> Access:
-        return evaluate_statements(stmts, subject, Context(subject.context, resource, tags), "key-policy")
+        relevant = index.statements_for(subject.kind, subject.account)
+        return evaluate_statements(relevant, subject, Context(subject.context, resource, tags), "key-policy")
 
     # Potential: every external principal the key policy names (SPEC §3).
     named: dict[str, Subject] = {}
@@ -271,7 +275,7 @@ def evaluate_key(key: KeyRecord, scope: AuditScope) -> tuple[list[Finding], list
         public = key_side(outsider_subject(scope)).restrict(CROSS_ACCOUNT_MASK)
         decisions += 1
         if public.any:
-            confined = any(d.get("key", "").lower() in IDENTITY_KEYS for _, d in public.conditions)
+            confined = any(str(dict(d).get("key", "")).lower() in IDENTITY_KEYS for _, d in public.conditions)
             out.add("*", "*", "potential" if confined else "public", public, ("key-policy",))
         for name, subject in _confined_subjects(stmts, scope).items():
             if subject.account != key.account:
@@ -285,14 +289,20 @@ def evaluate_key(key: KeyRecord, scope: AuditScope) -> tuple[list[Finding], list
     named_accounts = {s.account for s in named.values() if s.kind == "concrete"}
     rcp = scope.rcps.get(key.account)
     for account, iam in scope.iam.items():
-        if account == key.account:
+        if account == key.account or not index.statements_for("concrete", account):
             continue
         if account not in named_accounts and not key_side(account_subject(account, scope)).any:
             continue  # nothing in this account can be given this key
+        shared: Access | None = None
         for cp in iam.candidates(key.arn):
             subject = concrete_subject(cp)
             decisions += 1
-            eff = key_side(subject).restrict(CROSS_ACCOUNT_MASK)
+            if index.shared_verdict(account, subject.arn, subject.role_name):
+                if shared is None:
+                    shared = key_side(subject).restrict(CROSS_ACCOUNT_MASK)
+                eff = shared
+            else:
+                eff = key_side(subject).restrict(CROSS_ACCOUNT_MASK)
             if not eff.any:
                 continue
             ctx = Context(subject.context, resource, tags)
@@ -317,7 +327,7 @@ def evaluate_key(key: KeyRecord, scope: AuditScope) -> tuple[list[Finding], list
         acc = _grant_access(grant.grant_id, grant_operations_mask(grant.operations), grant.constraints)
         subject = _grantee_subject(principal, scope)
         ctx = Context(subject.context, resource, tags)
-        acc = apply_denies(acc, stmts, subject, ctx, "key-policy")
+        acc = apply_denies(acc, index.statements_for(subject.kind, subject.account), subject, ctx, "key-policy")
         grantee_iam = scope.principal(principal)
         if grantee_iam is not None:
             own = tuple(s for s in grantee_iam.statements if resource_matches(s, key.arn))

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from kmsaudit.evaluator.actions import ALL_MASK, pattern_mask
+from kmsaudit.evaluator.actions import ALL_MASK, CROSS_ACCOUNT_MASK, pattern_mask
 from kmsaudit.evaluator.match import PrincipalRef, parse_principal
 
 
@@ -28,8 +28,8 @@ class ConditionClause:
     key_lc: str
     values: tuple[str, ...]
 
-    def describe(self) -> dict[str, Any]:
-        return {"operator": self.operator, "key": self.key, "values": list(self.values)}
+    def describe(self) -> tuple[tuple[str, Any], ...]:
+        return (("operator", self.operator), ("key", self.key), ("values", self.values))
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +42,7 @@ class PrincipalSet:
     sessions: tuple[PrincipalRef, ...]
     others: frozenset[str]  # service, federated and canonical principals, lower-case
     refs: tuple[PrincipalRef, ...]
+    mentioned: frozenset[str]  # every account named, as itself or by a principal of it
 
     @classmethod
     def of(cls, refs: tuple[PrincipalRef, ...]) -> PrincipalSet:
@@ -52,12 +53,12 @@ class PrincipalSet:
             sessions=tuple(r for r in refs if r.kind == "session"),
             others=frozenset(r.value.lower() for r in refs if r.kind in ("service", "federated", "canonical")),
             refs=refs,
+            mentioned=frozenset(r.account for r in refs if r.account),
         )
 
 
 @dataclass(frozen=True, slots=True)
 class Statement:
-    index: int
     sid: str
     allow: bool
     principals: PrincipalSet | None  # None: no Principal element (identity policy)
@@ -68,6 +69,8 @@ class Statement:
     resources: tuple[str, ...] | None  # None: no Resource element
     not_resource: bool
     conditions: tuple[ConditionClause, ...]
+    # ("nothing" | "local-only" | "unique-id" | "invalid", text): material for the lints
+    notes: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,16 +108,16 @@ def _parse_operator(operator: str) -> tuple[str, str, bool]:
     return lowered, prefix, if_exists
 
 
-def _conditions(raw: Any, problems: list[str], where: str) -> tuple[ConditionClause, ...]:
+def _conditions(raw: Any, problems: list[str]) -> tuple[ConditionClause, ...]:
     if raw is None or raw == {}:
         return ()
     if not isinstance(raw, dict):
-        problems.append(f"{where}: Condition is not an object")
+        problems.append("Condition is not an object")
         return (ConditionClause("<malformed>", "<malformed>", "", False, "", "", ()),)
     clauses = []
     for operator, block in raw.items():
         if not isinstance(block, dict):
-            problems.append(f"{where}: condition operator {operator!s:.60} has no key map")
+            problems.append(f"condition operator {operator!s:.60} has no key map")
             clauses.append(ConditionClause(str(operator), "<malformed>", "", False, "", "", ()))
             continue
         base, prefix, if_exists = _parse_operator(str(operator))
@@ -124,19 +127,36 @@ def _conditions(raw: Any, problems: list[str], where: str) -> tuple[ConditionCla
     return tuple(clauses)
 
 
-def _statement(index: int, raw: Any, problems: list[str]) -> Statement | None:
-    where = f"statement {index}"
+def _is_kms_pattern(pattern: str) -> bool:
+    text = pattern.strip().lower()
+    return ":" not in text or text.split(":", 1)[0] in ("kms", "kms*", "*")
+
+
+def _notes(patterns: tuple[str, ...], not_action: bool, principals: PrincipalSet | None) -> tuple[tuple[str, str], ...]:
+    """What the lints need, worked out once per distinct statement."""
+    notes = []
+    for pattern in patterns:
+        mask = pattern_mask(pattern)
+        if not mask and _is_kms_pattern(pattern):
+            notes.append(("nothing", pattern))
+        elif mask and not not_action and not mask & CROSS_ACCOUNT_MASK:
+            notes.append(("local-only", pattern))
+    for ref in principals.refs if principals else ():
+        if ref.kind in ("unique-id", "invalid"):
+            notes.append((ref.kind, ref.value[:200]))
+    return tuple(notes)
+
+
+def _statement(raw: Any) -> tuple[Statement | None, tuple[str, ...]]:
+    """One statement and its problems (messages without the statement's position)."""
     if not isinstance(raw, dict):
-        problems.append(f"{where}: not an object")
-        return None
+        return None, ("not an object",)
+    problems: list[str] = []
     sid = raw.get("Sid")
     sid = sid if isinstance(sid, str) else ""
-    if sid:
-        where = f"statement {index} ({sid[:60]})"
     effect = raw.get("Effect")
     if not isinstance(effect, str) or effect not in ("Allow", "Deny"):
-        problems.append(f"{where}: Effect must be Allow or Deny, not {effect!r:.40}")
-        return None
+        return None, (f"Effect must be Allow or Deny, not {effect!r:.40}",)
     not_principal = "NotPrincipal" in raw
     principals = None
     if "Principal" in raw or not_principal:
@@ -149,14 +169,13 @@ def _statement(index: int, raw: Any, problems: list[str]) -> Statement | None:
     if not_action:
         mask = ALL_MASK & ~mask
     if not patterns:
-        problems.append(f"{where}: no Action or NotAction")
+        problems.append("no Action or NotAction")
     not_resource = "NotResource" in raw
     resources = None
     if "Resource" in raw or not_resource:
         resources = tuple(str(r) for r in _as_list(raw.get("NotResource" if not_resource else "Resource")))
-    conditions = _conditions(raw.get("Condition"), problems, where)
-    return Statement(
-        index,
+    conditions = _conditions(raw.get("Condition"), problems)
+    stmt = Statement(
         sid,
         effect == "Allow",
         principals,
@@ -167,7 +186,29 @@ def _statement(index: int, raw: Any, problems: list[str]) -> Statement | None:
         resources,
         not_resource,
         conditions,
+        _notes(patterns, not_action, principals),
     )
+    return stmt, tuple(problems)
+
+
+_STATEMENTS: dict[str, tuple[Statement | None, tuple[str, ...]]] = {}
+_STATEMENTS_MAX = 50_000
+
+
+def _cached_statement(raw: Any) -> tuple[Statement | None, tuple[str, ...]]:
+    """Statements repeat across key policies (defaults, console templates): parse each once."""
+    if not isinstance(raw, dict):
+        return _statement(raw)
+    try:
+        marker = repr(raw)
+    except (RecursionError, ValueError):
+        return _statement(raw)
+    found = _STATEMENTS.get(marker)
+    if found is None:
+        if len(_STATEMENTS) >= _STATEMENTS_MAX:
+            _STATEMENTS.clear()
+        found = _STATEMENTS[marker] = _statement(raw)
+    return found
 
 
 def load_document(raw: Any) -> dict[str, Any]:
@@ -192,9 +233,12 @@ def _parse(raw: Any) -> Policy:
     problems: list[str] = []
     statements = []
     for i, item in enumerate(_as_list(doc.get("Statement"))):
-        stmt = _statement(i, item, problems)
+        stmt, found = _cached_statement(item)
         if stmt is not None:
             statements.append(stmt)
+        if found:
+            sid = f" ({stmt.sid[:60]})" if stmt is not None and stmt.sid else ""
+            problems.extend(f"statement {i}{sid}: {problem}" for problem in found)
     return Policy(tuple(statements), tuple(problems))
 
 

@@ -162,7 +162,11 @@ class AuditScope:
         # 000_…txt: "always list the specific CMK ARNs in the policy's Resource element".
         if stmt.allow and stmt.resources is not None and not stmt.not_resource and "*" in stmt.resources:
             shared = "arn:" in policy or policy.startswith("group:")
-            marker = (principal.account, policy if shared else f"{principal.arn} {policy}", str(stmt.index))
+            marker = (
+                principal.account,
+                policy if shared else f"{principal.arn} {policy}",
+                stmt.sid + ",".join(stmt.action_patterns),
+            )
             if marker in self._linted:
                 return
             if any(pattern_mask(p) for p in stmt.action_patterns) and not stmt.not_action:

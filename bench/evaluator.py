@@ -1,0 +1,242 @@
+"""Evaluator benchmark (issue #2): a synthetic estate through the full evaluation, and
+policyuniverse's public-access check of the same key policies, side by side in one run.
+
+    python bench/evaluator.py [--keys 10000] [--principals 2000] [--grants 5000] [--seed 7]
+
+Prints keys/s and decisions/s for kmsaudit, the time policyuniverse takes for
+`Policy(doc).is_internet_accessible()` on every key policy, the per-key ratio, and peak
+memory (max RSS). Not a test: run it by hand; figures go in the issue note.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import random
+import resource
+import sys
+import time
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from kmsaudit.evaluator import AuditScope, evaluate_keys
+from kmsaudit.model import Grant, IamPrincipal, KeyRecord, PolicyDocument
+
+KEY_ACCOUNTS = [f"1000000000{i:02d}" for i in range(4)]
+EXTERNAL = [f"2000000000{i:02d}" for i in range(10)]
+REGIONS = ["us-east-1", "eu-west-1"]
+USE = ["kms:Encrypt", "kms:Decrypt", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:DescribeKey"]
+ADMIN = [
+    "kms:Create*",
+    "kms:Describe*",
+    "kms:Enable*",
+    "kms:List*",
+    "kms:Put*",
+    "kms:Update*",
+    "kms:Revoke*",
+    "kms:Disable*",
+    "kms:Get*",
+    "kms:Delete*",
+    "kms:TagResource",
+    "kms:UntagResource",
+    "kms:ScheduleKeyDeletion",
+    "kms:CancelKeyDeletion",
+]
+
+
+def _statement(rng: random.Random, account: str, trusted: list[str], roles: dict[str, list[str]]) -> dict:
+    kind = rng.random()
+    if kind < 0.35 and trusted:
+        ext = rng.choice(trusted)
+        who = f"arn:aws:iam::{ext}:root" if rng.random() < 0.6 else rng.choice(roles[ext])
+        return {"Sid": "Use", "Effect": "Allow", "Principal": {"AWS": who}, "Action": USE, "Resource": "*"}
+    if kind < 0.45 and trusted:
+        ext = rng.choice(trusted)
+        return {
+            "Sid": "Grants",
+            "Effect": "Allow",
+            "Principal": {"AWS": f"arn:aws:iam::{ext}:root"},
+            "Action": ["kms:CreateGrant", "kms:ListGrants", "kms:RevokeGrant"],
+            "Resource": "*",
+            "Condition": {"Bool": {"kms:GrantIsForAWSResource": "true"}},
+        }
+    if kind < 0.52:
+        return {
+            "Sid": "ViaS3",
+            "Effect": "Allow",
+            "Principal": {"AWS": "*"},
+            "Action": USE,
+            "Resource": "*",
+            "Condition": {
+                "StringEquals": {
+                    "kms:CallerAccount": account,
+                    "kms:ViaService": f"s3.{rng.choice(REGIONS)}.amazonaws.com",
+                }
+            },
+        }
+    if kind < 0.56:
+        return {
+            "Sid": "Perimeter",
+            "Effect": "Deny",
+            "Principal": "*",
+            "Action": "kms:*",
+            "Resource": "*",
+            "Condition": {
+                "StringNotEquals": {"aws:PrincipalOrgID": "o-bench12345"},
+                "Bool": {"aws:PrincipalIsAWSService": "false"},
+            },
+        }
+    if kind < 0.562:
+        return {
+            "Sid": "Public",
+            "Effect": "Allow",
+            "Principal": "*",
+            "Action": "kms:Decrypt",
+            "Resource": "*",
+            "Condition": {"StringLike": {"kms:ViaService": "secretsmanager.*.amazonaws.com"}},
+        }
+    return {
+        "Sid": f"Admin{rng.randrange(1000)}",
+        "Effect": "Allow",
+        "Principal": {"AWS": f"arn:aws:iam::{account}:role/Admin{rng.randrange(50)}"},
+        "Action": ADMIN,
+        "Resource": "*",
+    }
+
+
+def build_estate(n_keys: int, n_principals: int, n_grants: int, seed: int):
+    rng = random.Random(seed)
+    roles = {
+        ext: [f"arn:aws:iam::{ext}:role/App{i}" for i in range(n_principals // len(EXTERNAL) // 2)] for ext in EXTERNAL
+    }
+    keys_meta = []
+    for _ in range(n_keys):
+        account, region = rng.choice(KEY_ACCOUNTS), rng.choice(REGIONS)
+        arn = f"arn:aws:kms:{region}:{account}:key/{uuid.UUID(int=rng.getrandbits(128))}"
+        trusted = rng.sample(EXTERNAL, rng.randint(0, 3))
+        stmts = [
+            {
+                "Sid": "Enable IAM policies",
+                "Effect": "Allow",
+                "Principal": {"AWS": f"arn:aws:iam::{account}:root"},
+                "Action": "kms:*",
+                "Resource": "*",
+            }
+        ]
+        stmts += [_statement(rng, account, trusted, roles) for _ in range(rng.randint(4, 19))]
+        keys_meta.append((arn, account, region, json.dumps({"Version": "2012-10-17", "Statement": stmts})))
+    principals = []
+    for ext in EXTERNAL:
+        per_account = n_principals // len(EXTERNAL)
+        for i in range(per_account):
+            kind = "role" if i < per_account // 2 else "user"
+            arn = roles[ext][i] if kind == "role" else f"arn:aws:iam::{ext}:user/user{i}"
+            r = rng.random()
+            if r < 0.3:
+                stmt = {"Effect": "Allow", "Action": "s3:*", "Resource": "*"}
+            elif r < 0.7:
+                stmt = {
+                    "Effect": "Allow",
+                    "Action": rng.sample(USE, 2),
+                    "Resource": [rng.choice(keys_meta)[0] for _ in range(rng.randint(1, 5))],
+                }
+            elif r < 0.88:
+                stmt = {"Effect": "Allow", "Action": USE, "Resource": f"arn:aws:kms:*:{rng.choice(KEY_ACCOUNTS)}:key/*"}
+            elif r < 0.98:
+                stmt = {
+                    "Effect": "Allow",
+                    "Action": "kms:Decrypt",
+                    "Resource": [rng.choice(keys_meta)[0] for _ in range(rng.randint(1, 5))],
+                    "Condition": {"StringEquals": {"kms:ViaService": "s3.us-east-1.amazonaws.com"}},
+                }
+            else:
+                stmt = {"Effect": "Allow", "Action": "kms:*", "Resource": "*"}
+            principals.append(
+                IamPrincipal(
+                    arn=arn,
+                    account=ext,
+                    kind=kind,
+                    name=arn.rsplit("/", 1)[-1],
+                    policies=(PolicyDocument("inline:p", {"Statement": [stmt]}),),
+                )
+            )
+    grants: dict[str, list[Grant]] = {}
+    for i in range(n_grants):
+        arn = rng.choice(keys_meta)[0]
+        grantee = rng.choice(roles[rng.choice(EXTERNAL)])
+        constraints = {"EncryptionContextSubset": {"app": "x"}} if rng.random() < 0.3 else None
+        grants.setdefault(arn, []).append(
+            Grant(f"g{i}", grantee, ("Decrypt", "GenerateDataKey"), constraints=constraints)
+        )
+    keys = [
+        KeyRecord(
+            arn=arn,
+            account=acct,
+            region=region,
+            key_id=arn.rsplit("/", 1)[1],
+            policy=doc,
+            grants=tuple(grants.get(arn, ())),
+        )
+        for arn, acct, region, doc in keys_meta
+    ]
+    return keys, principals
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--keys", type=int, default=10_000)
+    ap.add_argument("--principals", type=int, default=2_000)
+    ap.add_argument("--grants", type=int, default=5_000)
+    ap.add_argument("--seed", type=int, default=7)
+    args = ap.parse_args()
+    keys, principals = build_estate(args.keys, args.principals, args.grants, args.seed)
+    print(
+        f"estate: {len(keys)} keys, {len(principals)} IAM principals, {args.grants} grants, "
+        f"{sum(len(json.loads(k.policy)['Statement']) for k in keys)} key-policy statements"
+    )
+    # The collected inventory is long-lived: move it out of the collector's way, as `scan` does.
+    gc.collect()
+    gc.freeze()
+
+    t0 = time.perf_counter()
+    scope = AuditScope(principals, audited_accounts=EXTERNAL)
+    evaluation = evaluate_keys(keys, scope)
+    ours = time.perf_counter() - t0
+    by_access: dict[str, int] = {}
+    for f in evaluation.findings:
+        by_access[f.access] = by_access.get(f.access, 0) + 1
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+    try:
+        from policyuniverse.policy import Policy
+    except ImportError:
+        Policy = None
+    theirs = None
+    if Policy is not None:
+        # Same input as kmsaudit: the policy text as GetKeyPolicy returns it.
+        t0 = time.perf_counter()
+        public = sum(1 for k in keys if Policy(json.loads(k.policy)).is_internet_accessible())
+        theirs = time.perf_counter() - t0
+
+    print(
+        f"kmsaudit:       {ours:7.2f} s  {len(keys) / ours:9.0f} keys/s  "
+        f"{evaluation.decisions / ours:9.0f} decisions/s  ({evaluation.decisions} decisions, "
+        f"{len(evaluation.findings)} findings {by_access}, {len(evaluation.lints)} lints)"
+    )
+    if theirs is not None:
+        print(
+            f"policyuniverse: {theirs:7.2f} s  {len(keys) / theirs:9.0f} keys/s  "
+            f"(is_internet_accessible only; {public} keys flagged)"
+        )
+        print(f"per key, kmsaudit / policyuniverse = {ours / theirs:.2f} (target ≤ 1.00)")
+    else:
+        print("policyuniverse not installed (pip install -e '.[bench]'): no side-by-side figure")
+    print(f"peak memory (max RSS of this process, estate included): {rss_mb:.0f} MB (target < 500 MB)")
+    print(f"whole estate under 10 s: {'yes' if ours < 10 else 'NO'}")
+
+
+if __name__ == "__main__":
+    main()

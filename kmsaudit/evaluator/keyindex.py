@@ -1,0 +1,58 @@
+"""A key policy's statements indexed by the accounts they can apply to.
+
+Most statements of a real key policy name the key's own administrators; an account that no
+statement mentions (and no `"*"` statement covers) is decided without evaluating anything, and
+principals of an account that no statement singles out share one verdict.
+"""
+
+from __future__ import annotations
+
+from kmsaudit.evaluator.policy import Statement
+
+# Condition keys whose value differs between principals of one account.
+PRINCIPAL_VARYING = frozenset({"aws:principalarn", "aws:principaltype", "aws:username", "aws:userid"})
+
+
+def _unique(statements: list[Statement]) -> tuple[Statement, ...]:
+    return tuple({id(s): s for s in statements}.values())
+
+
+class KeyPolicyIndex:
+    def __init__(self, statements: tuple[Statement, ...]) -> None:
+        # A key policy statement without Principal applies to nobody (it is linted).
+        usable = [s for s in statements if s.principals is not None]
+        self.wild = tuple(s for s in usable if s.principals and (s.principals.any or s.not_principal))
+        by_account: dict[str, list[Statement]] = {}
+        others: list[Statement] = []
+        for stmt in usable:
+            pset = stmt.principals
+            assert pset is not None
+            for account in pset.mentioned:
+                by_account.setdefault(account, []).append(stmt)
+            if pset.others:
+                others.append(stmt)
+        self.by_account = {a: _unique([*self.wild, *s]) for a, s in by_account.items()}
+        self.others = _unique([*self.wild, *others])
+        self._generic: dict[str, tuple[bool, frozenset[str], frozenset[str]]] = {}
+
+    def statements_for(self, kind: str, account: str) -> tuple[Statement, ...]:
+        if kind in ("service", "federated", "canonical"):
+            return self.others
+        if account:
+            return self.by_account.get(account, self.wild)
+        return self.wild
+
+    def shared_verdict(self, account: str, arn: str, role_name: str) -> bool:
+        """Does this principal get the same key-policy verdict as every other unnamed one?"""
+        if account not in self._generic:
+            stmts = self.statements_for("concrete", account)
+            varying = any(
+                c.key_lc in PRINCIPAL_VARYING or any("${" in v for v in c.values) for s in stmts for c in s.conditions
+            )
+            arns = frozenset(a for s in stmts if s.principals for a in s.principals.arns)
+            roles = frozenset(
+                r.role_name for s in stmts if s.principals for r in s.principals.sessions if r.account == account
+            )
+            self._generic[account] = (not varying, arns, roles)
+        generic, arns, roles = self._generic[account]
+        return generic and arn not in arns and not (role_name and role_name in roles)
