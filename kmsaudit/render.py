@@ -69,7 +69,8 @@ def write_findings(findings: Sequence[Finding], fmt: str, out: TextIO, colour: b
         counts[f.severity] = counts.get(f.severity, 0) + 1
     summary = ", ".join(f"{counts[s]} {s}" for s in ("critical", "high", "medium", "low") if s in counts)
     keys = len({f.key_arn for f in ordered})
-    out.write(f"\n{len(ordered)} findings on {keys} keys: {summary}\n")
+    plural = "s" if len(ordered) != 1 else ""
+    out.write(f"\n{len(ordered)} finding{plural} on {keys} key{'s' if keys != 1 else ''}: {summary}\n")
 
 
 def write_lints(lints: Sequence[Lint], fmt: str, out: TextIO) -> None:

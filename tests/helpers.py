@@ -10,7 +10,8 @@ from typing import Any
 from kmsaudit.evaluator import AuditScope, evaluate_keys
 from kmsaudit.model import Evaluation, Finding, Grant, IamPrincipal, KeyRecord, Organization, PolicyDocument
 
-SEEDS = Path(__file__).resolve().parents[2] / "shared" / "seeds"
+# Copies of ../shared/seeds (the AWS documents the project started from), cited by file name.
+SEEDS = Path(__file__).resolve().parent / "data" / "seeds"
 A = "111122223333"  # the key's account
 B = "444455556666"  # an external account
 C = "777788889999"  # another external account

@@ -89,7 +89,7 @@ def test_jsonl_and_table(tmp_path: Path) -> None:
     assert [json.loads(line)["access"] for line in proc.stdout.splitlines()] == ["effective", "potential"]
     proc = kmsaudit("evaluate", "--key-policy", key_policy, "--key-arn", KEY_ARN, "--iam", f"{B}={iam}")
     assert proc.returncode == 0
-    assert ROLE_B in proc.stdout and "effective" in proc.stdout and "2 findings on 1 keys" in proc.stdout
+    assert ROLE_B in proc.stdout and "effective" in proc.stdout and "2 findings on 1 key:" in proc.stdout
 
 
 def test_key_arn_is_guessed_from_the_enable_iam_statement(tmp_path: Path) -> None:
