@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import time
 from collections.abc import Sequence
 
 from kmsaudit import __version__
+from kmsaudit.config import DEFAULT_CONFIG_PATH
 from kmsaudit.errors import KmsAuditError
 from kmsaudit.model import SEVERITIES, Finding, severity_rank
 from kmsaudit.render import FORMATS, write_findings, write_lints
@@ -60,7 +63,97 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument(
         "--fail-on", choices=SEVERITIES, metavar="SEVERITY", help="exit 3 if a finding is at or above SEVERITY"
     )
+    sc = sub.add_parser(
+        "scan",
+        help="one scan: collect, evaluate, report (for cron)",
+        description="Collect every key of every configured account and region, evaluate "
+        "who outside each account can use it, and print the findings.",
+    )
+    _config_option(sc)
+    sc.add_argument("--format", choices=FORMATS, default="table")
+    sc.add_argument(
+        "--fail-on",
+        choices=SEVERITIES,
+        metavar="SEVERITY",
+        help="exit 3 if a finding is at or above SEVERITY (critical, high, medium, low)",
+    )
+    sc.add_argument(
+        "--log-format",
+        choices=("json", "console"),
+        help="log lines on stderr (default: console on a terminal, json otherwise)",
+    )
+    sc.add_argument("--no-progress", action="store_true", help="no progress line on a terminal")
     return parser
+
+
+def _config_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        default=os.environ.get("KMSAUDIT_CONFIG", DEFAULT_CONFIG_PATH),
+        help=f"TOML config (default: $KMSAUDIT_CONFIG or ./{DEFAULT_CONFIG_PATH})",
+    )
+
+
+class _Progress:
+    """One self-rewriting line on a terminal's stderr; nothing when not a terminal."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.counts = {"scopes": 0, "keys": 0}
+        self.total_scopes = 0
+        self._last = 0.0
+
+    def __call__(self, what: str, n: int) -> None:
+        self.counts[what] = self.counts.get(what, 0) + n
+        now = time.monotonic()
+        if self.enabled and (now - self._last > 0.1 or what == "scopes"):
+            self._last = now
+            total = f"/{self.total_scopes}" if self.total_scopes else ""
+            sys.stderr.write(
+                f"\rscanning: {self.counts['scopes']}{total} scopes done, {self.counts['keys']} keys read "
+            )
+            sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.enabled and self._last:
+            sys.stderr.write("\r\033[K")
+            sys.stderr.flush()
+
+
+def _scan(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from kmsaudit.config import load_config
+    from kmsaudit.logging import configure
+    from kmsaudit.scan import run_scan
+
+    config = load_config(args.config)
+    configure(
+        json_logs=None if args.log_format is None else args.log_format == "json",
+        level="warning" if sys.stderr.isatty() and args.log_format is None else "info",
+    )
+    progress = _Progress(sys.stderr.isatty() and not args.no_progress)
+    try:
+        result = asyncio.run(run_scan(config, progress=progress))
+    finally:
+        progress.close()
+    write_findings(result.findings, args.format, sys.stdout, colour=sys.stdout.isatty())
+    for scope in result.failed_scopes:
+        print(f"kmsaudit: scope {scope.account}/{scope.region} failed: {scope.error}", file=sys.stderr)
+    for account, reason in sorted(result.iam_failures.items()):
+        print(f"kmsaudit: IAM of {account} could not be read (no effective findings for it): {reason}", file=sys.stderr)
+    if args.format == "table":
+        ok = len(result.scopes) - len(result.failed_scopes)
+        print(
+            f"{result.keys} keys in {ok}/{len(result.scopes)} scopes, {result.requests} AWS requests "
+            f"({result.throttled} throttled), {result.finished_at - result.started_at:.1f} s"
+        )
+    if _fail_on(result.findings, args.fail_on):
+        return EXIT_FINDINGS
+    if result.failed_scopes or result.iam_failures:
+        return EXIT_SCOPES_FAILED
+    return EXIT_OK
 
 
 def _fail_on(findings: Sequence[Finding], threshold: str | None) -> bool:
@@ -88,6 +181,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "evaluate":
             return _evaluate(args)
+        if args.command == "scan":
+            return _scan(args)
     except KmsAuditError as exc:
         print(f"kmsaudit: error: {exc}", file=sys.stderr)
         return exc.exit_code

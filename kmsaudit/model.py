@@ -57,6 +57,8 @@ class KeyRecord:
     aliases: tuple[str, ...] = ()
     tags: tuple[tuple[str, str], ...] = ()
     grants: tuple[Grant, ...] = ()
+    # Reads that failed for this key alone (e.g. the key policy denies the audit role).
+    errors: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +162,47 @@ class Lint:
             "policy": self.policy,
             "sid": self.sid,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class ScopeResult:
+    """One account × region of a scan: its keys, or why it could not be read."""
+
+    account: str
+    region: str
+    ok: bool
+    keys: tuple[KeyRecord, ...] = ()
+    error: str = ""
+    error_code: str = ""
+    duration_seconds: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class ScopeStatus:
+    account: str
+    region: str
+    ok: bool
+    keys: int = 0
+    error: str = ""
+    error_code: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ScanResult:
+    findings: tuple[Finding, ...]
+    lints: tuple[Lint, ...]
+    scopes: tuple[ScopeStatus, ...]
+    # Accounts whose IAM could not be read: their principals' effective access is unknown.
+    iam_failures: dict[str, str] = field(default_factory=dict)
+    started_at: float = 0.0
+    finished_at: float = 0.0
+    requests: int = 0
+    throttled: int = 0
+    keys: int = 0
+
+    @property
+    def failed_scopes(self) -> tuple[ScopeStatus, ...]:
+        return tuple(s for s in self.scopes if not s.ok)
 
 
 @dataclass(frozen=True, slots=True)

@@ -242,7 +242,7 @@ def evaluate_key(key: KeyRecord, scope: AuditScope) -> tuple[list[Finding], list
     extra: list[Finding] = []
     try:
         if key.policy is None:
-            raise PolicyParseError("no key policy was collected")
+            raise PolicyParseError("; ".join(key.errors) or "no key policy was collected")
         policy = parse_policy(key.policy)
         stmts = tuple(s for s in policy.statements if resource_matches(s, key.arn))
         lints.extend(key_policy_lints(key, policy))

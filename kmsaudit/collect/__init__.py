@@ -1,0 +1,5 @@
+"""The only package that talks to AWS (aiobotocore); it returns model objects, never botocore's."""
+
+from kmsaudit.collect.collector import Collector
+
+__all__ = ["Collector"]

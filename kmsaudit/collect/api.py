@@ -1,0 +1,124 @@
+"""Every AWS request goes through here: rate limits, bounded concurrency, pagination, records."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+from asyncio_throttle import Throttler
+from botocore.exceptions import ClientError
+
+from kmsaudit.collect.errors import THROTTLE_CODES, convert, error_code
+from kmsaudit.config import DEFAULT_QUOTAS, ScanSettings
+
+# (service, operation, outcome) for every HTTP attempt, retries included.
+RequestObserver = Callable[[str, str, str], None]
+
+# Token names of the paginated operations kmsaudit calls: (marker in, marker out, more flag).
+_KMS_PAGES = ("Marker", "NextMarker", "Truncated")
+PAGINATION: dict[str, tuple[str, str, str | None]] = {
+    "ListKeys": _KMS_PAGES,
+    "ListAliases": _KMS_PAGES,
+    "ListGrants": _KMS_PAGES,
+    "ListResourceTags": _KMS_PAGES,
+    "GetAccountAuthorizationDetails": ("Marker", "Marker", "IsTruncated"),
+    "ListAccounts": ("NextToken", "NextToken", None),
+    "ListParents": ("NextToken", "NextToken", None),
+    "ListPoliciesForTarget": ("NextToken", "NextToken", None),
+}
+_SNAKE = re.compile(r"(?<!^)(?=[A-Z])")
+
+
+def snake(operation: str) -> str:
+    return _SNAKE.sub("_", operation).lower()
+
+
+class Api:
+    """Shared by every scope of one scan."""
+
+    def __init__(self, settings: ScanSettings, observer: RequestObserver | None = None) -> None:
+        self.settings = settings
+        self._in_flight = asyncio.Semaphore(settings.concurrency)
+        self._throttlers: dict[tuple[str, str, str], Throttler] = {}
+        self._observer = observer
+        self.attempts: Counter[tuple[str, str, str]] = Counter()  # (service, operation, outcome)
+
+    def _throttler(self, account: str, region: str, operation: str) -> Throttler | None:
+        """SPEC §9: a token bucket per (account, region, operation) with a published quota."""
+        if operation not in DEFAULT_QUOTAS:
+            return None
+        slot = (account, region, operation)
+        throttler = self._throttlers.get(slot)
+        if throttler is None:
+            rate = self.settings.rate(operation)
+            # Whole requests per window: a window of one second, or longer for slow rates.
+            period = 1.0 if rate >= 1 else 1.0 / rate
+            limit = max(1, int(rate * period))
+            throttler = Throttler(rate_limit=limit, period=period, retry_interval=min(0.05, period / limit / 2))
+            self._throttlers[slot] = throttler
+        return throttler
+
+    def observe(self, service: str, operation: str, outcome: str) -> None:
+        """Called for every HTTP attempt (from botocore's response-received event)."""
+        self.attempts[(service, operation, outcome)] += 1
+        if self._observer is not None:
+            self._observer(service, operation, outcome)
+
+    def on_response(self, event_name: str = "", **kwargs: Any) -> None:
+        _, service, operation = ([*event_name.split("."), "", "", ""])[:3]
+        if kwargs.get("exception") is not None:
+            outcome = "network-error"
+        else:
+            parsed = kwargs.get("parsed_response") or {}
+            code = str(parsed.get("Error", {}).get("Code", "")) if isinstance(parsed, dict) else ""
+            outcome = "throttled" if code in THROTTLE_CODES else ("error" if code else "ok")
+        self.observe(service, operation, outcome)
+
+    @property
+    def throttled(self) -> int:
+        return sum(n for (_, _, outcome), n in self.attempts.items() if outcome == "throttled")
+
+    @property
+    def requests(self) -> int:
+        return sum(self.attempts.values())
+
+    async def call(self, client: Any, account: str, region: str, operation: str, **params: Any) -> dict[str, Any]:
+        """One request; botocore's own retries (with jitter) happen inside. Raises CollectError,
+        or ClientError for codes the caller handles itself (a key deleted mid-scan)."""
+        throttler = self._throttler(account, region, operation)
+        if throttler is not None:
+            await throttler.acquire()
+        async with self._in_flight:
+            try:
+                response: dict[str, Any] = await getattr(client, snake(operation))(**params)
+            except ClientError as exc:
+                if error_code(exc) in ("NotFoundException", "NoSuchEntity", "KMSInvalidStateException"):
+                    raise
+                raise convert(exc, operation) from None
+            except Exception as exc:
+                raise convert(exc, operation) from None
+        return response
+
+    async def pages(
+        self, client: Any, account: str, region: str, operation: str, items: str, **params: Any
+    ) -> list[Any]:
+        """Every item of every page, following the operation's markers to the end."""
+        marker_in, marker_out, more_flag = PAGINATION[operation]
+        out: list[Any] = []
+        seen_markers: set[str] = set()
+        while True:
+            response = await self.call(client, account, region, operation, **params)
+            value = response.get(items)
+            if isinstance(value, list):
+                out.extend(value)
+            marker = response.get(marker_out)
+            more = bool(marker) if more_flag is None else bool(response.get(more_flag)) and bool(marker)
+            if not more:
+                return out
+            if marker in seen_markers:  # a backend that repeats a marker would loop forever
+                raise convert(RuntimeError(f"pagination marker repeated: {str(marker)[:40]}"), operation)
+            seen_markers.add(marker)
+            params[marker_in] = marker

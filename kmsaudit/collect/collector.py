@@ -1,0 +1,137 @@
+"""Collection across accounts × regions, concurrently; one broken scope never stops the others."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+import structlog
+
+from kmsaudit.collect.api import Api, RequestObserver
+from kmsaudit.collect.iam import collect_iam
+from kmsaudit.collect.kms import collect_region
+from kmsaudit.collect.org import collect_organization
+from kmsaudit.collect.session import Sessions
+from kmsaudit.config import Config
+from kmsaudit.errors import CollectError
+from kmsaudit.evaluator import AuditScope
+from kmsaudit.model import IamPrincipal, Organization, ScopeResult
+
+log = structlog.get_logger("kmsaudit.collect")
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    account: str
+    role_arn: str | None
+    external_id: str | None
+    regions: tuple[str, ...]
+
+
+class Collector:
+    """`async for scope in collector.scopes()`: each scope as soon as it is read.
+
+    IAM of every account is read first (concurrently with the KMS reads), so `audit_scope`
+    is complete before the first scope is yielded and each scope can be evaluated at once.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        observer: RequestObserver | None = None,
+        progress: Callable[[str, int], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.api = Api(config.scan, observer)
+        self.progress = progress
+        self.principals: list[IamPrincipal] = []
+        self.iam_failures: dict[str, str] = {}
+        self.organization: Organization | None = None
+        self.organization_error = ""
+        self.targets: list[Target] = []
+        self.audit_scope: AuditScope | None = None
+
+    def _tick(self, what: str, n: int = 1) -> None:
+        if self.progress is not None:
+            self.progress(what, n)
+
+    async def _targets(self, sessions: Sessions) -> list[Target]:
+        cfg = self.config
+        targets = {a.id: Target(a.id, a.role_arn, a.external_id, tuple(cfg.regions_of(a))) for a in cfg.accounts}
+        org_cfg = cfg.organization
+        if org_cfg is not None:
+            try:
+                arn = org_cfg.management_role_arn
+                session = await sessions.for_account(
+                    arn.split(":")[4] if arn else "organization", arn, org_cfg.external_id
+                )
+                client = await sessions.client(session, "organizations", "us-east-1")
+                self.organization = await collect_organization(self.api, client, "organization", org_cfg.audit_policies)
+            except CollectError as exc:
+                self.organization_error = str(exc)
+                log.error("organization.failed", reason=str(exc), code=exc.code)
+            else:
+                for account in sorted(self.organization.accounts):
+                    if account not in targets:
+                        role = f"arn:aws:iam::{account}:role/{org_cfg.role_name}"
+                        targets[account] = Target(account, role, org_cfg.external_id, tuple(cfg.scan.regions))
+        return list(targets.values())
+
+    async def _iam(self, sessions: Sessions, target: Target) -> None:
+        try:
+            session = await sessions.for_account(target.account, target.role_arn, target.external_id)
+            client = await sessions.client(session, "iam", "us-east-1")
+            self.principals.extend(await collect_iam(self.api, client, target.account))
+            log.info("iam.done", account=target.account)
+        except CollectError as exc:
+            self.iam_failures[target.account] = str(exc)
+            log.error("iam.failed", account=target.account, reason=str(exc), code=exc.code)
+
+    async def _scope(self, sessions: Sessions, target: Target, region: str) -> ScopeResult:
+        started = time.monotonic()
+        try:
+            session = await sessions.for_account(target.account, target.role_arn, target.external_id)
+            client = await sessions.client(session, "kms", region)
+            keys = await collect_region(
+                self.api, client, target.account, region, progress=lambda n: self._tick("keys", n)
+            )
+        except CollectError as exc:
+            log.error("scope.failed", account=target.account, region=region, reason=str(exc), code=exc.code)
+            return ScopeResult(
+                target.account,
+                region,
+                False,
+                error=str(exc),
+                error_code=exc.code,
+                duration_seconds=time.monotonic() - started,
+            )
+        log.info("scope.done", account=target.account, region=region, keys=len(keys))
+        return ScopeResult(target.account, region, True, tuple(keys), duration_seconds=time.monotonic() - started)
+
+    async def scopes(self) -> AsyncIterator[ScopeResult]:
+        async with Sessions(self.config.scan, on_response=self.api.on_response) as sessions:
+            self.targets = await self._targets(sessions)
+            iam_tasks = [asyncio.create_task(self._iam(sessions, t)) for t in self.targets]
+            scope_tasks = [asyncio.create_task(self._scope(sessions, t, r)) for t in self.targets for r in t.regions]
+            try:
+                await asyncio.gather(*iam_tasks)
+                self.audit_scope = AuditScope(
+                    self.principals,
+                    audited_accounts=[t.account for t in self.targets if t.account not in self.iam_failures],
+                    trusted_accounts=[*self.config.trust.accounts, *(t.account for t in self.targets)],
+                    organization=self.organization,
+                )
+                for next_done in asyncio.as_completed(scope_tasks):
+                    result = await next_done
+                    self._tick("scopes")
+                    yield result
+            finally:
+                for task in [*iam_tasks, *scope_tasks]:
+                    task.cancel()
+                await asyncio.gather(*iam_tasks, *scope_tasks, return_exceptions=True)
+
+    @property
+    def scope_count(self) -> int:
+        return sum(len(t.regions) for t in self.targets)

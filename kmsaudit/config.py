@@ -1,0 +1,215 @@
+"""The TOML configuration (SPEC §7), validated with pydantic; every mistake is one clear line."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from kmsaudit.errors import ConfigError
+
+ACCOUNT_PATTERN = r"^\d{12}$"
+ROLE_ARN_RE = re.compile(r"^arn:aws[a-z-]*:iam::(\d{12}):role/[\w+=,.@/-]{1,512}$")
+DURATION_RE = re.compile(r"^\s*(\d+)\s*(s|m|h|d)\s*$")
+DEFAULT_CONFIG_PATH = "kmsaudit.toml"
+
+# SPEC §9: default requests per second, per account and region.
+DEFAULT_QUOTAS: dict[str, float] = {
+    "ListKeys": 500,
+    "ListAliases": 500,
+    "DescribeKey": 2000,
+    "GetKeyPolicy": 1000,
+    "ListGrants": 100,
+    "GetKeyRotationStatus": 1000,
+    "ListResourceTags": 2000,
+}
+
+AccountId = Annotated[str, Field(pattern=ACCOUNT_PATTERN)]
+
+
+@lru_cache(maxsize=1)
+def known_regions() -> frozenset[str]:
+    """Every region botocore knows for KMS, in every partition."""
+    import botocore.session
+
+    session = botocore.session.get_session()
+    regions: set[str] = set()
+    for partition in session.get_available_partitions():
+        regions.update(session.get_available_regions("kms", partition))
+    return frozenset(regions)
+
+
+def parse_duration(text: str) -> float:
+    match = DURATION_RE.match(text)
+    if not match:
+        raise ValueError(f"{text!r} is not a duration such as '90s', '15m', '6h' or '1d'")
+    return int(match.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_regions(regions: list[str]) -> list[str]:
+    known = known_regions()
+    for region in regions:
+        if region not in known:
+            raise ValueError(f"unknown region {region!r}")
+    if len(set(regions)) != len(regions):
+        raise ValueError("a region is listed twice")
+    return regions
+
+
+class ScanSettings(_Strict):
+    regions: list[str] = Field(default_factory=lambda: ["us-east-1"], min_length=1)
+    interval: str = "15m"
+    concurrency: int = Field(64, ge=1, le=1024, description="AWS requests in flight at most")
+    retry_mode: Literal["standard", "adaptive"] = "standard"
+    max_attempts: int = Field(10, ge=1, le=30)
+    quota_margin: float = Field(0.8, gt=0, le=1, description="fraction of each quota kmsaudit uses")
+    quotas: dict[str, float] = Field(default_factory=dict, description="requests/s overrides, by operation")
+    session_name: str = Field("kmsaudit", min_length=2, max_length=64, pattern=r"^[\w+=,.@-]+$")
+
+    _regions = field_validator("regions")(_check_regions)
+
+    @field_validator("interval")
+    @classmethod
+    def _interval(cls, value: str) -> str:
+        if parse_duration(value) < 60:
+            raise ValueError("the interval must be at least 1m")
+        return value
+
+    @field_validator("quotas")
+    @classmethod
+    def _quotas(cls, value: dict[str, float]) -> dict[str, float]:
+        for op, rate in value.items():
+            if op not in DEFAULT_QUOTAS:
+                raise ValueError(f"no quota is known for operation {op!r} (known: {', '.join(DEFAULT_QUOTAS)})")
+            if rate <= 0:
+                raise ValueError(f"the quota of {op} must be positive")
+        return value
+
+    def rate(self, operation: str) -> float:
+        """Requests per second kmsaudit allows itself for one operation in one scope."""
+        return self.quotas.get(operation, DEFAULT_QUOTAS.get(operation, 100)) * self.quota_margin
+
+
+class AccountSettings(_Strict):
+    id: AccountId
+    role_arn: str | None = None
+    external_id: str | None = Field(None, min_length=2, max_length=1224)
+    regions: list[str] | None = None
+
+    _regions = field_validator("regions")(_check_regions)
+
+    @field_validator("role_arn")
+    @classmethod
+    def _role_arn(cls, value: str | None) -> str | None:
+        if value is not None and not ROLE_ARN_RE.match(value):
+            raise ValueError(f"{value!r} is not an IAM role ARN (arn:aws:iam::ACCOUNT:role/NAME)")
+        return value
+
+    @model_validator(mode="after")
+    def _role_in_account(self) -> AccountSettings:
+        if self.role_arn is not None:
+            match = ROLE_ARN_RE.match(self.role_arn)
+            assert match is not None
+            if match.group(1) != self.id:
+                raise ValueError(f"role_arn is in account {match.group(1)}, not in {self.id}")
+        return self
+
+
+class OrganizationSettings(_Strict):
+    role_name: str = Field(pattern=r"^[\w+=,.@-]{1,64}$")
+    management_role_arn: str | None = None
+    external_id: str | None = None
+    audit_policies: bool = True  # collect SCPs and RCPs
+
+    @field_validator("management_role_arn")
+    @classmethod
+    def _arn(cls, value: str | None) -> str | None:
+        if value is not None and not ROLE_ARN_RE.match(value):
+            raise ValueError(f"{value!r} is not an IAM role ARN")
+        return value
+
+
+class TrustSettings(_Strict):
+    accounts: list[AccountId] = Field(default_factory=list)
+
+
+class StoreSettings(_Strict):
+    path: str = "kmsaudit.db"
+    retention_days: int = Field(90, ge=1)
+
+
+class DaemonSettings(_Strict):
+    listen: str = Field("127.0.0.1:9465", pattern=r"^(\[[0-9a-fA-F:]+\]|[\w.-]+):\d{1,5}$")
+
+
+class Config(_Strict):
+    scan: ScanSettings = Field(default_factory=ScanSettings)  # type: ignore[arg-type]
+    accounts: list[AccountSettings] = Field(default_factory=list)
+    organization: OrganizationSettings | None = None
+    trust: TrustSettings = Field(default_factory=TrustSettings)
+    store: StoreSettings = Field(default_factory=StoreSettings)
+    daemon: DaemonSettings = Field(default_factory=DaemonSettings)
+
+    @model_validator(mode="after")
+    def _accounts(self) -> Config:
+        seen: set[str] = set()
+        for account in self.accounts:
+            if account.id in seen:
+                raise ValueError(f"account {account.id} is listed twice")
+            seen.add(account.id)
+        if not self.accounts and self.organization is None:
+            raise ValueError("no [[accounts]] and no [organization]: nothing to audit")
+        return self
+
+    def regions_of(self, account: AccountSettings) -> list[str]:
+        return account.regions or self.scan.regions
+
+    @property
+    def interval_seconds(self) -> float:
+        return parse_duration(self.scan.interval)
+
+
+def _location(loc: tuple[object, ...], data: object) -> str:
+    """`accounts[1].id` from pydantic's location, naming list items by position (from 1)."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part + 1}]"
+        elif str(part).startswith("function-"):
+            continue
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a config file; ConfigError (exit 2) names the file and the key."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file (see config/example.toml)") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = _location(tuple(first["loc"]), data)
+        message = str(first["msg"]).removeprefix("Value error, ")
+        if first["type"] == "extra_forbidden":
+            message = "unknown key"
+        more = f" (and {exc.error_count() - 1} more problems)" if exc.error_count() > 1 else ""
+        raise ConfigError(f"{path}: {where}: {message}{more}") from None

@@ -1,0 +1,52 @@
+"""structlog configuration: JSON lines for services and pipes, readable lines for people."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import structlog
+
+# Never let a secret reach a log line, whatever a caller passes.
+_SECRET_KEYS = frozenset(
+    {
+        "aws_secret_access_key",
+        "secret_key",
+        "session_token",
+        "token",
+        "password",
+        "webhook_url",
+        "url_secret",
+        "authorization",
+    }
+)
+
+
+def _redact(_: object, __: str, event: dict[str, object]) -> dict[str, object]:
+    for key in list(event):
+        if key.lower() in _SECRET_KEYS:
+            event[key] = "[redacted]"
+    return event
+
+
+def configure(json_logs: bool | None = None, level: str = "info") -> None:
+    """Logs go to stderr; stdout is kept for findings."""
+    if json_logs is None:
+        json_logs = not sys.stderr.isatty()
+    renderer: structlog.types.Processor = (
+        structlog.processors.JSONRenderer() if json_logs else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            _redact,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+    logging.getLogger("botocore").setLevel(logging.WARNING)
+    logging.getLogger("aiobotocore").setLevel(logging.WARNING)
