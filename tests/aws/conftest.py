@@ -1,0 +1,141 @@
+"""moto in server mode on loopback, a fresh AWS per test, and the seeded estate."""
+
+from __future__ import annotations
+
+import json
+import logging
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import boto3
+import pytest
+from moto.server import ThreadedMotoServer
+
+A, B, C, D = "111111111111", "222222222222", "333333333333", "444444444444"
+REGIONS = ("us-east-1", "eu-west-1")
+USE = ["kms:Encrypt", "kms:Decrypt", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:DescribeKey"]
+V = "2012-10-17"
+
+
+@pytest.fixture(scope="session")
+def moto_url() -> Iterator[str]:
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture(autouse=True)
+def aws(moto_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A wiped moto and credentials that can only reach it."""
+    urllib.request.urlopen(urllib.request.Request(f"{moto_url}/moto-api/reset", method="POST"), timeout=10)
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_url)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/dev/null")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+    return moto_url
+
+
+def clients(account: str, service: str, region: str = "us-east-1"):  # type: ignore[no-untyped-def]
+    creds = boto3.client("sts", region_name="us-east-1").assume_role(
+        RoleArn=f"arn:aws:iam::{account}:role/setup", RoleSessionName="setup")["Credentials"]
+    return boto3.client(service, region_name=region, aws_access_key_id=creds["AccessKeyId"],
+                        aws_secret_access_key=creds["SecretAccessKey"], aws_session_token=creds["SessionToken"])
+
+
+def key_policy(account: str, *statements: dict) -> str:
+    enable = {"Sid": "Enable IAM policies", "Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{account}:root"},
+              "Action": "kms:*", "Resource": "*"}
+    return json.dumps({"Version": V, "Statement": [enable, *statements]})
+
+
+def create_key(account: str, region: str, policy: str | None = None, **extra: object) -> dict:
+    kms = clients(account, "kms", region)
+    args: dict = {"KeySpec": "ECC_NIST_P256", "KeyUsage": "SIGN_VERIFY", **extra}
+    if policy is not None:
+        args["Policy"] = policy
+    return kms.create_key(**args)["KeyMetadata"]
+
+
+@dataclass
+class Estate:
+    keys: dict[str, str] = field(default_factory=dict)  # name -> ARN
+    ids: dict[str, str] = field(default_factory=dict)  # name -> key id
+
+    def add(self, name: str, meta: dict) -> None:
+        self.keys[name], self.ids[name] = meta["Arn"], meta["KeyId"]
+
+
+def role(account: str, name: str) -> str:
+    return f"arn:aws:iam::{account}:role/{name}"
+
+
+@pytest.fixture
+def estate(aws: str) -> Estate:
+    """The fixture estate of the collector tests (what each key should yield: test_collect.py)."""
+    e = Estate()
+    e.add("shared", create_key(A, "us-east-1", key_policy(A, {
+        "Sid": "Allow an external account to use this KMS key", "Effect": "Allow",
+        "Principal": {"AWS": [f"arn:aws:iam::{B}:root"]}, "Action": USE, "Resource": "*"}),
+        Tags=[{"TagKey": "env", "TagValue": "prod"}]))
+    clients(A, "kms").create_alias(AliasName="alias/shared", TargetKeyId=e.ids["shared"])
+    e.add("granted", create_key(A, "us-east-1"))  # moto's default key policy
+    clients(A, "kms").create_grant(KeyId=e.ids["granted"], GranteePrincipal=role(C, "Batch"),
+                                   Operations=["Decrypt", "GenerateDataKey"],
+                                   Constraints={"EncryptionContextSubset": {"app": "batch"}})
+    e.add("public", create_key(A, "eu-west-1", key_policy(A, {
+        "Effect": "Allow", "Principal": {"AWS": "*"}, "Action": "kms:Decrypt", "Resource": "*",
+        "Condition": {"StringEquals": {"kms:ViaService": "secretsmanager.eu-west-1.amazonaws.com"}}})))
+    e.add("narrowed", create_key(A, "eu-west-1", key_policy(A, {
+        "Effect": "Allow", "Principal": {"AWS": role(B, "Reader")}, "Action": "kms:Decrypt", "Resource": "*"})))
+    e.add("partner", create_key(B, "us-east-1", key_policy(B, {
+        "Effect": "Allow", "Principal": {"AWS": role(A, "Auditor")}, "Action": "kms:Decrypt", "Resource": "*"})))
+    e.add("confined", create_key(C, "eu-west-1", key_policy(C, {
+        "Effect": "Allow", "Principal": "*", "Action": "kms:Decrypt", "Resource": "*",
+        "Condition": {"StringEquals": {"kms:CallerAccount": B}}})))
+    create_key(D, "us-east-1", key_policy(D, {"Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{B}:root"},
+                                               "Action": "kms:Decrypt", "Resource": "*"}))
+
+    iam_b = clients(B, "iam")
+    trust = json.dumps({"Version": V, "Statement": []})
+    for name in ("Reader", "NoPerm", "Bounded"):
+        iam_b.create_role(RoleName=name, AssumeRolePolicyDocument=trust)
+    iam_b.put_role_policy(RoleName="Reader", PolicyName="use-keys", PolicyDocument=json.dumps({
+        "Version": V, "Statement": [{"Effect": "Allow", "Action": ["kms:Decrypt", "kms:Encrypt"],
+                                     "Resource": [e.keys["shared"], e.keys["narrowed"]]}]}))
+    iam_b.put_role_policy(RoleName="NoPerm", PolicyName="s3", PolicyDocument=json.dumps({
+        "Version": V, "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}))
+    managed = iam_b.create_policy(PolicyName="KmsAll", PolicyDocument=json.dumps({
+        "Version": V, "Statement": [{"Effect": "Allow", "Action": "kms:ListKeys", "Resource": "*"}]}))["Policy"]["Arn"]
+    iam_b.create_policy_version(PolicyArn=managed, SetAsDefault=True, PolicyDocument=json.dumps({
+        "Version": V, "Statement": [{"Effect": "Allow", "Action": "kms:*", "Resource": f"arn:aws:kms:*:{A}:key/*"}]}))
+    boundary = iam_b.create_policy(PolicyName="OnlyDecrypt", PolicyDocument=json.dumps({
+        "Version": V, "Statement": [{"Effect": "Allow", "Action": "kms:Decrypt", "Resource": "*"}]}))["Policy"]["Arn"]
+    iam_b.attach_role_policy(RoleName="Bounded", PolicyArn=managed)
+    iam_b.put_role_permissions_boundary(RoleName="Bounded", PermissionsBoundary=boundary)
+    iam_b.create_group(GroupName="Crypto")
+    iam_b.put_group_policy(GroupName="Crypto", PolicyName="encrypt", PolicyDocument=json.dumps({
+        "Version": V, "Statement": [{"Effect": "Allow", "Action": "kms:Encrypt", "Resource": "*"}]}))
+    iam_b.create_user(UserName="Alice")
+    iam_b.add_user_to_group(GroupName="Crypto", UserName="Alice")
+
+    iam_a = clients(A, "iam")
+    iam_a.create_role(RoleName="Auditor", AssumeRolePolicyDocument=trust)
+    iam_a.put_role_policy(RoleName="Auditor", PolicyName="all", PolicyDocument=json.dumps({
+        "Version": V, "Statement": [{"Effect": "Allow", "Action": "kms:*", "Resource": "*"}]}))
+    clients(C, "iam").create_role(RoleName="Batch", AssumeRolePolicyDocument=trust)
+    return e
+
+
+def config_text(accounts: tuple[str, ...] = (A, B, C), *, extra: str = "") -> str:
+    lines = ['[scan]', f'regions = {json.dumps(list(REGIONS))}', 'interval = "15m"', extra, ""]
+    for account in accounts:
+        lines += ["[[accounts]]", f'id = "{account}"', f'role_arn = "arn:aws:iam::{account}:role/KmsAuditReadOnly"', ""]
+    return "\n".join(lines)

@@ -1,0 +1,191 @@
+"""A small AWS-protocol proxy in front of moto, on loopback, for what moto does not do itself.
+
+- `page_size`: split ListKeys, ListAliases, ListGrants, ListResourceTags and
+  GetAccountAuthorizationDetails answers into pages with markers (moto ignores page sizes);
+- `deny_assume`: answer AccessDenied to AssumeRole into these accounts;
+- `vanish`: answer NotFoundException for per-key reads of these key ids (deleted mid-scan);
+- `deny_key_policy`: answer AccessDeniedException to GetKeyPolicy of these key ids;
+- `latency`: seconds added to every request (a central auditor far from its regions);
+- `quotas`: requests/s per (credentials, region, operation), ThrottlingException beyond.
+
+It records every (service, operation) it forwards. Also used by bench/scan.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import threading
+import time
+import urllib.parse
+import xml.etree.ElementTree as ET
+from collections import deque
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+KMS_PAGED = {"ListKeys": "Keys", "ListAliases": "Aliases", "ListGrants": "Grants", "ListResourceTags": "Tags"}
+PER_KEY = {"DescribeKey", "GetKeyPolicy", "ListGrants", "ListResourceTags"}
+IAM_NS = "https://iam.amazonaws.com/doc/2010-05-08/"
+IAM_LISTS = ("UserDetailList", "GroupDetailList", "RoleDetailList", "Policies")
+_SCOPE = re.compile(r"Credential=([^/]+)/\d+/([^/]+)/([^/]+)/")
+_HOP = {"host", "content-length", "transfer-encoding", "connection", "content-encoding", "keep-alive"}
+
+
+def _json_error(status: int, code: str, message: str) -> web.Response:
+    return web.Response(status=status, body=json.dumps({"__type": code, "message": message}).encode(),
+                        content_type="application/x-amz-json-1.1")
+
+
+def _xml_error(status: int, code: str, message: str) -> web.Response:
+    body = (f'<ErrorResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><Error><Type>Sender</Type>'
+            f"<Code>{code}</Code><Message>{message}</Message></Error><RequestId>x</RequestId></ErrorResponse>")
+    return web.Response(status=status, body=body.encode(), content_type="text/xml")
+
+
+class AwsProxy:
+    def __init__(self, upstream: str, *, page_size: int | None = None, deny_assume: set[str] | None = None,
+                 vanish: set[str] | None = None, deny_key_policy: set[str] | None = None,
+                 latency: float = 0.0, quotas: dict[str, float] | None = None) -> None:
+        self.upstream = upstream.rstrip("/")
+        self.page_size = page_size
+        self.deny_assume = deny_assume or set()
+        self.vanish = vanish or set()
+        self.deny_key_policy = deny_key_policy or set()
+        self.latency = latency
+        self.quotas = quotas or {}
+        self.operations: list[tuple[str, str]] = []
+        self.throttled = 0
+        self._windows: dict[tuple[str, str, str], deque[float]] = {}
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self.url = ""
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def start(self) -> str:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
+        return self.url
+
+    async def _start(self) -> None:
+        self._client = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256),
+                                             auto_decompress=False)
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = self._runner.addresses[0][1]
+        self.url = f"http://127.0.0.1:{port}"
+
+    def stop(self) -> None:
+        async def _stop() -> None:
+            await self._runner.cleanup()
+            await self._client.close()
+
+        asyncio.run_coroutine_threadsafe(_stop(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+
+    # -- requests --------------------------------------------------------------------------
+    @staticmethod
+    def _identify(request: web.Request, body: bytes) -> tuple[str, str, str, str, dict[str, Any]]:
+        scope = _SCOPE.search(request.headers.get("Authorization", ""))
+        key_id, region, service = scope.groups() if scope else ("", "", "")
+        target = request.headers.get("X-Amz-Target", "")
+        if target:
+            params = json.loads(body or b"{}")
+            return service, target.split(".", 1)[1], key_id, region, params
+        form = dict(urllib.parse.parse_qsl(body.decode()))
+        return service, form.get("Action", ""), key_id, region, form
+
+    def _over_quota(self, key_id: str, region: str, operation: str) -> bool:
+        rate = self.quotas.get(operation)
+        if not rate:
+            return False
+        window = self._windows.setdefault((key_id, region, operation), deque())
+        now = time.monotonic()
+        while window and now - window[0] >= 1.0:
+            window.popleft()
+        if len(window) >= rate:
+            return True
+        window.append(now)
+        return False
+
+    async def _forward(self, request: web.Request, body: bytes) -> tuple[int, dict[str, str], bytes]:
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP}
+        async with self._client.request(request.method, self.upstream + request.path_qs, headers=headers,
+                                        data=body) as response:
+            data = await response.read()
+            out = {k: v for k, v in response.headers.items() if k.lower() not in _HOP}
+            return response.status, out, data
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        service, operation, key_id, region, params = self._identify(request, body)
+        if self.latency:
+            await asyncio.sleep(self.latency)
+        if self._over_quota(key_id, region, operation):
+            self.throttled += 1
+            return _json_error(400, "ThrottlingException", "Rate exceeded")
+        self.operations.append((service, operation))
+        if operation == "AssumeRole" and any(f"::{a}:" in params.get("RoleArn", "") for a in self.deny_assume):
+            return _xml_error(403, "AccessDenied", "not authorized to perform sts:AssumeRole")
+        if operation in PER_KEY:
+            key = str(params.get("KeyId", "")).rsplit("/", 1)[-1]
+            if key in self.vanish:
+                return _json_error(400, "NotFoundException", f"Key '{key}' does not exist")
+            if operation == "GetKeyPolicy" and key in self.deny_key_policy:
+                return _json_error(400, "AccessDeniedException", "not authorized to perform kms:GetKeyPolicy")
+        if self.page_size and operation in KMS_PAGED:
+            return await self._kms_page(request, params, operation)
+        if self.page_size and operation == "GetAccountAuthorizationDetails":
+            return await self._iam_page(request, params)
+        status, headers, data = await self._forward(request, body)
+        return web.Response(status=status, headers=headers, body=data)
+
+    async def _kms_page(self, request: web.Request, params: dict[str, Any], operation: str) -> web.Response:
+        start = int(params.pop("Marker", 0) or 0)
+        params.pop("Limit", None)
+        status, headers, data = await self._forward(request, json.dumps(params).encode())
+        if status != 200:
+            return web.Response(status=status, headers=headers, body=data)
+        answer = json.loads(data)
+        items = answer.get(KMS_PAGED[operation], [])
+        assert self.page_size is not None
+        end = start + self.page_size
+        answer[KMS_PAGED[operation]] = items[start:end]
+        answer["Truncated"] = end < len(items)
+        answer.pop("NextMarker", None)
+        if end < len(items):
+            answer["NextMarker"] = str(end)
+        return web.Response(status=200, headers=headers, body=json.dumps(answer).encode())
+
+    async def _iam_page(self, request: web.Request, params: dict[str, Any]) -> web.Response:
+        start = int(params.pop("Marker", 0) or 0)
+        params.pop("MaxItems", None)
+        status, headers, data = await self._forward(request, urllib.parse.urlencode(params).encode())
+        if status != 200:
+            return web.Response(status=status, headers=headers, body=data)
+        ET.register_namespace("", IAM_NS)
+        root = ET.fromstring(data)
+        result = root.find(f"{{{IAM_NS}}}GetAccountAuthorizationDetailsResult")
+        assert result is not None and self.page_size is not None
+        members = []
+        for name in IAM_LISTS:
+            parent = result.find(f"{{{IAM_NS}}}{name}")
+            if parent is not None:
+                members.extend((parent, child) for child in list(parent))
+        end = start + self.page_size
+        for parent, child in members[:start] + members[end:]:
+            parent.remove(child)
+        for tag in ("IsTruncated", "Marker"):
+            for element in result.findall(f"{{{IAM_NS}}}{tag}"):
+                result.remove(element)
+        ET.SubElement(result, f"{{{IAM_NS}}}IsTruncated").text = "true" if end < len(members) else "false"
+        if end < len(members):
+            ET.SubElement(result, f"{{{IAM_NS}}}Marker").text = str(end)
+        return web.Response(status=200, headers=headers, body=ET.tostring(root, xml_declaration=False))
