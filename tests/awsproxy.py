@@ -35,20 +35,33 @@ _HOP = {"host", "content-length", "transfer-encoding", "connection", "content-en
 
 
 def _json_error(status: int, code: str, message: str) -> web.Response:
-    return web.Response(status=status, body=json.dumps({"__type": code, "message": message}).encode(),
-                        content_type="application/x-amz-json-1.1")
+    return web.Response(
+        status=status,
+        body=json.dumps({"__type": code, "message": message}).encode(),
+        content_type="application/x-amz-json-1.1",
+    )
 
 
 def _xml_error(status: int, code: str, message: str) -> web.Response:
-    body = (f'<ErrorResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><Error><Type>Sender</Type>'
-            f"<Code>{code}</Code><Message>{message}</Message></Error><RequestId>x</RequestId></ErrorResponse>")
+    body = (
+        f'<ErrorResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><Error><Type>Sender</Type>'
+        f"<Code>{code}</Code><Message>{message}</Message></Error><RequestId>x</RequestId></ErrorResponse>"
+    )
     return web.Response(status=status, body=body.encode(), content_type="text/xml")
 
 
 class AwsProxy:
-    def __init__(self, upstream: str, *, page_size: int | None = None, deny_assume: set[str] | None = None,
-                 vanish: set[str] | None = None, deny_key_policy: set[str] | None = None,
-                 latency: float = 0.0, quotas: dict[str, float] | None = None) -> None:
+    def __init__(
+        self,
+        upstream: str,
+        *,
+        page_size: int | None = None,
+        deny_assume: set[str] | None = None,
+        vanish: set[str] | None = None,
+        deny_key_policy: set[str] | None = None,
+        latency: float = 0.0,
+        quotas: dict[str, float] | None = None,
+    ) -> None:
         self.upstream = upstream.rstrip("/")
         self.page_size = page_size
         self.deny_assume = deny_assume or set()
@@ -70,8 +83,7 @@ class AwsProxy:
         return self.url
 
     async def _start(self) -> None:
-        self._client = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256),
-                                             auto_decompress=False)
+        self._client = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256), auto_decompress=False)
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_route("*", "/{tail:.*}", self._handle)
         self._runner = web.AppRunner(app, access_log=None)
@@ -117,8 +129,9 @@ class AwsProxy:
 
     async def _forward(self, request: web.Request, body: bytes) -> tuple[int, dict[str, str], bytes]:
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP}
-        async with self._client.request(request.method, self.upstream + request.path_qs, headers=headers,
-                                        data=body) as response:
+        async with self._client.request(
+            request.method, self.upstream + request.path_qs, headers=headers, data=body
+        ) as response:
             data = await response.read()
             out = {k: v for k, v in response.headers.items() if k.lower() not in _HOP}
             return response.status, out, data

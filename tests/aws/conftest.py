@@ -45,14 +45,25 @@ def aws(moto_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
 
 def clients(account: str, service: str, region: str = "us-east-1"):  # type: ignore[no-untyped-def]
     creds = boto3.client("sts", region_name="us-east-1").assume_role(
-        RoleArn=f"arn:aws:iam::{account}:role/setup", RoleSessionName="setup")["Credentials"]
-    return boto3.client(service, region_name=region, aws_access_key_id=creds["AccessKeyId"],
-                        aws_secret_access_key=creds["SecretAccessKey"], aws_session_token=creds["SessionToken"])
+        RoleArn=f"arn:aws:iam::{account}:role/setup", RoleSessionName="setup"
+    )["Credentials"]
+    return boto3.client(
+        service,
+        region_name=region,
+        aws_access_key_id=creds["AccessKeyId"],
+        aws_secret_access_key=creds["SecretAccessKey"],
+        aws_session_token=creds["SessionToken"],
+    )
 
 
 def key_policy(account: str, *statements: dict) -> str:
-    enable = {"Sid": "Enable IAM policies", "Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{account}:root"},
-              "Action": "kms:*", "Resource": "*"}
+    enable = {
+        "Sid": "Enable IAM policies",
+        "Effect": "Allow",
+        "Principal": {"AWS": f"arn:aws:iam::{account}:root"},
+        "Action": "kms:*",
+        "Resource": "*",
+    }
     return json.dumps({"Version": V, "Statement": [enable, *statements]})
 
 
@@ -81,61 +92,179 @@ def role(account: str, name: str) -> str:
 def estate(aws: str) -> Estate:
     """The fixture estate of the collector tests (what each key should yield: test_collect.py)."""
     e = Estate()
-    e.add("shared", create_key(A, "us-east-1", key_policy(A, {
-        "Sid": "Allow an external account to use this KMS key", "Effect": "Allow",
-        "Principal": {"AWS": [f"arn:aws:iam::{B}:root"]}, "Action": USE, "Resource": "*"}),
-        Tags=[{"TagKey": "env", "TagValue": "prod"}]))
+    e.add(
+        "shared",
+        create_key(
+            A,
+            "us-east-1",
+            key_policy(
+                A,
+                {
+                    "Sid": "Allow an external account to use this KMS key",
+                    "Effect": "Allow",
+                    "Principal": {"AWS": [f"arn:aws:iam::{B}:root"]},
+                    "Action": USE,
+                    "Resource": "*",
+                },
+            ),
+            Tags=[{"TagKey": "env", "TagValue": "prod"}],
+        ),
+    )
     clients(A, "kms").create_alias(AliasName="alias/shared", TargetKeyId=e.ids["shared"])
     e.add("granted", create_key(A, "us-east-1"))  # moto's default key policy
-    clients(A, "kms").create_grant(KeyId=e.ids["granted"], GranteePrincipal=role(C, "Batch"),
-                                   Operations=["Decrypt", "GenerateDataKey"],
-                                   Constraints={"EncryptionContextSubset": {"app": "batch"}})
-    e.add("public", create_key(A, "eu-west-1", key_policy(A, {
-        "Effect": "Allow", "Principal": {"AWS": "*"}, "Action": "kms:Decrypt", "Resource": "*",
-        "Condition": {"StringEquals": {"kms:ViaService": "secretsmanager.eu-west-1.amazonaws.com"}}})))
-    e.add("narrowed", create_key(A, "eu-west-1", key_policy(A, {
-        "Effect": "Allow", "Principal": {"AWS": role(B, "Reader")}, "Action": "kms:Decrypt", "Resource": "*"})))
-    e.add("partner", create_key(B, "us-east-1", key_policy(B, {
-        "Effect": "Allow", "Principal": {"AWS": role(A, "Auditor")}, "Action": "kms:Decrypt", "Resource": "*"})))
-    e.add("confined", create_key(C, "eu-west-1", key_policy(C, {
-        "Effect": "Allow", "Principal": "*", "Action": "kms:Decrypt", "Resource": "*",
-        "Condition": {"StringEquals": {"kms:CallerAccount": B}}})))
-    create_key(D, "us-east-1", key_policy(D, {"Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{B}:root"},
-                                               "Action": "kms:Decrypt", "Resource": "*"}))
+    clients(A, "kms").create_grant(
+        KeyId=e.ids["granted"],
+        GranteePrincipal=role(C, "Batch"),
+        Operations=["Decrypt", "GenerateDataKey"],
+        Constraints={"EncryptionContextSubset": {"app": "batch"}},
+    )
+    e.add(
+        "public",
+        create_key(
+            A,
+            "eu-west-1",
+            key_policy(
+                A,
+                {
+                    "Effect": "Allow",
+                    "Principal": {"AWS": "*"},
+                    "Action": "kms:Decrypt",
+                    "Resource": "*",
+                    "Condition": {"StringEquals": {"kms:ViaService": "secretsmanager.eu-west-1.amazonaws.com"}},
+                },
+            ),
+        ),
+    )
+    e.add(
+        "narrowed",
+        create_key(
+            A,
+            "eu-west-1",
+            key_policy(
+                A,
+                {"Effect": "Allow", "Principal": {"AWS": role(B, "Reader")}, "Action": "kms:Decrypt", "Resource": "*"},
+            ),
+        ),
+    )
+    e.add(
+        "partner",
+        create_key(
+            B,
+            "us-east-1",
+            key_policy(
+                B,
+                {"Effect": "Allow", "Principal": {"AWS": role(A, "Auditor")}, "Action": "kms:Decrypt", "Resource": "*"},
+            ),
+        ),
+    )
+    e.add(
+        "confined",
+        create_key(
+            C,
+            "eu-west-1",
+            key_policy(
+                C,
+                {
+                    "Effect": "Allow",
+                    "Principal": "*",
+                    "Action": "kms:Decrypt",
+                    "Resource": "*",
+                    "Condition": {"StringEquals": {"kms:CallerAccount": B}},
+                },
+            ),
+        ),
+    )
+    create_key(
+        D,
+        "us-east-1",
+        key_policy(
+            D,
+            {
+                "Effect": "Allow",
+                "Principal": {"AWS": f"arn:aws:iam::{B}:root"},
+                "Action": "kms:Decrypt",
+                "Resource": "*",
+            },
+        ),
+    )
 
     iam_b = clients(B, "iam")
     trust = json.dumps({"Version": V, "Statement": []})
     for name in ("Reader", "NoPerm", "Bounded"):
         iam_b.create_role(RoleName=name, AssumeRolePolicyDocument=trust)
-    iam_b.put_role_policy(RoleName="Reader", PolicyName="use-keys", PolicyDocument=json.dumps({
-        "Version": V, "Statement": [{"Effect": "Allow", "Action": ["kms:Decrypt", "kms:Encrypt"],
-                                     "Resource": [e.keys["shared"], e.keys["narrowed"]]}]}))
-    iam_b.put_role_policy(RoleName="NoPerm", PolicyName="s3", PolicyDocument=json.dumps({
-        "Version": V, "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}))
-    managed = iam_b.create_policy(PolicyName="KmsAll", PolicyDocument=json.dumps({
-        "Version": V, "Statement": [{"Effect": "Allow", "Action": "kms:ListKeys", "Resource": "*"}]}))["Policy"]["Arn"]
-    iam_b.create_policy_version(PolicyArn=managed, SetAsDefault=True, PolicyDocument=json.dumps({
-        "Version": V, "Statement": [{"Effect": "Allow", "Action": "kms:*", "Resource": f"arn:aws:kms:*:{A}:key/*"}]}))
-    boundary = iam_b.create_policy(PolicyName="OnlyDecrypt", PolicyDocument=json.dumps({
-        "Version": V, "Statement": [{"Effect": "Allow", "Action": "kms:Decrypt", "Resource": "*"}]}))["Policy"]["Arn"]
+    iam_b.put_role_policy(
+        RoleName="Reader",
+        PolicyName="use-keys",
+        PolicyDocument=json.dumps(
+            {
+                "Version": V,
+                "Statement": [
+                    {
+                        "Effect": "Allow",
+                        "Action": ["kms:Decrypt", "kms:Encrypt"],
+                        "Resource": [e.keys["shared"], e.keys["narrowed"]],
+                    }
+                ],
+            }
+        ),
+    )
+    iam_b.put_role_policy(
+        RoleName="NoPerm",
+        PolicyName="s3",
+        PolicyDocument=json.dumps(
+            {"Version": V, "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}
+        ),
+    )
+    managed = iam_b.create_policy(
+        PolicyName="KmsAll",
+        PolicyDocument=json.dumps(
+            {"Version": V, "Statement": [{"Effect": "Allow", "Action": "kms:ListKeys", "Resource": "*"}]}
+        ),
+    )["Policy"]["Arn"]
+    iam_b.create_policy_version(
+        PolicyArn=managed,
+        SetAsDefault=True,
+        PolicyDocument=json.dumps(
+            {
+                "Version": V,
+                "Statement": [{"Effect": "Allow", "Action": "kms:*", "Resource": f"arn:aws:kms:*:{A}:key/*"}],
+            }
+        ),
+    )
+    boundary = iam_b.create_policy(
+        PolicyName="OnlyDecrypt",
+        PolicyDocument=json.dumps(
+            {"Version": V, "Statement": [{"Effect": "Allow", "Action": "kms:Decrypt", "Resource": "*"}]}
+        ),
+    )["Policy"]["Arn"]
     iam_b.attach_role_policy(RoleName="Bounded", PolicyArn=managed)
     iam_b.put_role_permissions_boundary(RoleName="Bounded", PermissionsBoundary=boundary)
     iam_b.create_group(GroupName="Crypto")
-    iam_b.put_group_policy(GroupName="Crypto", PolicyName="encrypt", PolicyDocument=json.dumps({
-        "Version": V, "Statement": [{"Effect": "Allow", "Action": "kms:Encrypt", "Resource": "*"}]}))
+    iam_b.put_group_policy(
+        GroupName="Crypto",
+        PolicyName="encrypt",
+        PolicyDocument=json.dumps(
+            {"Version": V, "Statement": [{"Effect": "Allow", "Action": "kms:Encrypt", "Resource": "*"}]}
+        ),
+    )
     iam_b.create_user(UserName="Alice")
     iam_b.add_user_to_group(GroupName="Crypto", UserName="Alice")
 
     iam_a = clients(A, "iam")
     iam_a.create_role(RoleName="Auditor", AssumeRolePolicyDocument=trust)
-    iam_a.put_role_policy(RoleName="Auditor", PolicyName="all", PolicyDocument=json.dumps({
-        "Version": V, "Statement": [{"Effect": "Allow", "Action": "kms:*", "Resource": "*"}]}))
+    iam_a.put_role_policy(
+        RoleName="Auditor",
+        PolicyName="all",
+        PolicyDocument=json.dumps(
+            {"Version": V, "Statement": [{"Effect": "Allow", "Action": "kms:*", "Resource": "*"}]}
+        ),
+    )
     clients(C, "iam").create_role(RoleName="Batch", AssumeRolePolicyDocument=trust)
     return e
 
 
 def config_text(accounts: tuple[str, ...] = (A, B, C), *, extra: str = "") -> str:
-    lines = ['[scan]', f'regions = {json.dumps(list(REGIONS))}', 'interval = "15m"', extra, ""]
+    lines = ["[scan]", f"regions = {json.dumps(list(REGIONS))}", 'interval = "15m"', extra, ""]
     for account in accounts:
         lines += ["[[accounts]]", f'id = "{account}"', f'role_arn = "arn:aws:iam::{account}:role/KmsAuditReadOnly"', ""]
     return "\n".join(lines)

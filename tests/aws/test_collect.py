@@ -8,18 +8,26 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from awsproxy import AwsProxy
 from conftest import A, B, C, D, Estate, config_text, role
 
-from awsproxy import AwsProxy
 from kmsaudit.config import Config, load_config
 from kmsaudit.evaluator.match import wildcard_match
 from kmsaudit.model import ScanResult
 from kmsaudit.scan import run_scan
 
 REPO = Path(__file__).resolve().parents[2]
-USE9 = {"kms:Decrypt", "kms:DescribeKey", "kms:Encrypt", "kms:GenerateDataKey", "kms:GenerateDataKeyPair",
-        "kms:GenerateDataKeyPairWithoutPlaintext", "kms:GenerateDataKeyWithoutPlaintext", "kms:ReEncryptFrom",
-        "kms:ReEncryptTo"}
+USE9 = {
+    "kms:Decrypt",
+    "kms:DescribeKey",
+    "kms:Encrypt",
+    "kms:GenerateDataKey",
+    "kms:GenerateDataKeyPair",
+    "kms:GenerateDataKeyPairWithoutPlaintext",
+    "kms:GenerateDataKeyWithoutPlaintext",
+    "kms:ReEncryptFrom",
+    "kms:ReEncryptTo",
+}
 
 
 def _config(tmp_path: Path, accounts: tuple[str, ...] = (A, B, C), extra: str = "") -> Config:
@@ -29,8 +37,11 @@ def _config(tmp_path: Path, accounts: tuple[str, ...] = (A, B, C), extra: str = 
 
 
 def _table(result: ScanResult) -> dict[tuple[str, str, str], tuple[set[str], bool, tuple[str, ...]]]:
-    return {(f.key_arn, f.principal, f.access): (set(f.actions), f.conditional, f.via)
-            for f in result.findings if f.kind == "access"}
+    return {
+        (f.key_arn, f.principal, f.access): (set(f.actions), f.conditional, f.via)
+        for f in result.findings
+        if f.kind == "access"
+    }
 
 
 def _expected(e: Estate) -> dict[tuple[str, str, str], tuple[set[str], bool, tuple[str, ...]]]:
@@ -61,7 +72,8 @@ def _expected(e: Estate) -> dict[tuple[str, str, str], tuple[set[str], bool, tup
 async def test_scan_of_three_accounts_finds_what_the_spec_predicts(tmp_path: Path, estate: Estate) -> None:
     result = await run_scan(_config(tmp_path))
     assert [(s.account, s.region, s.ok) for s in result.scopes] == [
-        (a, r, True) for a in (A, B, C) for r in ("eu-west-1", "us-east-1")]
+        (a, r, True) for a in (A, B, C) for r in ("eu-west-1", "us-east-1")
+    ]
     assert result.keys == 6 and not result.iam_failures
     assert _table(result) == _expected(estate)
     public = next(f for f in result.findings if f.access == "public")
@@ -71,8 +83,9 @@ async def test_scan_of_three_accounts_finds_what_the_spec_predicts(tmp_path: Pat
     assert "iam-kms-resource-star" in {lint.kind for lint in result.lints}  # Alice's group: kms:Encrypt on "*"
 
 
-async def test_an_account_whose_role_cannot_be_assumed_fails_alone(tmp_path: Path, estate: Estate, aws: str,
-                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_an_account_whose_role_cannot_be_assumed_fails_alone(
+    tmp_path: Path, estate: Estate, aws: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     proxy = AwsProxy(aws, deny_assume={D})
     monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.start())
     try:
@@ -86,8 +99,9 @@ async def test_an_account_whose_role_cannot_be_assumed_fails_alone(tmp_path: Pat
     assert _table(result) == _expected(estate)  # every other scope complete and correct
 
 
-async def test_pagination_collects_every_item_exactly_once(tmp_path: Path, estate: Estate, aws: str,
-                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_pagination_collects_every_item_exactly_once(
+    tmp_path: Path, estate: Estate, aws: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     kms = __import__("conftest").clients(A, "kms")
     for i in range(5):  # more grants and tags than a page holds
         kms.create_grant(KeyId=estate.ids["shared"], GranteePrincipal=role(C, f"Paged{i}"), Operations=["Decrypt"])
@@ -110,7 +124,8 @@ async def test_pagination_collects_every_item_exactly_once(tmp_path: Path, estat
 
 
 async def test_a_key_deleted_mid_scan_is_skipped_and_an_unreadable_policy_is_reported(
-        tmp_path: Path, estate: Estate, aws: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, estate: Estate, aws: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     proxy = AwsProxy(aws, vanish={estate.ids["granted"]}, deny_key_policy={estate.ids["shared"]})
     monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.start())
     try:
@@ -136,12 +151,36 @@ def _allowed(policy: dict, action: str) -> bool:
 
 
 async def test_every_operation_sent_is_allowed_by_the_read_only_audit_policy(
-        tmp_path: Path, estate: Estate, aws: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, estate: Estate, aws: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     policy = json.loads((REPO / "deploy" / "iam" / "kmsaudit-readonly.json").read_text())
-    granted = [a for s in policy["Statement"] if s["Effect"] == "Allow"
-               for a in (s["Action"] if isinstance(s["Action"], list) else [s["Action"]])]
-    write_verbs = ("Create", "Put", "Delete", "Update", "Tag", "Untag", "Schedule", "Cancel", "Enable", "Disable",
-                   "Revoke", "Retire", "Encrypt", "Decrypt", "Generate", "Sign", "Import", "Replicate", "Attach")
+    granted = [
+        a
+        for s in policy["Statement"]
+        if s["Effect"] == "Allow"
+        for a in (s["Action"] if isinstance(s["Action"], list) else [s["Action"]])
+    ]
+    write_verbs = (
+        "Create",
+        "Put",
+        "Delete",
+        "Update",
+        "Tag",
+        "Untag",
+        "Schedule",
+        "Cancel",
+        "Enable",
+        "Disable",
+        "Revoke",
+        "Retire",
+        "Encrypt",
+        "Decrypt",
+        "Generate",
+        "Sign",
+        "Import",
+        "Replicate",
+        "Attach",
+    )
     assert not [a for a in granted if a.split(":")[1].startswith(write_verbs) or "*" in a]
     proxy = AwsProxy(aws)
     monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.start())
@@ -150,7 +189,14 @@ async def test_every_operation_sent_is_allowed_by_the_read_only_audit_policy(
     finally:
         proxy.stop()
     sent = {(service, op) for service, op in proxy.operations if service != "sts"}  # AssumeRole: the caller's
-    assert {op for _, op in sent} >= {"ListKeys", "ListAliases", "DescribeKey", "GetKeyPolicy", "ListGrants",
-                                      "ListResourceTags", "GetAccountAuthorizationDetails"}
+    assert {op for _, op in sent} >= {
+        "ListKeys",
+        "ListAliases",
+        "DescribeKey",
+        "GetKeyPolicy",
+        "ListGrants",
+        "ListResourceTags",
+        "GetAccountAuthorizationDetails",
+    }
     for service, op in sent:
         assert _allowed(policy, f"{service}:{op}"), f"{service}:{op} is not in the audit role's policy"

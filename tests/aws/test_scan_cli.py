@@ -1,0 +1,70 @@
+"""`kmsaudit scan` (SPEC §6) as cron runs it: a subprocess against moto, exit codes 0 / 3 / 4."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from awsproxy import AwsProxy
+from conftest import A, B, C, D, Estate, config_text, role
+
+CONTRACT = {
+    "id",
+    "key_arn",
+    "key_account",
+    "region",
+    "principal",
+    "principal_account",
+    "access",
+    "zone",
+    "via",
+    "actions",
+    "conditional",
+    "conditions",
+    "severity",
+}
+
+
+def scan(config: Path, *args: str, endpoint: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "AWS_ENDPOINT_URL": endpoint}
+    return subprocess.run(
+        [sys.executable, "-m", "kmsaudit", "scan", "--config", str(config), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+
+
+def test_scan_json_is_the_contract_and_exit_0(tmp_path: Path, estate: Estate, aws: str) -> None:
+    config = tmp_path / "k.toml"
+    config.write_text(config_text())
+    proc = scan(config, "--format", "json", endpoint=aws)
+    assert proc.returncode == 0, proc.stderr
+    findings = json.loads(proc.stdout)
+    assert all(set(f) >= CONTRACT for f in findings)
+    reader = [f for f in findings if f["principal"] == role(B, "Reader") and f["access"] == "effective"]
+    assert {f["key_arn"] for f in reader} == {estate.keys["shared"], estate.keys["narrowed"]}
+    assert all(f["principal_account"] == B and f["key_account"] == A for f in reader)
+    # logs are JSON lines on stderr when it is not a terminal; stdout holds only findings
+    events = [json.loads(line)["event"] for line in proc.stderr.splitlines() if line.startswith("{")]
+    assert "scan.done" in events and events.count("scope.done") == 6
+
+
+def test_fail_on_and_failed_scopes_exit_codes(tmp_path: Path, estate: Estate, aws: str) -> None:
+    config = tmp_path / "k.toml"
+    config.write_text(config_text((A, B, C, D)))
+    proxy = AwsProxy(aws, deny_assume={D})
+    url = proxy.start()
+    try:
+        failed = scan(config, endpoint=url)
+        flagged = scan(config, "--fail-on", "high", endpoint=url)
+    finally:
+        proxy.stop()
+    assert failed.returncode == 4  # scan finished, some scopes failed
+    assert f"kmsaudit: scope {D}/us-east-1 failed: AssumeRole" in failed.stderr
+    assert "6 keys in 6/8 scopes" in failed.stdout
+    assert flagged.returncode == 3  # the public (conditional: high) key is at --fail-on high

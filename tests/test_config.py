@@ -1,0 +1,76 @@
+"""SPEC §7: the config is validated; each mistake is exit 2 and one line naming file and key."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from kmsaudit.config import load_config
+from kmsaudit.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+GOOD = """
+[scan]
+regions = ["us-east-1"]
+[[accounts]]
+id = "111122223333"
+role_arn = "arn:aws:iam::111122223333:role/KmsAuditReadOnly"
+"""
+
+
+def test_the_shipped_example_is_valid() -> None:
+    config = load_config(REPO / "config" / "example.toml")
+    assert [a.id for a in config.accounts] == ["111122223333", "444455556666"]
+    assert config.regions_of(config.accounts[0]) == ["us-west-2"]
+    assert config.regions_of(config.accounts[1]) == ["us-east-1", "eu-west-1"]
+    assert config.interval_seconds == 900
+    assert config.scan.rate("ListGrants") == pytest.approx(80)  # SPEC §9 quota × 0.8 margin
+
+
+@pytest.mark.parametrize(
+    ("text", "where", "what"),
+    [
+        (GOOD + 'colour = "blue"\n', "accounts[1].colour", "unknown key"),
+        (GOOD.replace("[scan]", "[scan]\nfrobnicate = 1"), "scan.frobnicate", "unknown key"),
+        (GOOD.replace('id = "111122223333"', 'id = "1111"'), "accounts[1].id", "should match pattern"),
+        (GOOD.replace("role/KmsAuditReadOnly", "user/x"), "accounts[1].role_arn", "is not an IAM role ARN"),
+        (GOOD.replace(":111122223333:role", ":999999999999:role"), "accounts[1]", "not in 111122223333"),
+        (GOOD.replace("us-east-1", "us-moon-1"), "scan.regions", "unknown region 'us-moon-1'"),
+        (GOOD + GOOD.split("[scan]")[1].split('regions = ["us-east-1"]')[1], "(top level)", "listed twice"),
+        ('[scan]\nregions = ["us-east-1"]\n', "(top level)", "nothing to audit"),
+        (GOOD.replace("[scan]", '[scan]\ninterval = "5s"'), "scan.interval", "at least 1m"),
+        (GOOD.replace("[scan]", '[scan]\ninterval = "soon"'), "scan.interval", "not a duration"),
+        (GOOD.replace("[scan]", "[scan]\nquotas = { Frobnicate = 1 }"), "scan.quotas", "no quota is known"),
+        (GOOD + '[trust]\naccounts = ["12"]\n', "trust.accounts[1]", "should match pattern"),
+    ],
+)
+def test_invalid_config_names_file_and_key(tmp_path: Path, text: str, where: str, what: str) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: {where}: "), message
+    assert what in message and "\n" not in message
+
+
+def test_toml_syntax_error_and_missing_file(tmp_path: Path) -> None:
+    path = tmp_path / "broken.toml"
+    path.write_text("[scan\nregions = ")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(path)
+    with pytest.raises(ConfigError, match="no such config file"):
+        load_config(tmp_path / "absent.toml")
+
+
+def test_cli_config_error_is_exit_2_one_line_no_traceback(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(GOOD.replace("us-east-1", "us-moon-1"))
+    proc = subprocess.run(
+        [sys.executable, "-m", "kmsaudit", "scan", "--config", str(path)], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [f"kmsaudit: error: {path}: scan.regions: unknown region 'us-moon-1'"]
