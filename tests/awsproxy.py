@@ -71,6 +71,7 @@ class AwsProxy:
         self.quotas = quotas or {}
         self.operations: list[tuple[str, str]] = []
         self.throttled = 0
+        self.throttled_by_operation: dict[str, int] = {}
         self._windows: dict[tuple[str, str, str], deque[float]] = {}
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
@@ -143,6 +144,7 @@ class AwsProxy:
             await asyncio.sleep(self.latency)
         if self._over_quota(key_id, region, operation):
             self.throttled += 1
+            self.throttled_by_operation[operation] = self.throttled_by_operation.get(operation, 0) + 1
             return _json_error(400, "ThrottlingException", "Rate exceeded")
         self.operations.append((service, operation))
         if operation == "AssumeRole" and any(f"::{a}:" in params.get("RoleArn", "") for a in self.deny_assume):
@@ -202,3 +204,25 @@ class AwsProxy:
         if end < len(members):
             ET.SubElement(result, f"{{{IAM_NS}}}Marker").text = str(end)
         return web.Response(status=200, headers=headers, body=ET.tostring(root, xml_declaration=False))
+
+
+def main() -> None:
+    """Run as its own process (bench/scan.py): prints its URL, serves until killed."""
+    import argparse
+    import signal
+
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--upstream", required=True)
+    parser.add_argument("--latency", type=float, default=0.0)
+    parser.add_argument("--quotas", default="", help="JSON object: operation -> requests/s")
+    args = parser.parse_args()
+    proxy = AwsProxy(args.upstream, latency=args.latency, quotas=json.loads(args.quotas) if args.quotas else None)
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})  # the proxy thread inherits it
+    print(proxy.start(), flush=True)
+    signal.sigwait({signal.SIGTERM, signal.SIGINT})
+    print(json.dumps({"forwarded": len(proxy.operations), "throttled": proxy.throttled_by_operation}), flush=True)
+    proxy.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -43,6 +43,7 @@ class Api:
         self.settings = settings
         self._in_flight = asyncio.Semaphore(settings.concurrency)
         self._throttlers: dict[tuple[str, str, str], Throttler] = {}
+        self._base_periods: dict[tuple[str, str, str], float] = {}
         self._observer = observer
         self.attempts: Counter[tuple[str, str, str]] = Counter()  # (service, operation, outcome)
 
@@ -54,12 +55,39 @@ class Api:
         throttler = self._throttlers.get(slot)
         if throttler is None:
             rate = self.settings.rate(operation)
-            # Whole requests per window: a window of one second, or longer for slow rates.
-            period = 1.0 if rate >= 1 else 1.0 / rate
-            limit = max(1, int(rate * period))
-            throttler = Throttler(rate_limit=limit, period=period, retry_interval=min(0.05, period / limit / 2))
+            # Paced, not bursty: at most a tenth of a second's worth at once (one request every
+            # 1/rate s when the rate is low), so requests reach AWS evenly spread and jitter on
+            # the way cannot push two windows' worth into one of AWS's.
+            limit = max(1, int(rate / 10))
+            period = limit / rate
+            throttler = Throttler(rate_limit=limit, period=period, retry_interval=min(0.01, period / 2))
             self._throttlers[slot] = throttler
+            self._base_periods[slot] = period
         return throttler
+
+    def pacer_feedback(self, account: str, region: str) -> Callable[..., None]:
+        """A response-received handler for one scope's client: AIMD on the pacers.
+
+        A throttling answer means somebody else shares the quota (cross-account callers count
+        against the caller) or the clocks disagree: slow that operation down by a tenth; each
+        success wins back a little, never beyond the configured rate.
+        """
+
+        def feedback(event_name: str = "", **kwargs: Any) -> None:
+            operation = event_name.rsplit(".", 1)[-1]
+            slot = (account, region, operation)
+            throttler = self._throttlers.get(slot)
+            if throttler is None:
+                return
+            parsed = kwargs.get("parsed_response") or {}
+            code = str(parsed.get("Error", {}).get("Code", "")) if isinstance(parsed, dict) else ""
+            base = self._base_periods[slot]
+            if code in THROTTLE_CODES:
+                throttler.period = min(base * 2, throttler.period * 1.1)
+            elif not code and throttler.period > base:
+                throttler.period = max(base, throttler.period * 0.97)
+
+        return feedback
 
     def observe(self, service: str, operation: str, outcome: str) -> None:
         """Called for every HTTP attempt (from botocore's response-received event)."""

@@ -200,3 +200,19 @@ async def test_every_operation_sent_is_allowed_by_the_read_only_audit_policy(
     }
     for service, op in sent:
         assert _allowed(policy, f"{service}:{op}"), f"{service}:{op} is not in the audit role's policy"
+
+
+async def test_throttling_is_retried_counted_and_never_a_failure(
+    tmp_path: Path, estate: Estate, aws: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The backend allows 1 ListGrants/s per scope while kmsaudit is told AWS allows 50: every
+    # burst is answered ThrottlingException, and botocore's retries (with jitter) must absorb it.
+    proxy = AwsProxy(aws, quotas={"ListGrants": 1, "GetKeyPolicy": 1})
+    monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.start())
+    try:
+        result = await run_scan(_config(tmp_path, extra="quotas = { ListGrants = 50, GetKeyPolicy = 50 }"))
+    finally:
+        proxy.stop()
+    assert proxy.throttled > 0 and result.throttled == proxy.throttled  # every throttle seen and counted
+    assert not result.failed_scopes
+    assert _table(result) == _expected(estate)  # identical to an unthrottled scan

@@ -1,0 +1,285 @@
+"""Collector benchmark (issue #3), everything measured side by side in one run.
+
+    python bench/scan.py [--keys 2000] [--sample 40] [--latency 0.05] [--skip-quotas]
+
+moto runs as its own process, behind tests/awsproxy.py (another process) that adds `--latency`
+to every request and, in the quota run, enforces SPEC §9's quotas scaled down tenfold. 2 accounts
+× 2 regions, `--keys` keys in all. Prints:
+  1. kmsaudit's scan time and calls/s;
+  2. a sequential boto3 loop doing the same reads (timed on `--sample` keys, scaled linearly);
+  3. the backend's ceiling: calls/s the proxy+moto path sustains under a saturating load;
+  4. with quotas: kmsaudit's time against the bound (keys per scope ÷ scaled ListGrants rate),
+     and how many throttling answers surfaced as scope failures (target 0).
+Not a test: figures go in the issue note.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))
+
+ACCOUNTS = ("111111111111", "222222222222")
+REGIONS = ("us-east-1", "eu-west-1")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_moto() -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(200):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return proc, url
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit("moto server did not start")
+
+
+def start_proxy(
+    upstream: str, latency: float, quotas: dict[str, float] | None = None
+) -> tuple[subprocess.Popen[str], str]:
+    cmd = [sys.executable, str(REPO / "tests" / "awsproxy.py"), "--upstream", upstream, "--latency", str(latency)]
+    if quotas:
+        cmd += ["--quotas", json.dumps(quotas)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    return proc, proc.stdout.readline().strip()
+
+
+def stop(proc: subprocess.Popen) -> str:  # type: ignore[type-arg]
+    proc.terminate()
+    try:
+        out, _ = proc.communicate(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+    return out if isinstance(out, str) else ""
+
+
+def boto_client(service: str, region: str, account: str, endpoint: str):  # type: ignore[no-untyped-def]
+    import boto3
+
+    sts = boto3.client("sts", region_name="us-east-1", endpoint_url=endpoint)
+    c = sts.assume_role(RoleArn=f"arn:aws:iam::{account}:role/bench", RoleSessionName="bench")["Credentials"]
+    return boto3.client(
+        service,
+        region_name=region,
+        endpoint_url=endpoint,
+        aws_access_key_id=c["AccessKeyId"],
+        aws_secret_access_key=c["SecretAccessKey"],
+        aws_session_token=c["SessionToken"],
+    )
+
+
+def seed(moto: str, n_keys: int) -> None:
+    per_scope = n_keys // (len(ACCOUNTS) * len(REGIONS))
+    for account in ACCOUNTS:
+        for region in REGIONS:
+            kms = boto_client("kms", region, account, moto)
+            for i in range(per_scope):
+                policy = {
+                    "Version": "2012-10-17",
+                    "Statement": [
+                        {
+                            "Effect": "Allow",
+                            "Principal": {"AWS": f"arn:aws:iam::{account}:root"},
+                            "Action": "kms:*",
+                            "Resource": "*",
+                        },
+                        {
+                            "Effect": "Allow",
+                            "Principal": {"AWS": f"arn:aws:iam::{ACCOUNTS[1 - ACCOUNTS.index(account)]}:root"},
+                            "Action": ["kms:Decrypt", "kms:DescribeKey"],
+                            "Resource": "*",
+                        },
+                    ],
+                }
+                key = kms.create_key(KeySpec="ECC_NIST_P256", KeyUsage="SIGN_VERIFY", Policy=json.dumps(policy))
+                if i % 10 == 0:
+                    kms.create_grant(
+                        KeyId=key["KeyMetadata"]["KeyId"],
+                        Operations=["Verify"],
+                        GranteePrincipal="arn:aws:iam::999999999999:role/partner",
+                    )
+
+
+def write_config(path: Path, quotas: dict[str, float] | None, margin: float) -> None:
+    lines = ["[scan]", f"regions = {json.dumps(list(REGIONS))}", "concurrency = 64", f"quota_margin = {margin}"]
+    if quotas:
+        lines.append("quotas = { " + ", ".join(f"{k} = {v}" for k, v in quotas.items()) + " }")
+    for account in ACCOUNTS:
+        lines += ["[[accounts]]", f'id = "{account}"', f'role_arn = "arn:aws:iam::{account}:role/KmsAuditReadOnly"']
+    path.write_text("\n".join(lines) + "\n")
+
+
+def run_kmsaudit(config: Path, endpoint: str) -> tuple[float, object]:
+    """kmsaudit in its own process, as a user runs it, so it shares no interpreter with the rest."""
+    code = (
+        "import asyncio, json, sys, time\n"
+        "from kmsaudit.config import load_config\nfrom kmsaudit.logging import configure\n"
+        "from kmsaudit.scan import run_scan\n"
+        "configure(json_logs=True, level='warning')\n"
+        "t = time.perf_counter(); r = asyncio.run(run_scan(load_config(sys.argv[1])))\n"
+        "print(json.dumps({'seconds': time.perf_counter() - t, 'keys': r.keys, 'requests': r.requests,"
+        " 'throttled': r.throttled, 'failed': len(r.failed_scopes), 'findings': len(r.findings)}))\n"
+    )
+    env = {**os.environ, "AWS_ENDPOINT_URL": endpoint}
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(config)], capture_output=True, text=True, env=env, check=True
+    ).stdout
+    result = json.loads(out.strip().splitlines()[-1])
+    return float(result["seconds"]), result
+
+
+def sequential_loop(endpoint: str, sample: int) -> tuple[float, int]:
+    """The script a user would write: one call after another. Returns seconds per key and keys."""
+    total_keys, seconds, done = 0, 0.0, 0
+    per_scope = max(1, sample // (len(ACCOUNTS) * len(REGIONS)))
+    for account in ACCOUNTS:
+        for region in REGIONS:
+            kms = boto_client("kms", region, account, endpoint)
+            t0 = time.perf_counter()
+            keys = [k["KeyId"] for page in kms.get_paginator("list_keys").paginate() for k in page["Keys"]]
+            [a for page in kms.get_paginator("list_aliases").paginate() for a in page["Aliases"]]
+            for key_id in keys[:per_scope]:
+                kms.describe_key(KeyId=key_id)
+                kms.get_key_policy(KeyId=key_id, PolicyName="default")
+                [g for page in kms.get_paginator("list_grants").paginate(KeyId=key_id) for g in page["Grants"]]
+                kms.list_resource_tags(KeyId=key_id)
+            seconds += time.perf_counter() - t0
+            total_keys += len(keys)
+            done += min(per_scope, len(keys))
+    return seconds / done, total_keys
+
+
+async def ceiling(endpoint: str, seconds: float = 6.0, concurrency: int = 64) -> float:
+    """Calls/s the path sustains: DescribeKey and GetKeyPolicy as fast as 64 workers can send them."""
+    from aiobotocore.config import AioConfig
+    from aiobotocore.session import get_session
+
+    kms_sync = boto_client("kms", REGIONS[0], ACCOUNTS[0], endpoint)
+    creds = kms_sync._request_signer._credentials
+    key_ids = [k["KeyId"] for k in kms_sync.list_keys()["Keys"]][:200]
+    session = get_session()
+    calls = 0
+    deadline = time.perf_counter() + seconds
+    async with session.create_client(
+        "kms",
+        region_name=REGIONS[0],
+        endpoint_url=endpoint,
+        aws_access_key_id=creds.access_key,
+        aws_secret_access_key=creds.secret_key,
+        aws_session_token=creds.token,
+        config=AioConfig(max_pool_connections=concurrency),
+    ) as kms:
+
+        async def worker(i: int) -> None:
+            nonlocal calls
+            while time.perf_counter() < deadline:
+                key = key_ids[(i + calls) % len(key_ids)]
+                if calls % 2:
+                    await kms.describe_key(KeyId=key)
+                else:
+                    await kms.get_key_policy(KeyId=key, PolicyName="default")
+                calls += 1
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker(i) for i in range(concurrency)))
+        return calls / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    # moto accepts any credentials; the proxy and moto are on loopback only.
+    for name, value in (
+        ("AWS_ACCESS_KEY_ID", "bench"),
+        ("AWS_SECRET_ACCESS_KEY", "bench"),
+        ("AWS_DEFAULT_REGION", "us-east-1"),
+    ):
+        os.environ.setdefault(name, value)
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--keys", type=int, default=2000)
+    ap.add_argument("--sample", type=int, default=40)
+    ap.add_argument("--latency", type=float, default=0.05)
+    ap.add_argument("--skip-quotas", action="store_true")
+    args = ap.parse_args()
+    from kmsaudit.config import DEFAULT_QUOTAS
+
+    moto, moto_url = start_moto()
+    try:
+        t0 = time.perf_counter()
+        seed(moto_url, args.keys)
+        print(
+            f"seeded {args.keys} keys over {len(ACCOUNTS)} accounts × {len(REGIONS)} regions "
+            f"in {time.perf_counter() - t0:.0f} s; proxy latency {args.latency * 1000:.0f} ms"
+        )
+        tmp = Path(tempfile.mkdtemp())
+        proxy, url = start_proxy(moto_url, args.latency)
+        try:
+            write_config(tmp / "plain.toml", None, 0.8)
+            ours, info = run_kmsaudit(tmp / "plain.toml", url)
+            per_key, total = sequential_loop(url, args.sample)
+            top = asyncio.run(ceiling(url))
+        finally:
+            stop(proxy)
+        assert isinstance(info, dict)
+        ours_rate = info["requests"] / ours
+        loop_total = per_key * total
+        print(
+            f"kmsaudit scan:          {ours:7.1f} s  {info['keys']} keys, {info['requests']} requests "
+            f"({ours_rate:.0f} calls/s), {info['failed']} failed scopes"
+        )
+        print(
+            f"sequential boto3 loop:  {loop_total:7.1f} s  (timed on {args.sample} keys: {per_key * 1000:.0f} ms "
+            f"a key, × {total} keys)"
+        )
+        print(f"  speed-up: {loop_total / ours:.1f}× (target ≥ 15×)")
+        print(f"backend ceiling:        {top:7.0f} calls/s through the same proxy (64 workers, saturating)")
+        print(f"  kmsaudit reaches {ours_rate / top * 100:.0f} % of it (target ≥ 80 %)")
+        if args.skip_quotas:
+            return
+        scaled = {op: rate / 10 for op, rate in DEFAULT_QUOTAS.items()}
+        proxy, url = start_proxy(moto_url, args.latency, scaled)
+        try:
+            write_config(tmp / "quota.toml", scaled, 0.95)
+            quota_time, qinfo = run_kmsaudit(tmp / "quota.toml", url)
+        finally:
+            proxy_stats = stop(proxy)
+        assert isinstance(qinfo, dict)
+        per_scope = args.keys / (len(ACCOUNTS) * len(REGIONS))
+        bound = per_scope / scaled["ListGrants"]
+        print(
+            f"with quotas ÷10:        {quota_time:7.1f} s  bound {bound:.1f} s (keys per scope ÷ "
+            f"{scaled['ListGrants']:.0f} ListGrants/s): {quota_time / bound:.2f}× (target ≤ 1.25×)"
+        )
+        print(
+            f"  throttling answers from the proxy: {proxy_stats.strip().splitlines()[-1] if proxy_stats else '?'}; "
+            f"seen by kmsaudit: {qinfo['throttled']}; failed scopes: {qinfo['failed']} (target 0)"
+        )
+    finally:
+        stop(moto)
+
+
+if __name__ == "__main__":
+    main()
