@@ -151,7 +151,7 @@ class DaemonSettings(_Strict):
 
 
 class Config(_Strict):
-    scan: ScanSettings = Field(default_factory=ScanSettings)  # type: ignore[arg-type]
+    scan: ScanSettings = Field(default_factory=ScanSettings)
     accounts: list[AccountSettings] = Field(default_factory=list)
     organization: OrganizationSettings | None = None
     trust: TrustSettings = Field(default_factory=TrustSettings)

@@ -8,7 +8,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from asyncio_throttle import Throttler
+from asyncio_throttle.throttler import Throttler
 from botocore.exceptions import ClientError
 
 from kmsaudit.collect.errors import THROTTLE_CODES, convert, error_code
@@ -118,7 +118,7 @@ class Api:
         or ClientError for codes the caller handles itself (a key deleted mid-scan)."""
         throttler = self._throttler(account, region, operation)
         if throttler is not None:
-            await throttler.acquire()
+            await throttler.acquire()  # type: ignore[no-untyped-call]
         async with self._in_flight:
             try:
                 response: dict[str, Any] = await getattr(client, snake(operation))(**params)
@@ -146,7 +146,7 @@ class Api:
             more = bool(marker) if more_flag is None else bool(response.get(more_flag)) and bool(marker)
             if not more:
                 return out
-            if marker in seen_markers:  # a backend that repeats a marker would loop forever
+            if str(marker) in seen_markers:  # a backend that repeats a marker would loop forever
                 raise convert(RuntimeError(f"pagination marker repeated: {str(marker)[:40]}"), operation)
-            seen_markers.add(marker)
+            seen_markers.add(str(marker))
             params[marker_in] = marker

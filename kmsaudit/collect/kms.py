@@ -60,7 +60,7 @@ async def _read_key(
             errors.append(str(result))
         elif isinstance(result, BaseException):
             raise result if isinstance(result, Exception) else convert(result, operation)
-    meta = describe["KeyMetadata"]  # type: ignore[index]
+    meta = describe["KeyMetadata"]
     return KeyRecord(
         arn=str(meta.get("Arn") or key_arn),
         account=account,
