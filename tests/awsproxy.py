@@ -4,7 +4,7 @@
   GetAccountAuthorizationDetails answers into pages with markers (moto ignores page sizes);
 - `deny_assume`: answer AccessDenied to AssumeRole into these accounts;
 - `vanish`: answer NotFoundException for per-key reads of these key ids (deleted mid-scan);
-- `deny_key_policy`: answer AccessDeniedException to GetKeyPolicy of these key ids;
+- `deny_key_policy`: answer AccessDeniedException to DescribeKey and GetKeyPolicy of these keys;
 - `latency`: seconds added to every request (a central auditor far from its regions);
 - `quotas`: requests/s per (credentials, region, operation), ThrottlingException beyond.
 
@@ -153,8 +153,8 @@ class AwsProxy:
             key = str(params.get("KeyId", "")).rsplit("/", 1)[-1]
             if key in self.vanish:
                 return _json_error(400, "NotFoundException", f"Key '{key}' does not exist")
-            if operation == "GetKeyPolicy" and key in self.deny_key_policy:
-                return _json_error(400, "AccessDeniedException", "not authorized to perform kms:GetKeyPolicy")
+            if operation in ("GetKeyPolicy", "DescribeKey") and key in self.deny_key_policy:
+                return _json_error(400, "AccessDeniedException", f"not authorized to perform kms:{operation}")
         if self.page_size and operation in KMS_PAGED:
             return await self._kms_page(request, params, operation)
         if self.page_size and operation == "GetAccountAuthorizationDetails":

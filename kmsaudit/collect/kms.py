@@ -55,12 +55,13 @@ async def _read_key(
             if operation == "DescribeKey" or not is_missing(result):
                 raise convert(result, operation)
             errors.append(f"{operation}: {error_code(result)}")  # e.g. a key pending deletion
-        elif isinstance(result, AccessDenied) and operation != "DescribeKey":
-            # The key policy does not let the audit role read it: the key is reported, not skipped.
+        elif isinstance(result, AccessDenied):
+            # This key's policy shuts the audit role out: the key is reported (as unreadable),
+            # not skipped, and the rest of the scope is still audited.
             errors.append(str(result))
         elif isinstance(result, BaseException):
             raise result if isinstance(result, Exception) else convert(result, operation)
-    meta = describe["KeyMetadata"]
+    meta = describe["KeyMetadata"] if isinstance(describe, dict) else {}
     return KeyRecord(
         arn=str(meta.get("Arn") or key_arn),
         account=account,

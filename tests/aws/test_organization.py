@@ -1,0 +1,78 @@
+"""[organization]: member accounts discovered, SCPs applied (SPEC §2.9), org conditions decided (§2.7)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import boto3
+from conftest import V, clients, create_key, key_policy
+
+from kmsaudit.config import load_config
+from kmsaudit.scan import run_scan
+
+MANAGEMENT = "123456789012"  # moto's account for the ambient credentials
+
+
+async def test_organization_accounts_scps_and_perimeter(tmp_path: Path, aws: str) -> None:
+    orgs = boto3.client("organizations", region_name="us-east-1")
+    org_id = orgs.create_organization(FeatureSet="ALL")["Organization"]["Id"]
+    root = orgs.list_roots()["Roots"][0]["Id"]
+    owner = orgs.create_account(AccountName="keys", Email="keys@example.com")["CreateAccountStatus"]["AccountId"]
+    user = orgs.create_account(AccountName="app", Email="app@example.com")["CreateAccountStatus"]["AccountId"]
+    prod = orgs.create_organizational_unit(ParentId=root, Name="Prod")["OrganizationalUnit"]["Id"]
+    orgs.move_account(AccountId=user, SourceParentId=root, DestinationParentId=prod)
+    scp = orgs.create_policy(
+        Name="NoDecrypt",
+        Description="d",
+        Type="SERVICE_CONTROL_POLICY",
+        Content=json.dumps({"Version": V, "Statement": [{"Effect": "Deny", "Action": "kms:Decrypt", "Resource": "*"}]}),
+    )
+    orgs.attach_policy(PolicyId=scp["Policy"]["PolicySummary"]["Id"], TargetId=prod)
+
+    key = create_key(
+        owner,
+        "us-east-1",
+        key_policy(
+            owner,
+            {
+                "Effect": "Allow",
+                "Principal": {"AWS": f"arn:aws:iam::{user}:root"},
+                "Action": ["kms:Decrypt", "kms:Encrypt"],
+                "Resource": "*",
+            },
+            {"Effect": "Allow", "Principal": "*", "Action": "kms:Decrypt", "Resource": "*"},
+            {
+                "Sid": "Perimeter",
+                "Effect": "Deny",
+                "Principal": "*",
+                "Action": ["kms:Decrypt", "kms:Encrypt"],
+                "Resource": "*",
+                "Condition": {"StringNotEquals": {"aws:PrincipalOrgID": org_id}},
+            },
+        ),
+    )
+    iam = clients(user, "iam")
+    iam.create_role(RoleName="App", AssumeRolePolicyDocument=json.dumps({"Version": V, "Statement": []}))
+    iam.put_role_policy(
+        RoleName="App",
+        PolicyName="kms",
+        PolicyDocument=json.dumps(
+            {"Version": V, "Statement": [{"Effect": "Allow", "Action": "kms:*", "Resource": "*"}]}
+        ),
+    )
+
+    path = tmp_path / "org.toml"
+    path.write_text('[scan]\nregions = ["us-east-1"]\n[organization]\nrole_name = "KmsAuditReadOnly"\n')
+    result = await run_scan(load_config(path))
+
+    assert {s.account for s in result.scopes} == {MANAGEMENT, owner, user}  # discovered, none configured
+    assert not result.failed_scopes
+    found = {(f.principal, f.access): f for f in result.findings if f.key_arn == key["Arn"]}
+    app = found[(f"arn:aws:iam::{user}:role/App", "effective")]
+    assert app.actions == ("kms:Encrypt",)  # the OU's SCP denies Decrypt (SPEC §2.9)
+    assert app.zone == "trusted" and not app.conditional  # the organization is the zone of trust
+    # The perimeter Deny is decided for a known organization: "*" is not public (SPEC §2.7).
+    assert ("*", "public") not in found and ("*", "potential") not in found
+    potential = found[(f"arn:aws:iam::{user}:root", "potential")]
+    assert set(potential.actions) == {"kms:Decrypt", "kms:Encrypt"} and not potential.conditional
