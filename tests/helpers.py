@@ -23,6 +23,39 @@ USER_B = f"arn:aws:iam::{B}:user/ExampleUser"
 OTHER_ROLE_B = f"arn:aws:iam::{B}:role/OtherRole"
 USE_ACTIONS = ["kms:Encrypt", "kms:Decrypt", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:DescribeKey"]
 
+# SPEC §4: the fields every finding has at least.
+CONTRACT_FIELDS = frozenset(
+    {
+        "id",
+        "key_arn",
+        "key_account",
+        "region",
+        "principal",
+        "principal_account",
+        "access",
+        "zone",
+        "via",
+        "actions",
+        "conditional",
+        "conditions",
+        "severity",
+    }
+)
+# USE_ACTIONS (003_…txt's key users statement) expanded to concrete actions.
+USE_EXPANDED = frozenset(
+    {
+        "kms:Encrypt",
+        "kms:Decrypt",
+        "kms:ReEncryptFrom",
+        "kms:ReEncryptTo",
+        "kms:GenerateDataKey",
+        "kms:GenerateDataKeyPair",
+        "kms:GenerateDataKeyPairWithoutPlaintext",
+        "kms:GenerateDataKeyWithoutPlaintext",
+        "kms:DescribeKey",
+    }
+)
+
 ENABLE_IAM = {
     "Sid": "Enable IAM policies",
     "Effect": "Allow",

@@ -7,23 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from helpers import KEY_ARN, ROLE_B, ROOT_B, B, seed_json_blocks
-
-CONTRACT_FIELDS = {
-    "id",
-    "key_arn",
-    "key_account",
-    "region",
-    "principal",
-    "principal_account",
-    "access",
-    "zone",
-    "via",
-    "actions",
-    "conditional",
-    "conditions",
-    "severity",
-}
+from helpers import CONTRACT_FIELDS, KEY_ARN, ROLE_B, ROOT_B, B, seed_json_blocks
 
 
 def kmsaudit(*args: str) -> subprocess.CompletedProcess[str]:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from awsproxy import AwsProxy
 from conftest import A, B, C, D, Estate, config_text, role
+from helpers import USE_EXPANDED
 
 from kmsaudit.config import Config, load_config
 from kmsaudit.evaluator.match import wildcard_match
@@ -17,17 +18,6 @@ from kmsaudit.model import ScanResult
 from kmsaudit.scan import run_scan
 
 REPO = Path(__file__).resolve().parents[2]
-USE9 = {
-    "kms:Decrypt",
-    "kms:DescribeKey",
-    "kms:Encrypt",
-    "kms:GenerateDataKey",
-    "kms:GenerateDataKeyPair",
-    "kms:GenerateDataKeyPairWithoutPlaintext",
-    "kms:GenerateDataKeyWithoutPlaintext",
-    "kms:ReEncryptFrom",
-    "kms:ReEncryptTo",
-}
 
 
 def _config(tmp_path: Path, accounts: tuple[str, ...] = (A, B, C), extra: str = "") -> Config:
@@ -48,7 +38,7 @@ def _expected(e: Estate) -> dict[tuple[str, str, str], tuple[set[str], bool, tup
     kp, both, grant = ("key-policy",), ("iam-policy", "key-policy"), ("grant",)
     return {
         # SPEC §2.1/§3: the account is trusted (potential); IAM in B decides who does (effective).
-        (e.keys["shared"], f"arn:aws:iam::{B}:root", "potential"): (USE9, False, kp),
+        (e.keys["shared"], f"arn:aws:iam::{B}:root", "potential"): (USE_EXPANDED, False, kp),
         (e.keys["shared"], role(B, "Reader"), "effective"): ({"kms:Decrypt", "kms:Encrypt"}, False, both),
         # §2.9: managed policy default version (v2) ∧ permissions boundary (Decrypt only).
         (e.keys["shared"], role(B, "Bounded"), "effective"): ({"kms:Decrypt"}, False, both),

@@ -10,22 +10,7 @@ from pathlib import Path
 
 from awsproxy import AwsProxy
 from conftest import A, B, C, D, Estate, config_text, role
-
-CONTRACT = {
-    "id",
-    "key_arn",
-    "key_account",
-    "region",
-    "principal",
-    "principal_account",
-    "access",
-    "zone",
-    "via",
-    "actions",
-    "conditional",
-    "conditions",
-    "severity",
-}
+from helpers import CONTRACT_FIELDS
 
 
 def scan(config: Path, *args: str, endpoint: str) -> subprocess.CompletedProcess[str]:
@@ -45,7 +30,7 @@ def test_scan_json_is_the_contract_and_exit_0(tmp_path: Path, estate: Estate, aw
     proc = scan(config, "--format", "json", endpoint=aws)
     assert proc.returncode == 0, proc.stderr
     findings = json.loads(proc.stdout)
-    assert all(set(f) >= CONTRACT for f in findings)
+    assert all(set(f) >= CONTRACT_FIELDS for f in findings)
     reader = [f for f in findings if f["principal"] == role(B, "Reader") and f["access"] == "effective"]
     assert {f["key_arn"] for f in reader} == {estate.keys["shared"], estate.keys["narrowed"]}
     assert all(f["principal_account"] == B and f["key_account"] == A for f in reader)
