@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import time
@@ -12,7 +13,7 @@ from kmsaudit import __version__
 from kmsaudit.config import DEFAULT_CONFIG_PATH
 from kmsaudit.errors import KmsAuditError
 from kmsaudit.model import SEVERITIES, Finding, severity_rank
-from kmsaudit.render import FORMATS, write_findings, write_lints
+from kmsaudit.render import FORMATS, write_drift, write_findings, write_lints
 
 EXIT_OK, EXIT_UNEXPECTED, EXIT_USAGE, EXIT_FINDINGS, EXIT_SCOPES_FAILED = 0, 1, 2, 3, 4
 
@@ -83,7 +84,85 @@ def build_parser() -> argparse.ArgumentParser:
         help="log lines on stderr (default: console on a terminal, json otherwise)",
     )
     sc.add_argument("--no-progress", action="store_true", help="no progress line on a terminal")
+    fi = sub.add_parser("findings", help="findings of the latest (or a given) snapshot")
+    _config_option(fi)
+    fi.add_argument("--format", choices=FORMATS, default="table")
+    fi.add_argument("--snapshot", type=int, metavar="ID")
+    dr = sub.add_parser("drift", help="drift events (SPEC §5)")
+    _config_option(dr)
+    dr.add_argument("--format", choices=FORMATS, default="table")
+    dr.add_argument("--since", metavar="WHEN", help="a duration back from now (24h, 7d) or an ISO date-time")
+    hi = sub.add_parser("history", help="a key's policy versions, with a unified diff between them")
+    _config_option(hi)
+    hi.add_argument("key_arn", metavar="KEY_ARN")
     return parser
+
+
+def _since(text: str | None) -> float | None:
+    from datetime import datetime
+
+    from kmsaudit.config import parse_duration
+    from kmsaudit.errors import UsageError
+
+    if text is None:
+        return None
+    try:
+        return time.time() - parse_duration(text)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise UsageError(f"--since {text!r}: expected a duration (24h, 7d) or an ISO date-time") from None
+    return moment.timestamp()
+
+
+def _store(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from kmsaudit.config import load_config
+    from kmsaudit.store import Store
+
+    return Store(load_config(args.config).store.path)
+
+
+def _findings(args: argparse.Namespace) -> int:
+    from kmsaudit.model import Finding
+
+    rows = _store(args).findings(args.snapshot)
+    findings = [Finding.from_dict(row) for row in rows]
+    write_findings(findings, args.format, sys.stdout, colour=sys.stdout.isatty())
+    return EXIT_OK
+
+
+def _drift(args: argparse.Namespace) -> int:
+    write_drift(_store(args).drift(_since(args.since)), args.format, sys.stdout)
+    return EXIT_OK
+
+
+def _history(args: argparse.Namespace) -> int:
+    import difflib
+    import json
+    from datetime import UTC, datetime
+
+    versions = _store(args).history(args.key_arn)
+    if not versions:
+        print(f"no policy recorded for {args.key_arn}", file=sys.stderr)
+        return EXIT_USAGE
+    previous: list[str] = []
+    for version in versions:
+        when = datetime.fromtimestamp(version["seen_at"], UTC).isoformat(timespec="seconds")
+        print(f"== snapshot {version['snapshot_id']} at {when}: policy sha256 {version['sha256'][:16]}")
+        text = version["text"]
+        with contextlib.suppress(ValueError):
+            text = json.dumps(json.loads(text), indent=2, sort_keys=True) if text else "(unreadable)"
+        lines = text.splitlines()
+        if previous:
+            sys.stdout.writelines(
+                line + "\n" for line in difflib.unified_diff(previous, lines, "before", "after", lineterm="")
+            )
+        else:
+            print(text)
+        previous = lines
+    return EXIT_OK
 
 
 def _config_option(parser: argparse.ArgumentParser) -> None:
@@ -138,7 +217,13 @@ def _scan(args: argparse.Namespace) -> int:
         result = asyncio.run(run_scan(config, progress=progress))
     finally:
         progress.close()
+    from kmsaudit.store import Store
+
+    _snapshot_id, events = Store(config.store.path).save_scan(result)
     write_findings(result.findings, args.format, sys.stdout, colour=sys.stdout.isatty())
+    if args.format == "table" and events:
+        print(f"\ndrift since the last complete scan ({len(events)} events):")
+        write_drift([e.to_dict() for e in events], "table", sys.stdout)
     for scope in result.failed_scopes:
         print(f"kmsaudit: scope {scope.account}/{scope.region} failed: {scope.error}", file=sys.stderr)
     for account, reason in sorted(result.iam_failures.items()):
@@ -183,6 +268,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _evaluate(args)
         if args.command == "scan":
             return _scan(args)
+        if args.command == "findings":
+            return _findings(args)
+        if args.command == "drift":
+            return _drift(args)
+        if args.command == "history":
+            return _history(args)
     except KmsAuditError as exc:
         print(f"kmsaudit: error: {exc}", file=sys.stderr)
         return exc.exit_code

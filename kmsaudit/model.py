@@ -120,6 +120,26 @@ class Finding:
         raw = "\x1f".join((self.key_arn, self.principal, self.access, ",".join(self.via)))
         return hashlib.sha256(raw.encode()).hexdigest()[:32]
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Finding:
+        """The inverse of `to_dict` (for findings read back from a snapshot)."""
+        return cls(
+            key_arn=data["key_arn"],
+            key_account=data["key_account"],
+            region=data["region"],
+            principal=data["principal"],
+            principal_account=data["principal_account"],
+            access=data["access"],
+            zone=data["zone"],
+            via=tuple(data["via"]),
+            actions=tuple(data["actions"]),
+            conditional=bool(data["conditional"]),
+            conditions=tuple(data["conditions"]),
+            severity=data["severity"],
+            kind=data.get("kind", "access"),
+            conditional_actions=tuple(data.get("conditional_actions", ())),
+        )
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "id": self.id,
@@ -185,6 +205,8 @@ class ScopeStatus:
     keys: int = 0
     error: str = ""
     error_code: str = ""
+    # (key ARN, key policy text or None if unreadable) of every key read: for drift and history
+    key_policies: tuple[tuple[str, str | None], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,6 +225,43 @@ class ScanResult:
     @property
     def failed_scopes(self) -> tuple[ScopeStatus, ...]:
         return tuple(s for s in self.scopes if not s.ok)
+
+
+@dataclass(frozen=True, slots=True)
+class DriftEvent:
+    """A change between a scope's last complete snapshot and now (SPEC §5, a contract)."""
+
+    kind: str  # added | removed | widened | narrowed | policy-changed | key-created | key-deleted | scope-failed
+    key_arn: str
+    principal: str
+    before: Any
+    after: Any
+    severity: str
+    account: str = ""
+    region: str = ""
+    snapshot_id: int = 0
+    detected_at: float = 0.0
+
+    @property
+    def id(self) -> str:
+        """Stable across restarts: the idempotency key of the alert it raises."""
+        raw = "\x1f".join((str(self.snapshot_id), self.kind, self.key_arn, self.principal, self.account, self.region))
+        return hashlib.sha256(raw.encode()).hexdigest()[:32]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "key_arn": self.key_arn,
+            "principal": self.principal,
+            "account": self.account,
+            "region": self.region,
+            "before": self.before,
+            "after": self.after,
+            "severity": self.severity,
+            "snapshot_id": self.snapshot_id,
+            "detected_at": self.detected_at,
+        }
 
 
 @dataclass(frozen=True, slots=True)

@@ -85,3 +85,31 @@ def write_lints(lints: Sequence[Lint], fmt: str, out: TextIO) -> None:
             where = lint.key_arn or lint.account
             sid = f" [{lint.sid}]" if lint.sid else ""
             out.write(f"lint {lint.kind}: {where}{sid}: {lint.message}\n")
+
+
+def write_drift(events: Sequence[dict[str, object]], fmt: str, out: TextIO) -> None:
+    """Drift events (SPEC §5): JSON as stored, or a table for people."""
+    if fmt == "json":
+        json.dump(list(events), out, indent=2)
+        out.write("\n")
+        return
+    if fmt == "jsonl":
+        for event in events:
+            out.write(json.dumps(event) + "\n")
+        return
+    if not events:
+        out.write("No drift.\n")
+        return
+    for e in events:
+        before, after = e.get("before"), e.get("after")
+        change = ""
+        if isinstance(before, dict) and isinstance(after, dict) and "actions" in after:
+            gained = sorted(set(after.get("actions", [])) - set(before.get("actions", [])))
+            lost = sorted(set(before.get("actions", [])) - set(after.get("actions", [])))
+            change = " ".join([*(f"+{a}" for a in gained), *(f"-{a}" for a in lost)])
+        elif isinstance(after, dict) and "actions" in after:
+            change = _short_actions(after["actions"])
+        elif isinstance(after, dict) and "error" in after:
+            change = str(after["error"])
+        where = e.get("key_arn") or f"{e.get('account')}/{e.get('region')}"
+        out.write(f"{e.get('severity')!s:8}  {e.get('kind')!s:14}  {where}  {e.get('principal') or ''}  {change}\n")

@@ -32,8 +32,11 @@ async def run_scan(
     statuses: list[ScopeStatus] = []
     keys = 0
     async for scope in collector.scopes():
+        policies = tuple(
+            (k.arn, k.policy if isinstance(k.policy, str) or k.policy is None else str(k.policy)) for k in scope.keys
+        )
         statuses.append(
-            ScopeStatus(scope.account, scope.region, scope.ok, len(scope.keys), scope.error, scope.error_code)
+            ScopeStatus(scope.account, scope.region, scope.ok, len(scope.keys), scope.error, scope.error_code, policies)
         )
         if not scope.ok:
             continue

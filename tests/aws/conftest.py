@@ -263,8 +263,10 @@ def estate(aws: str) -> Estate:
     return e
 
 
-def config_text(accounts: tuple[str, ...] = (A, B, C), *, extra: str = "") -> str:
+def config_text(accounts: tuple[str, ...] = (A, B, C), *, extra: str = "", store: str = "") -> str:
     lines = ["[scan]", f"regions = {json.dumps(list(REGIONS))}", 'interval = "15m"', extra, ""]
+    if store:
+        lines += ["[store]", f"path = {json.dumps(store)}", ""]
     for account in accounts:
         lines += ["[[accounts]]", f'id = "{account}"', f'role_arn = "arn:aws:iam::{account}:role/KmsAuditReadOnly"', ""]
     return "\n".join(lines)

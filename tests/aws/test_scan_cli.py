@@ -26,7 +26,7 @@ def scan(config: Path, *args: str, endpoint: str) -> subprocess.CompletedProcess
 
 def test_scan_json_is_the_contract_and_exit_0(tmp_path: Path, estate: Estate, aws: str) -> None:
     config = tmp_path / "k.toml"
-    config.write_text(config_text())
+    config.write_text(config_text(store=str(tmp_path / "k.db")))
     proc = scan(config, "--format", "json", endpoint=aws)
     assert proc.returncode == 0, proc.stderr
     findings = json.loads(proc.stdout)
@@ -41,7 +41,7 @@ def test_scan_json_is_the_contract_and_exit_0(tmp_path: Path, estate: Estate, aw
 
 def test_fail_on_and_failed_scopes_exit_codes(tmp_path: Path, estate: Estate, aws: str) -> None:
     config = tmp_path / "k.toml"
-    config.write_text(config_text((A, B, C, D)))
+    config.write_text(config_text((A, B, C, D), store=str(tmp_path / "k.db")))
     proxy = AwsProxy(aws, deny_assume={D})
     url = proxy.start()
     try:

@@ -1,0 +1,283 @@
+"""Snapshots in SQLite (sqlite-utils): the only module with SQL.
+
+A snapshot is one scan. Each scope's state (its findings and its keys' policy hashes) is
+stored once, compressed, under its digest: an unchanged scope costs one row per scan, and
+drift between equal digests is nothing. Key policy texts are stored once per distinct text.
+A whole snapshot, with its drift events, is written in one transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+import zlib
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from kmsaudit.drift import ScopeState, diff_scope, policy_hash, scope_failed
+from kmsaudit.errors import StoreError
+from kmsaudit.model import DriftEvent, ScanResult
+
+SCHEMA_VERSION = 1
+
+
+def _migration_1(db: sqlite_utils.Database) -> None:
+    db.table("snapshots").create(
+        {
+            "id": int,
+            "started_at": float,
+            "finished_at": float,
+            "complete": int,
+            "keys": int,
+            "findings": int,
+            "requests": int,
+            "throttled": int,
+            "lints": bytes,
+        },
+        pk="id",
+    )
+    db.table("states").create({"digest": str, "body": bytes}, pk="digest")
+    db.table("policies").create({"sha256": str, "text": str}, pk="sha256")
+    db.table("scopes").create(
+        {
+            "snapshot_id": int,
+            "account": str,
+            "region": str,
+            "ok": int,
+            "error": str,
+            "error_code": str,
+            "keys": int,
+            "state": str,
+        },
+        pk=("snapshot_id", "account", "region"),
+        foreign_keys=[("snapshot_id", "snapshots", "id"), ("state", "states", "digest")],
+    )
+    db.table("scopes").create_index(["account", "region", "ok", "snapshot_id"])
+    # A row only when a key's policy changed (or the key appeared): history, not a per-scan copy.
+    db.table("policy_versions").create(
+        {"snapshot_id": int, "key_arn": str, "sha256": str}, pk=("key_arn", "snapshot_id")
+    )
+    db.table("drift").create(
+        {
+            "id": str,
+            "snapshot_id": int,
+            "kind": str,
+            "key_arn": str,
+            "principal": str,
+            "account": str,
+            "region": str,
+            "severity": str,
+            "detected_at": float,
+            "body": str,
+        },
+        pk="id",
+        foreign_keys=[("snapshot_id", "snapshots", "id")],
+    )
+    db.table("drift").create_index(["detected_at"])
+
+
+MIGRATIONS = {1: _migration_1}
+
+
+def _pack(text: str) -> bytes:
+    return zlib.compress(text.encode(), 6)
+
+
+def _unpack(blob: bytes) -> str:
+    return zlib.decompress(blob).decode()
+
+
+class Store:
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        try:
+            if not self.path.exists():
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))  # never world-readable
+            self.db = sqlite_utils.Database(self.path)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA foreign_keys=ON")
+            self.db.execute("PRAGMA busy_timeout=10000")
+            self._migrate()
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreError(f"{self.path}: cannot open the snapshot database: {exc}") from None
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        try:
+            with self.db.conn:
+                yield
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: {exc}") from None
+
+    def _migrate(self) -> None:
+        self.db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
+        row = self.db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        version = int(row[0]) if row else 0
+        if version > SCHEMA_VERSION:
+            raise StoreError(f"{self.path}: made by a newer kmsaudit (schema {version} > {SCHEMA_VERSION})")
+        for target in range(version + 1, SCHEMA_VERSION + 1):
+            with self.db.conn:
+                MIGRATIONS[target](self.db)
+                self.db.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", [str(target)])
+
+    # -- writing ---------------------------------------------------------------------------
+    def last_good_state(self, account: str, region: str) -> ScopeState | None:
+        row = self.db.execute(
+            "SELECT states.body FROM scopes JOIN states ON states.digest = scopes.state "
+            "WHERE account = ? AND region = ? AND ok = 1 ORDER BY snapshot_id DESC LIMIT 1",
+            [account, region],
+        ).fetchone()
+        return ScopeState.from_json(_unpack(row[0])) if row else None
+
+    def save_scan(self, result: ScanResult, detected_at: float | None = None) -> tuple[int, list[DriftEvent]]:
+        """Store the snapshot and its drift in one transaction; returns (snapshot id, drift)."""
+        now = detected_at if detected_at is not None else time.time()
+        by_scope: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        for finding in result.findings:
+            by_scope.setdefault((finding.key_account, finding.region), []).append(finding.to_dict())
+        events: list[DriftEvent] = []
+        with self._transaction():
+            snapshot_id = int(
+                self.db.table("snapshots")
+                .insert(
+                    {
+                        "started_at": result.started_at,
+                        "finished_at": result.finished_at,
+                        "complete": int(not result.failed_scopes and not result.iam_failures),
+                        "keys": result.keys,
+                        "findings": len(result.findings),
+                        "requests": result.requests,
+                        "throttled": result.throttled,
+                        "lints": _pack(json.dumps([lint.to_dict() for lint in result.lints])),
+                    }
+                )
+                .last_pk
+                or 0
+            )
+            for scope in result.scopes:
+                digest = None
+                if scope.ok:
+                    before = self.last_good_state(scope.account, scope.region)
+                    state = ScopeState.build(by_scope.get((scope.account, scope.region), []), scope.key_policies).carry(
+                        before, result.iam_failures
+                    )
+                    digest = state.digest()
+                    events += diff_scope(
+                        scope.account, scope.region, before, state, snapshot_id=snapshot_id, detected_at=now
+                    )
+                    self.db.table("states").insert({"digest": digest, "body": _pack(state.to_json())}, ignore=True)
+                    self.db.table("policies").insert_all(
+                        (
+                            {"sha256": policy_hash(text), "text": text}
+                            for arn, text in scope.key_policies
+                            if text and (before is None or before.keys.get(arn) != policy_hash(text))
+                        ),
+                        ignore=True,
+                    )
+                    known = before.keys if before is not None else {}
+                    self.db.table("policy_versions").insert_all(
+                        (
+                            {"snapshot_id": snapshot_id, "key_arn": arn, "sha256": sha}
+                            for arn, sha in state.keys.items()
+                            if known.get(arn) != sha
+                        ),
+                        ignore=True,
+                    )
+                else:
+                    events.append(
+                        scope_failed(
+                            scope.account,
+                            scope.region,
+                            scope.error,
+                            scope.error_code,
+                            snapshot_id=snapshot_id,
+                            detected_at=now,
+                        )
+                    )
+                self.db.table("scopes").insert(
+                    {
+                        "snapshot_id": snapshot_id,
+                        "account": scope.account,
+                        "region": scope.region,
+                        "ok": int(scope.ok),
+                        "error": scope.error,
+                        "error_code": scope.error_code,
+                        "keys": scope.keys,
+                        "state": digest,
+                    }
+                )
+            for account, reason in sorted(result.iam_failures.items()):
+                events.append(scope_failed(account, "global", reason, "iam", snapshot_id=snapshot_id, detected_at=now))
+            self.db.table("drift").insert_all(
+                (
+                    {
+                        "id": e.id,
+                        "snapshot_id": e.snapshot_id,
+                        "kind": e.kind,
+                        "key_arn": e.key_arn,
+                        "principal": e.principal,
+                        "account": e.account,
+                        "region": e.region,
+                        "severity": e.severity,
+                        "detected_at": e.detected_at,
+                        "body": json.dumps(e.to_dict()),
+                    }
+                    for e in events
+                ),
+                ignore=True,
+            )
+        return snapshot_id, events
+
+    # -- reading ---------------------------------------------------------------------------
+    def latest_snapshot(self) -> int | None:
+        row = self.db.execute("SELECT max(id) FROM snapshots").fetchone()
+        return int(row[0]) if row and row[0] is not None else None
+
+    def findings(self, snapshot_id: int | None = None) -> list[dict[str, Any]]:
+        """Findings of a snapshot; a scope that failed in it shows its last good state."""
+        snapshot_id = snapshot_id if snapshot_id is not None else self.latest_snapshot()
+        if snapshot_id is None:
+            return []
+        if not self.db.execute("SELECT 1 FROM snapshots WHERE id = ?", [snapshot_id]).fetchone():
+            raise StoreError(f"no snapshot {snapshot_id} in {self.path}")
+        out: list[Mapping[str, Any]] = []
+        rows = self.db.execute(
+            "SELECT s.account, s.region, (SELECT st.body FROM scopes p JOIN states st ON st.digest = p.state "
+            " WHERE p.account = s.account AND p.region = s.region AND p.ok = 1 AND p.snapshot_id <= s.snapshot_id "
+            " ORDER BY p.snapshot_id DESC LIMIT 1) FROM scopes s WHERE s.snapshot_id = ?",
+            [snapshot_id],
+        ).fetchall()
+        for _, _, body in rows:
+            if body is not None:
+                out.extend(ScopeState.from_json(_unpack(body)).findings.values())
+        return [dict(f) for f in out]
+
+    def drift(self, since: float | None = None) -> list[dict[str, Any]]:
+        rows = self.db.execute(
+            "SELECT body FROM drift WHERE detected_at >= ? ORDER BY detected_at, id", [since or 0.0]
+        ).fetchall()
+        return [json.loads(r[0]) for r in rows]
+
+    def history(self, key_arn: str) -> list[dict[str, Any]]:
+        """The key's policy versions: each distinct text with the first snapshot that saw it."""
+        rows = self.db.execute(
+            "SELECT kp.snapshot_id, s.finished_at, kp.sha256, p.text FROM policy_versions kp "
+            "JOIN snapshots s ON s.id = kp.snapshot_id LEFT JOIN policies p ON p.sha256 = kp.sha256 "
+            "WHERE kp.key_arn = ? ORDER BY kp.snapshot_id",
+            [key_arn],
+        ).fetchall()
+        versions: list[dict[str, Any]] = []
+        for snapshot_id, finished_at, sha, text in rows:
+            if not versions or versions[-1]["sha256"] != sha:
+                versions.append({"snapshot_id": snapshot_id, "seen_at": finished_at, "sha256": sha, "text": text})
+        return versions
+
+    def close(self) -> None:
+        self.db.close()
