@@ -137,30 +137,33 @@ class Store:
         return ScopeState.from_json(_unpack(row[0])) if row else None
 
     def save_scan(self, result: ScanResult, detected_at: float | None = None) -> tuple[int, list[DriftEvent]]:
-        """Store the snapshot and its drift in one transaction; returns (snapshot id, drift)."""
+        """Store the snapshot and its drift in one transaction; returns (snapshot id, drift).
+
+        Plain statements inside one `with conn:`: sqlite-utils' insert() commits on its own,
+        which would let a crash leave half a snapshot (tests/test_store.py kills a writer to see).
+        """
         now = detected_at if detected_at is not None else time.time()
         by_scope: dict[tuple[str, str], list[dict[str, Any]]] = {}
         for finding in result.findings:
             by_scope.setdefault((finding.key_account, finding.region), []).append(finding.to_dict())
         events: list[DriftEvent] = []
+        sql = self.db.conn
         with self._transaction():
-            snapshot_id = int(
-                self.db.table("snapshots")
-                .insert(
-                    {
-                        "started_at": result.started_at,
-                        "finished_at": result.finished_at,
-                        "complete": int(not result.failed_scopes and not result.iam_failures),
-                        "keys": result.keys,
-                        "findings": len(result.findings),
-                        "requests": result.requests,
-                        "throttled": result.throttled,
-                        "lints": _pack(json.dumps([lint.to_dict() for lint in result.lints])),
-                    }
-                )
-                .last_pk
-                or 0
+            cursor = sql.execute(
+                "INSERT INTO snapshots (started_at, finished_at, complete, keys, findings, requests, throttled, lints)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    result.started_at,
+                    result.finished_at,
+                    int(not result.failed_scopes and not result.iam_failures),
+                    result.keys,
+                    len(result.findings),
+                    result.requests,
+                    result.throttled,
+                    _pack(json.dumps([lint.to_dict() for lint in result.lints])),
+                ],
             )
+            snapshot_id = int(cursor.lastrowid or 0)
             for scope in result.scopes:
                 digest = None
                 if scope.ok:
@@ -172,23 +175,18 @@ class Store:
                     events += diff_scope(
                         scope.account, scope.region, before, state, snapshot_id=snapshot_id, detected_at=now
                     )
-                    self.db.table("states").insert({"digest": digest, "body": _pack(state.to_json())}, ignore=True)
-                    self.db.table("policies").insert_all(
-                        (
-                            {"sha256": policy_hash(text), "text": text}
-                            for arn, text in scope.key_policies
-                            if text and (before is None or before.keys.get(arn) != policy_hash(text))
-                        ),
-                        ignore=True,
+                    sql.execute(
+                        "INSERT OR IGNORE INTO states (digest, body) VALUES (?, ?)", [digest, _pack(state.to_json())]
                     )
                     known = before.keys if before is not None else {}
-                    self.db.table("policy_versions").insert_all(
-                        (
-                            {"snapshot_id": snapshot_id, "key_arn": arn, "sha256": sha}
-                            for arn, sha in state.keys.items()
-                            if known.get(arn) != sha
-                        ),
-                        ignore=True,
+                    changed = [(arn, text) for arn, text in scope.key_policies if known.get(arn) != policy_hash(text)]
+                    sql.executemany(
+                        "INSERT OR IGNORE INTO policies (sha256, text) VALUES (?, ?)",
+                        [(policy_hash(text), text) for _, text in changed if text],
+                    )
+                    sql.executemany(
+                        "INSERT OR IGNORE INTO policy_versions (snapshot_id, key_arn, sha256) VALUES (?, ?, ?)",
+                        [(snapshot_id, arn, policy_hash(text)) for arn, text in changed],
                     )
                 else:
                     events.append(
@@ -201,37 +199,40 @@ class Store:
                             detected_at=now,
                         )
                     )
-                self.db.table("scopes").insert(
-                    {
-                        "snapshot_id": snapshot_id,
-                        "account": scope.account,
-                        "region": scope.region,
-                        "ok": int(scope.ok),
-                        "error": scope.error,
-                        "error_code": scope.error_code,
-                        "keys": scope.keys,
-                        "state": digest,
-                    }
+                sql.execute(
+                    "INSERT INTO scopes (snapshot_id, account, region, ok, error, error_code, keys, state)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        snapshot_id,
+                        scope.account,
+                        scope.region,
+                        int(scope.ok),
+                        scope.error,
+                        scope.error_code,
+                        scope.keys,
+                        digest,
+                    ],
                 )
             for account, reason in sorted(result.iam_failures.items()):
                 events.append(scope_failed(account, "global", reason, "iam", snapshot_id=snapshot_id, detected_at=now))
-            self.db.table("drift").insert_all(
-                (
-                    {
-                        "id": e.id,
-                        "snapshot_id": e.snapshot_id,
-                        "kind": e.kind,
-                        "key_arn": e.key_arn,
-                        "principal": e.principal,
-                        "account": e.account,
-                        "region": e.region,
-                        "severity": e.severity,
-                        "detected_at": e.detected_at,
-                        "body": json.dumps(e.to_dict()),
-                    }
+            sql.executemany(
+                "INSERT OR IGNORE INTO drift (id, snapshot_id, kind, key_arn, principal, account, region, severity,"
+                " detected_at, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        e.id,
+                        e.snapshot_id,
+                        e.kind,
+                        e.key_arn,
+                        e.principal,
+                        e.account,
+                        e.region,
+                        e.severity,
+                        e.detected_at,
+                        json.dumps(e.to_dict()),
+                    )
                     for e in events
-                ),
-                ignore=True,
+                ],
             )
         return snapshot_id, events
 
@@ -278,6 +279,43 @@ class Store:
             if not versions or versions[-1]["sha256"] != sha:
                 versions.append({"snapshot_id": snapshot_id, "seen_at": finished_at, "sha256": sha, "text": text})
         return versions
+
+    def prune(self, retention_days: float, now: float | None = None) -> int:
+        """Forget snapshots older than the retention, and reclaim the space.
+
+        Kept whatever their age: the last complete state of every scope (drift compares with it)
+        and the latest policy version of every key (history starts from it).
+        """
+        cutoff = (now if now is not None else time.time()) - retention_days * 86400
+        with self._transaction():
+            keep = "SELECT max(snapshot_id) FROM scopes WHERE ok = 1 GROUP BY account, region"
+            old = [
+                r[0]
+                for r in self.db.execute(
+                    f"SELECT id FROM snapshots WHERE finished_at < ? AND id NOT IN ({keep}) "
+                    "AND id <> (SELECT max(id) FROM snapshots)",
+                    [cutoff],
+                ).fetchall()
+            ]
+            for chunk in range(0, len(old), 500):
+                ids = old[chunk : chunk + 500]
+                marks = ",".join("?" * len(ids))
+                self.db.execute(f"DELETE FROM drift WHERE snapshot_id IN ({marks})", ids)
+                self.db.execute(f"DELETE FROM scopes WHERE snapshot_id IN ({marks})", ids)
+                self.db.execute(
+                    f"DELETE FROM policy_versions WHERE snapshot_id IN ({marks}) AND snapshot_id < "
+                    "(SELECT max(v.snapshot_id) FROM policy_versions v WHERE v.key_arn = policy_versions.key_arn)",
+                    ids,
+                )
+                self.db.execute(f"DELETE FROM snapshots WHERE id IN ({marks})", ids)
+            self.db.execute("DELETE FROM states WHERE digest NOT IN (SELECT state FROM scopes WHERE state IS NOT NULL)")
+            self.db.execute("DELETE FROM policies WHERE sha256 NOT IN (SELECT sha256 FROM policy_versions)")
+        if old:
+            self.db.execute("VACUUM")
+        return len(old)
+
+    def integrity(self) -> str:
+        return str(self.db.execute("PRAGMA integrity_check").fetchone()[0])
 
     def close(self) -> None:
         self.db.close()
