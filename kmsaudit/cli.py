@@ -203,11 +203,13 @@ class _Progress:
 def _scan(args: argparse.Namespace) -> int:
     import asyncio
 
+    from kmsaudit.alert import build_sinks, deliver, router
     from kmsaudit.config import load_config
     from kmsaudit.logging import configure
     from kmsaudit.scan import run_scan
 
     config = load_config(args.config)
+    sinks = build_sinks(config.alerts)  # a missing secret is a config error, before any AWS call
     configure(
         json_logs=None if args.log_format is None else args.log_format == "json",
         level="warning" if sys.stderr.isatty() and args.log_format is None else "info",
@@ -219,7 +221,10 @@ def _scan(args: argparse.Namespace) -> int:
         progress.close()
     from kmsaudit.store import Store
 
-    _snapshot_id, events = Store(config.store.path).save_scan(result)
+    store = Store(config.store.path)
+    snapshot_id, events = store.save_scan(result, route=router(sinks))  # alerts enqueued with the snapshot
+    store.prune(config.store.retention_days)
+    pending = asyncio.run(deliver(store, sinks))[1] if sinks else 0
     write_findings(result.findings, args.format, sys.stdout, colour=sys.stdout.isatty())
     if args.format == "table" and events:
         print(f"\ndrift since the last complete scan ({len(events)} events):")
@@ -228,13 +233,19 @@ def _scan(args: argparse.Namespace) -> int:
         print(f"kmsaudit: scope {scope.account}/{scope.region} failed: {scope.error}", file=sys.stderr)
     for account, reason in sorted(result.iam_failures.items()):
         print(f"kmsaudit: IAM of {account} could not be read (no effective findings for it): {reason}", file=sys.stderr)
+    if pending:
+        print(f"kmsaudit: {pending} alerts wait for their sink; they are retried at the next scan", file=sys.stderr)
     if args.format == "table":
         ok = len(result.scopes) - len(result.failed_scopes)
         print(
             f"{result.keys} keys in {ok}/{len(result.scopes)} scopes, {result.requests} AWS requests "
-            f"({result.throttled} throttled), {result.finished_at - result.started_at:.1f} s"
+            f"({result.throttled} throttled), {result.finished_at - result.started_at:.1f} s; "
+            f"snapshot {snapshot_id} in {config.store.path}"
         )
-    if _fail_on(result.findings, args.fail_on):
+    drift_hit = args.fail_on is not None and any(
+        e.kind != "scope-failed" and severity_rank(e.severity) >= severity_rank(args.fail_on) for e in events
+    )
+    if _fail_on(result.findings, args.fail_on) or drift_hit:
         return EXIT_FINDINGS
     if result.failed_scopes or result.iam_failures:
         return EXIT_SCOPES_FAILED

@@ -146,6 +146,16 @@ class StoreSettings(_Strict):
     retention_days: int = Field(90, ge=1)
 
 
+class AlertSinkSettings(_Strict):
+    """One alert destination. Secrets (URLs, tokens) come from environment variables named here."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,39}$")
+    type: Literal["webhook", "slack", "alertmanager"]
+    url_env: str = Field(pattern=r"^[A-Z_][A-Z0-9_]*$", description="environment variable holding the URL")
+    min_severity: Literal["low", "medium", "high", "critical"] = "high"
+    hmac_secret_env: str | None = Field(None, pattern=r"^[A-Z_][A-Z0-9_]*$")
+
+
 class DaemonSettings(_Strict):
     listen: str = Field("127.0.0.1:9465", pattern=r"^(\[[0-9a-fA-F:]+\]|[\w.-]+):\d{1,5}$")
 
@@ -157,6 +167,7 @@ class Config(_Strict):
     trust: TrustSettings = Field(default_factory=TrustSettings)
     store: StoreSettings = Field(default_factory=StoreSettings)
     daemon: DaemonSettings = Field(default_factory=DaemonSettings)
+    alerts: list[AlertSinkSettings] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _accounts(self) -> Config:
@@ -165,6 +176,9 @@ class Config(_Strict):
             if account.id in seen:
                 raise ValueError(f"account {account.id} is listed twice")
             seen.add(account.id)
+        names = [sink.name for sink in self.alerts]
+        if len(set(names)) != len(names):
+            raise ValueError("two [[alerts]] have the same name")
         if not self.accounts and self.organization is None:
             raise ValueError("no [[accounts]] and no [organization]: nothing to audit")
         return self

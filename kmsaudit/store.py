@@ -13,7 +13,7 @@ import os
 import sqlite3
 import time
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,7 @@ from kmsaudit.drift import ScopeState, diff_scope, policy_hash, scope_failed
 from kmsaudit.errors import StoreError
 from kmsaudit.model import DriftEvent, ScanResult
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 def _migration_1(db: sqlite_utils.Database) -> None:
@@ -82,7 +82,28 @@ def _migration_1(db: sqlite_utils.Database) -> None:
     db.table("drift").create_index(["detected_at"])
 
 
-MIGRATIONS = {1: _migration_1}
+def _migration_2(db: sqlite_utils.Database) -> None:
+    """The durable alert outbox: one row per (drift event, sink), written with the snapshot."""
+    db.table("outbox").create(
+        {
+            "event_id": str,
+            "sink": str,
+            "snapshot_id": int,
+            "payload": str,
+            "created_at": float,
+            "attempts": int,
+            "next_attempt_at": float,
+            "delivered_at": float,
+            "last_error": str,
+        },
+        pk=("event_id", "sink"),
+        not_null={"attempts", "next_attempt_at"},
+        defaults={"attempts": 0},
+    )
+    db.table("outbox").create_index(["delivered_at", "next_attempt_at"])
+
+
+MIGRATIONS = {1: _migration_1, 2: _migration_2}
 
 
 def _pack(text: str) -> bytes:
@@ -136,7 +157,12 @@ class Store:
         ).fetchone()
         return ScopeState.from_json(_unpack(row[0])) if row else None
 
-    def save_scan(self, result: ScanResult, detected_at: float | None = None) -> tuple[int, list[DriftEvent]]:
+    def save_scan(
+        self,
+        result: ScanResult,
+        detected_at: float | None = None,
+        route: Callable[[DriftEvent], Iterable[str]] | None = None,
+    ) -> tuple[int, list[DriftEvent]]:
         """Store the snapshot and its drift in one transaction; returns (snapshot id, drift).
 
         Plain statements inside one `with conn:`: sqlite-utils' insert() commits on its own,
@@ -234,6 +260,12 @@ class Store:
                     for e in events
                 ],
             )
+            if route is not None:  # alerts are enqueued with the snapshot, or not at all
+                sql.executemany(
+                    "INSERT OR IGNORE INTO outbox (event_id, sink, snapshot_id, payload, created_at, attempts,"
+                    " next_attempt_at) VALUES (?, ?, ?, ?, ?, 0, ?)",
+                    [(e.id, sink, snapshot_id, json.dumps(e.to_dict()), now, now) for e in events for sink in route(e)],
+                )
         return snapshot_id, events
 
     # -- reading ---------------------------------------------------------------------------
@@ -280,6 +312,34 @@ class Store:
                 versions.append({"snapshot_id": snapshot_id, "seen_at": finished_at, "sha256": sha, "text": text})
         return versions
 
+    # -- the alert outbox --------------------------------------------------------------------
+    def due_alerts(self, now: float, limit: int = 500) -> list[dict[str, Any]]:
+        rows = self.db.execute(
+            "SELECT event_id, sink, payload, attempts FROM outbox WHERE delivered_at IS NULL AND next_attempt_at <= ?"
+            " ORDER BY created_at, event_id LIMIT ?",
+            [now, limit],
+        ).fetchall()
+        return [{"event_id": r[0], "sink": r[1], "event": json.loads(r[2]), "attempts": r[3]} for r in rows]
+
+    def pending_alerts(self) -> int:
+        return int(self.db.execute("SELECT count(*) FROM outbox WHERE delivered_at IS NULL").fetchone()[0])
+
+    def mark_delivered(self, event_id: str, sink: str, at: float) -> None:
+        with self._transaction():
+            self.db.conn.execute(
+                "UPDATE outbox SET delivered_at = ?, attempts = attempts + 1, last_error = NULL"
+                " WHERE event_id = ? AND sink = ?",
+                [at, event_id, sink],
+            )
+
+    def mark_failed(self, event_id: str, sink: str, error: str, retry_at: float) -> None:
+        with self._transaction():
+            self.db.conn.execute(
+                "UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_attempt_at = ?"
+                " WHERE event_id = ? AND sink = ?",
+                [error[:500], retry_at, event_id, sink],
+            )
+
     def prune(self, retention_days: float, now: float | None = None) -> int:
         """Forget snapshots older than the retention, and reclaim the space.
 
@@ -308,6 +368,7 @@ class Store:
                     ids,
                 )
                 self.db.execute(f"DELETE FROM snapshots WHERE id IN ({marks})", ids)
+            self.db.execute("DELETE FROM outbox WHERE delivered_at IS NOT NULL AND delivered_at < ?", [cutoff])
             self.db.execute("DELETE FROM states WHERE digest NOT IN (SELECT state FROM scopes WHERE state IS NOT NULL)")
             self.db.execute("DELETE FROM policies WHERE sha256 NOT IN (SELECT sha256 FROM policy_versions)")
         if old:

@@ -1,0 +1,189 @@
+"""Alerts: sinks behind one interface, fed from the durable outbox (SPEC §5, issue #4).
+
+Every drift event is logged (always). Events at or above a sink's threshold are enqueued in the
+outbox in the same transaction as the snapshot, then delivered at least once, with retries and
+backoff, under a stable idempotency key (the event id), surviving restarts and sink downtime.
+Secrets (webhook URLs, HMAC keys) come from environment variables and are never logged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import random
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import aiohttp
+import structlog
+
+from kmsaudit.config import AlertSinkSettings
+from kmsaudit.errors import AlertError, ConfigError
+from kmsaudit.model import DriftEvent, severity_rank
+from kmsaudit.store import Store
+
+log = structlog.get_logger("kmsaudit.alert")
+MAX_BACKOFF_SECONDS = 3600.0
+SEND_TIMEOUT_SECONDS = 10.0
+
+
+class Sink(Protocol):
+    name: str
+    min_severity: str
+
+    def wants(self, event: DriftEvent) -> bool: ...
+
+    async def send(self, session: aiohttp.ClientSession, event: dict[str, Any]) -> None: ...
+
+
+def _summary(event: dict[str, Any]) -> str:
+    where = event.get("key_arn") or f"{event.get('account')}/{event.get('region')}"
+    who = f" {event['principal']}" if event.get("principal") else ""
+    return f"kmsaudit {event['severity']}: {event['kind']} {where}{who}"
+
+
+class HttpSink:
+    """A generic JSON webhook; the base of the Slack and Alertmanager formats."""
+
+    def __init__(self, settings: AlertSinkSettings) -> None:
+        self.name = settings.name
+        self.min_severity = settings.min_severity
+        url = os.environ.get(settings.url_env, "")
+        if not url.startswith(("http://", "https://")):
+            raise ConfigError(f"alerts.{settings.name}: ${settings.url_env} must hold an http(s) URL")
+        self._url = url
+        self._secret = os.environ.get(settings.hmac_secret_env, "").encode() if settings.hmac_secret_env else b""
+        if settings.hmac_secret_env and not self._secret:
+            raise ConfigError(f"alerts.{settings.name}: ${settings.hmac_secret_env} is empty")
+
+    def __repr__(self) -> str:  # never the URL: it is a secret
+        return f"{type(self).__name__}({self.name!r})"
+
+    def wants(self, event: DriftEvent) -> bool:
+        return severity_rank(event.severity) >= severity_rank(self.min_severity)
+
+    def body(self, event: dict[str, Any]) -> Any:
+        return event
+
+    async def send(self, session: aiohttp.ClientSession, event: dict[str, Any]) -> None:
+        data = json.dumps(self.body(event), sort_keys=True).encode()
+        headers = {"Content-Type": "application/json", "Idempotency-Key": str(event["id"]), "User-Agent": "kmsaudit"}
+        if self._secret:
+            digest = hmac.new(self._secret, data, hashlib.sha256).hexdigest()
+            headers["X-Kmsaudit-Signature"] = f"sha256={digest}"
+        try:
+            async with session.post(
+                self._url, data=data, headers=headers, timeout=aiohttp.ClientTimeout(total=SEND_TIMEOUT_SECONDS)
+            ) as response:
+                if response.status >= 300:
+                    raise AlertError(f"{self.name}: HTTP {response.status}")
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise AlertError(f"{self.name}: {type(exc).__name__}") from None  # no URL in the message
+
+
+class SlackSink(HttpSink):
+    """Slack incoming-webhook format."""
+
+    def body(self, event: dict[str, Any]) -> Any:
+        after = event.get("after") if isinstance(event.get("after"), dict) else {}
+        actions = ", ".join(after.get("actions", [])) if after else ""
+        text = _summary(event) + (f"\nactions: {actions}" if actions else "")
+        return {"text": text}
+
+
+class AlertmanagerSink(HttpSink):
+    """Alertmanager's v2 API: labels for routing (no ARNs: they would split every group)."""
+
+    def body(self, event: dict[str, Any]) -> Any:
+        start = datetime.fromtimestamp(float(event.get("detected_at") or time.time()), UTC)
+        return [
+            {
+                "labels": {
+                    "alertname": "KmsAuditDrift",
+                    "kind": event["kind"],
+                    "severity": event["severity"],
+                    "account": event.get("account", ""),
+                    "region": event.get("region", ""),
+                    "event_id": event["id"],
+                },
+                "annotations": {
+                    "summary": _summary(event),
+                    "key_arn": event.get("key_arn", ""),
+                    "principal": event.get("principal", ""),
+                    "details": json.dumps(event.get("after")),
+                },
+                "startsAt": start.isoformat(),
+            }
+        ]
+
+    async def send(self, session: aiohttp.ClientSession, event: dict[str, Any]) -> None:
+        if not self._url.rstrip("/").endswith("/api/v2/alerts"):
+            self._url = self._url.rstrip("/") + "/api/v2/alerts"
+        await super().send(session, event)
+
+
+_TYPES: dict[str, type[HttpSink]] = {"webhook": HttpSink, "slack": SlackSink, "alertmanager": AlertmanagerSink}
+
+
+def build_sinks(settings: Sequence[AlertSinkSettings]) -> list[HttpSink]:
+    return [_TYPES[s.type](s) for s in settings]
+
+
+def router(sinks: Sequence[HttpSink]) -> Any:
+    """Which sinks an event goes to (used inside the snapshot's transaction)."""
+
+    def route(event: DriftEvent) -> list[str]:
+        log.info(
+            "drift",
+            kind=event.kind,
+            severity=event.severity,
+            key_arn=event.key_arn,
+            principal=event.principal,
+            account=event.account,
+            region=event.region,
+            event_id=event.id,
+        )
+        return [sink.name for sink in sinks if sink.wants(event)]
+
+    return route
+
+
+def backoff(attempts: int) -> float:
+    """Exponential with full jitter, capped at an hour: hours of downtime cost few requests."""
+    return random.uniform(0, min(MAX_BACKOFF_SECONDS, 5.0 * 2 ** min(attempts, 20)))
+
+
+async def deliver(
+    store: Store, sinks: Sequence[HttpSink], *, now: float | None = None, deadline_seconds: float = 30.0
+) -> tuple[int, int]:
+    """Send what is due; returns (delivered, still pending). Never raises for a sink's failure."""
+    by_name = {sink.name: sink for sink in sinks}
+    delivered = 0
+    started = time.monotonic()
+    async with aiohttp.ClientSession() as session:
+        for item in store.due_alerts(now if now is not None else time.time()):
+            if time.monotonic() - started > deadline_seconds:
+                break
+            sink = by_name.get(item["sink"])
+            if sink is None:
+                continue  # a sink removed from the config: its rows wait, visible in the database
+            try:
+                await sink.send(session, item["event"])
+            except AlertError as exc:
+                retry_at = time.time() + backoff(item["attempts"])
+                store.mark_failed(item["event_id"], item["sink"], str(exc), retry_at)
+                log.warning(
+                    "alert.failed",
+                    sink=sink.name,
+                    event_id=item["event_id"],
+                    reason=str(exc),
+                    attempts=item["attempts"] + 1,
+                )
+                continue
+            store.mark_delivered(item["event_id"], item["sink"], time.time())
+            delivered += 1
+    return delivered, store.pending_alerts()
