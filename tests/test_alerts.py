@@ -157,3 +157,33 @@ def test_alertmanager_format_and_no_secret_in_failure_logs(tmp_path: Path, sink_
     assert alert["labels"]["alertname"] == "KmsAuditDrift" and alert["labels"]["severity"] == "high"
     assert not any(v.startswith("arn:") for v in alert["labels"].values())  # routing labels carry no ARN
     assert alert["annotations"]["principal"] == "arn:aws:iam::999988887777:root"
+
+
+def test_alert_config_errors_are_exit_2_before_any_aws_call(tmp_path: Path) -> None:
+    import os
+
+    config = tmp_path / "k.toml"
+    config.write_text(
+        '[[accounts]]\nid = "111122223333"\n[[alerts]]\nname = "hook"\ntype = "webhook"\n'
+        'url_env = "KMSAUDIT_NOT_SET_ANYWHERE"\n'
+    )
+    env = {k: v for k, v in os.environ.items() if k != "KMSAUDIT_NOT_SET_ANYWHERE"}
+    env["AWS_ENDPOINT_URL"] = "http://127.0.0.1:9"  # nothing listens: any AWS call would fail differently
+    proc = subprocess.run(
+        [sys.executable, "-m", "kmsaudit", "scan", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "kmsaudit: error: alerts.hook: $KMSAUDIT_NOT_SET_ANYWHERE must hold an http(s) URL"
+    config.write_text(config.read_text() + '[[alerts]]\nname = "hook"\ntype = "slack"\nurl_env = "X"\n')
+    proc = subprocess.run(
+        [sys.executable, "-m", "kmsaudit", "scan", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert proc.returncode == 2 and "two [[alerts]] have the same name" in proc.stderr

@@ -121,3 +121,22 @@ def test_sigkill_while_writing_leaves_a_sound_database(tmp_path: Path) -> None:
             assert len(rows) == 1 and rows[0][0] is not None
         first = store.findings(1)
         assert len(first) == 10  # the first snapshot is readable
+
+
+def test_a_version_1_database_is_migrated_in_place(tmp_path: Path) -> None:
+    import sqlite_utils
+
+    from kmsaudit.store import MIGRATIONS
+
+    path = tmp_path / "old.db"
+    db = sqlite_utils.Database(path)
+    db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)")
+    MIGRATIONS[1](db)
+    db.execute("INSERT INTO meta VALUES ('schema_version', '1')")
+    db.conn.commit()
+    db.close()
+    store = Store(path)
+    assert store.db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == "2"
+    assert "outbox" in store.db.table_names()
+    store.save_scan(scan(3), route=lambda e: ["x"])
+    assert store.integrity() == "ok"
