@@ -84,6 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="log lines on stderr (default: console on a terminal, json otherwise)",
     )
     sc.add_argument("--no-progress", action="store_true", help="no progress line on a terminal")
+    sc.add_argument(
+        "--metrics-textfile",
+        metavar="PATH",
+        help="write the scan's metrics to PATH atomically (node_exporter's textfile collector)",
+    )
+    sc.add_argument("--pushgateway", metavar="URL", help="push the scan's metrics to a Prometheus Pushgateway")
     fi = sub.add_parser("findings", help="findings of the latest (or a given) snapshot")
     _config_option(fi)
     fi.add_argument("--format", choices=FORMATS, default="table")
@@ -214,9 +220,12 @@ def _scan(args: argparse.Namespace) -> int:
         json_logs=None if args.log_format is None else args.log_format == "json",
         level="warning" if sys.stderr.isatty() and args.log_format is None else "info",
     )
+    from kmsaudit.metrics import Metrics
+
+    metrics = Metrics()
     progress = _Progress(sys.stderr.isatty() and not args.no_progress)
     try:
-        result = asyncio.run(run_scan(config, progress=progress))
+        result = asyncio.run(run_scan(config, progress=progress, observer=metrics.observe_request))
     finally:
         progress.close()
     from kmsaudit.store import Store
@@ -225,6 +234,8 @@ def _scan(args: argparse.Namespace) -> int:
     snapshot_id, events = store.save_scan(result, route=router(sinks))  # alerts enqueued with the snapshot
     store.prune(config.store.retention_days)
     pending = asyncio.run(deliver(store, sinks))[1] if sinks else 0
+    metrics.observe_scan(result, events)
+    _export_metrics(metrics, args.metrics_textfile, args.pushgateway)
     write_findings(result.findings, args.format, sys.stdout, colour=sys.stdout.isatty())
     if args.format == "table" and events:
         print(f"\ndrift since the last complete scan ({len(events)} events):")
@@ -250,6 +261,25 @@ def _scan(args: argparse.Namespace) -> int:
     if result.failed_scopes or result.iam_failures:
         return EXIT_SCOPES_FAILED
     return EXIT_OK
+
+
+def _export_metrics(metrics: object, textfile: str | None, pushgateway: str | None) -> None:
+    from prometheus_client import push_to_gateway
+
+    from kmsaudit.errors import UsageError
+    from kmsaudit.metrics import Metrics
+
+    assert isinstance(metrics, Metrics)
+    if textfile:
+        try:
+            metrics.write_textfile(textfile)
+        except OSError as exc:
+            raise UsageError(f"--metrics-textfile {textfile}: {exc.strerror or exc}") from None
+    if pushgateway:
+        try:
+            push_to_gateway(pushgateway, job="kmsaudit", registry=metrics.registry, timeout=10)
+        except OSError as exc:
+            print(f"kmsaudit: pushgateway {pushgateway}: {exc}", file=sys.stderr)
 
 
 def _fail_on(findings: Sequence[Finding], threshold: str | None) -> bool:

@@ -1,0 +1,62 @@
+"""SPEC §8 metrics from a cron scan: written atomically to a textfile and parsed back."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import Estate, config_text
+from prometheus_client.parser import text_string_to_metric_families
+
+
+def test_scan_writes_the_spec_metrics_to_a_textfile(tmp_path: Path, estate: Estate, aws: str) -> None:
+    config = tmp_path / "k.toml"
+    config.write_text(config_text(store=str(tmp_path / "k.db")))
+    textfile = tmp_path / "kmsaudit.prom"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kmsaudit",
+            "scan",
+            "--config",
+            str(config),
+            "--format",
+            "json",
+            "--metrics-textfile",
+            str(textfile),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "AWS_ENDPOINT_URL": aws},
+    )
+    assert proc.returncode == 0, proc.stderr
+    samples = {}
+    for family in text_string_to_metric_families(textfile.read_text()):
+        for s in family.samples:
+            samples.setdefault(s.name, []).append((s.labels, s.value))
+            assert not any(str(v).startswith("arn:") for v in s.labels.values())  # no ARN in any label
+    for name in (
+        "kmsaudit_scan_duration_seconds_count",
+        "kmsaudit_last_scan_timestamp_seconds",
+        "kmsaudit_last_successful_scan_timestamp_seconds",
+        "kmsaudit_keys",
+        "kmsaudit_findings",
+        "kmsaudit_aws_requests_total",
+    ):
+        assert name in samples, name
+    assert sum(v for _, v in samples["kmsaudit_keys"]) == 6
+    public = [
+        v
+        for labels, v in samples["kmsaudit_findings"]
+        if labels == {"access": "public", "zone": "external", "severity": "high"}
+    ]
+    assert public == [1.0]
+    effective = sum(v for labels, v in samples["kmsaudit_findings"] if labels["access"] == "effective")
+    assert effective == 7  # the estate's effective findings (tests/aws/test_collect.py)
+    ops = {labels["operation"] for labels, _ in samples["kmsaudit_aws_requests_total"]}
+    assert {"ListKeys", "GetKeyPolicy", "ListGrants", "GetAccountAuthorizationDetails", "AssumeRole"} <= ops
+    assert not list(tmp_path.glob("kmsaudit.prom.*"))  # the temporary file was renamed, not left behind
