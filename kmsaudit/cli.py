@@ -90,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="write the scan's metrics to PATH atomically (node_exporter's textfile collector)",
     )
     sc.add_argument("--pushgateway", metavar="URL", help="push the scan's metrics to a Prometheus Pushgateway")
+    da = sub.add_parser("daemon", help="scan on a schedule until SIGTERM; serve /metrics, /healthz, /readyz")
+    _config_option(da)
+    da.add_argument("--log-format", choices=("json", "console"), default="json")
     fi = sub.add_parser("findings", help="findings of the latest (or a given) snapshot")
     _config_option(fi)
     fi.add_argument("--format", choices=FORMATS, default="table")
@@ -309,6 +312,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _evaluate(args)
         if args.command == "scan":
             return _scan(args)
+        if args.command == "daemon":
+            from kmsaudit.daemon import run_daemon
+            from kmsaudit.logging import configure
+
+            configure(json_logs=args.log_format == "json", level="info")
+            return run_daemon(args.config)
         if args.command == "findings":
             return _findings(args)
         if args.command == "drift":

@@ -79,8 +79,8 @@ class ScanSettings(_Strict):
     @field_validator("interval")
     @classmethod
     def _interval(cls, value: str) -> str:
-        if parse_duration(value) < 60:
-            raise ValueError("the interval must be at least 1m")
+        if parse_duration(value) < 1:
+            raise ValueError("the interval must be at least 1s")
         return value
 
     @field_validator("quotas")
