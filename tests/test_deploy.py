@@ -1,0 +1,138 @@
+"""deploy/ stays consistent with the product: manifests reference each other, dashboards and alert
+rules query only metrics the daemon exports, the StackSet role is the read-only policy."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from kmsaudit.metrics import Metrics
+
+DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
+
+
+def exported_names() -> set[str]:
+    names = set()
+    for family in Metrics().registry.collect():
+        names.add(family.name)
+        kind = family.type
+        if kind == "counter":
+            names.add(family.name + "_total")
+        if kind == "histogram":
+            names.update(family.name + s for s in ("_bucket", "_count", "_sum"))
+    return names
+
+
+def queried(expr: str) -> set[str]:
+    return set(re.findall(r"\bkmsaudit_[a-z_]+", expr))
+
+
+def test_kubernetes_manifests_reference_what_exists() -> None:
+    docs = [d for f in sorted((DEPLOY / "kubernetes").glob("*.yaml")) for d in yaml.safe_load_all(f.read_text()) if d]
+    by_kind: dict[str, dict[str, dict]] = {}
+    for d in docs:
+        by_kind.setdefault(d["kind"], {})[d["metadata"]["name"]] = d
+    assert set(by_kind) >= {
+        "Deployment",
+        "Service",
+        "ServiceMonitor",
+        "ConfigMap",
+        "PersistentVolumeClaim",
+        "ServiceAccount",
+        "CronJob",
+    }
+    for workload in [*by_kind["Deployment"].values(), *by_kind["CronJob"].values()]:
+        spec = workload["spec"]
+        pod = spec["jobTemplate"]["spec"]["template"] if workload["kind"] == "CronJob" else spec["template"]
+        assert pod["spec"]["serviceAccountName"] in by_kind["ServiceAccount"]
+        assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+        for volume in pod["spec"]["volumes"]:
+            if "configMap" in volume:
+                assert volume["configMap"]["name"] in by_kind["ConfigMap"]
+            if "persistentVolumeClaim" in volume:
+                assert volume["persistentVolumeClaim"]["claimName"] in by_kind["PersistentVolumeClaim"]
+        for container in pod["spec"]["containers"]:
+            assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    deployment = by_kind["Deployment"]["kmsaudit"]
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    service = by_kind["Service"]["kmsaudit"]
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    port_names = {p["name"] for c in deployment["spec"]["template"]["spec"]["containers"] for p in c["ports"]}
+    assert {p["targetPort"] for p in service["spec"]["ports"]} <= port_names
+    monitor = by_kind["ServiceMonitor"]["kmsaudit"]
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    assert {e["port"] for e in monitor["spec"]["endpoints"]} <= {p["name"] for p in service["spec"]["ports"]}
+    # The ConfigMap's config is valid, and listens where the container port is.
+    import tomllib
+
+    from kmsaudit.config import Config
+
+    config = Config.model_validate(tomllib.loads(by_kind["ConfigMap"]["kmsaudit-config"]["data"]["kmsaudit.toml"]))
+    assert config.daemon.listen.endswith(":9465")
+
+
+def test_dashboard_and_alert_rules_query_only_exported_metrics() -> None:
+    exported = exported_names()
+    dashboard = json.loads((DEPLOY / "grafana" / "kmsaudit-dashboard.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    rules = yaml.safe_load((DEPLOY / "prometheus" / "kmsaudit-rules.yml").read_text())
+    exprs += [r["expr"] for g in rules["groups"] for r in g["rules"]]
+    used = set().union(*(queried(e) for e in exprs))
+    assert used and used <= exported, used - exported
+    alerts = {r["alert"] for g in rules["groups"] for r in g["rules"]}
+    assert alerts == {
+        "KmsAuditScanStale",
+        "KmsAuditPublicKey",
+        "KmsAuditExternalAccessAdded",
+        "KmsAuditScopesFailing",
+        "KmsAuditThrottled",
+    }
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool (Debian's prometheus) is not installed")
+def test_promtool_accepts_the_alert_rules() -> None:
+    proc = subprocess.run(
+        ["promtool", "check", "rules", str(DEPLOY / "prometheus" / "kmsaudit-rules.yml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_stackset_role_is_the_read_only_policy() -> None:
+    template = json.loads((DEPLOY / "cloudformation" / "kmsaudit-audit-role-stackset.json").read_text())
+    role = template["Resources"]["KmsAuditReadOnlyRole"]["Properties"]
+    granted = {a for p in role["Policies"] for s in p["PolicyDocument"]["Statement"] for a in s["Action"]}
+    policy = json.loads((DEPLOY / "iam" / "kmsaudit-readonly.json").read_text())
+    allowed = {a for s in policy["Statement"] for a in s["Action"]}
+    assert (
+        granted <= allowed and {"kms:GetKeyPolicy", "kms:ListGrants", "iam:GetAccountAuthorizationDetails"} <= granted
+    )
+    trust = role["AssumeRolePolicyDocument"]["Statement"][0]
+    assert trust["Condition"]["StringEquals"]["sts:ExternalId"] == {"Ref": "ExternalId"}
+
+
+def test_dockerfile_runs_as_non_root_without_build_tools() -> None:
+    text = (DEPLOY / "Dockerfile").read_text()
+    final = text.split("FROM python:3.11-slim\n", 1)[1]  # the runtime stage
+    assert "USER 10001" in final and "pip install" not in final and "gcc" not in text
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
+def test_systemd_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
+    import sys
+
+    installed = Path(sys.executable).with_name("kmsaudit")
+    assert installed.exists()
+    for unit in (DEPLOY / "systemd").iterdir():  # the units as shipped, pointed at this install
+        (tmp_path / unit.name).write_text(unit.read_text().replace("/usr/local/bin/kmsaudit", str(installed)))
+    units = sorted(str(p) for p in tmp_path.iterdir())
+    proc = subprocess.run(["systemd-analyze", "verify", *units], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
