@@ -1,9 +1,11 @@
-"""`kmsaudit daemon` against moto: scans, /readyz, /metrics scraped and parsed, SIGTERM exits 0."""
+"""`kmsaudit daemon` against moto: scans, /readyz, /metrics scraped and parsed (and linted by
+promtool), a real Prometheus server scraping it, SIGTERM exits 0 (issue #5)."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -11,8 +13,10 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from conftest import Estate, config_text
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -31,7 +35,21 @@ def _get(url: str) -> tuple[int, str]:
         return exc.code, exc.read().decode()
 
 
-def test_daemon_scans_serves_metrics_and_stops_on_sigterm(tmp_path: Path, estate: Estate, aws: str) -> None:
+def _get_until(url: str, done: Callable[[int, str], bool], attempts: int = 300) -> tuple[int, str]:
+    """Poll (bounded) until `done`; returns the last answer. Not a timing assertion."""
+    answer = (0, "")
+    for _ in range(attempts):
+        try:
+            answer = _get(url)
+            if done(*answer):
+                break
+        except OSError:
+            pass
+        time.sleep(0.2)
+    return answer
+
+
+def _start_daemon(tmp_path: Path, aws: str) -> tuple[subprocess.Popen[str], str]:
     port = _free_port()
     config = tmp_path / "k.toml"
     config.write_text(
@@ -45,16 +63,13 @@ def test_daemon_scans_serves_metrics_and_stops_on_sigterm(tmp_path: Path, estate
         text=True,
         env={**os.environ, "AWS_ENDPOINT_URL": aws},
     )
-    base = f"http://127.0.0.1:{port}"
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def test_daemon_scans_serves_metrics_and_stops_on_sigterm(tmp_path: Path, estate: Estate, aws: str) -> None:
+    proc, base = _start_daemon(tmp_path, aws)
     try:
-        for _ in range(300):  # the first scan; bounded wait, not a timing assertion
-            try:
-                if _get(f"{base}/readyz")[0] == 200:
-                    break
-            except OSError:
-                pass
-            time.sleep(0.2)
-        assert _get(f"{base}/readyz")[0] == 200
+        assert _get_until(f"{base}/readyz", lambda s, _: s == 200)[0] == 200  # after the first scan
         assert _get(f"{base}/healthz") == (200, "ok\n")
         status, text = _get(f"{base}/metrics")
         assert status == 200
@@ -67,9 +82,47 @@ def test_daemon_scans_serves_metrics_and_stops_on_sigterm(tmp_path: Path, estate
         assert sum(v for (name, _), v in samples.items() if name == "kmsaudit_keys") == 6
         assert any(name == "kmsaudit_aws_requests_total" for name, _ in samples)
         assert any(name == "kmsaudit_scan_duration_seconds_count" and v >= 1 for (name, _), v in samples.items())
+        if shutil.which("promtool"):
+            lint = subprocess.run(
+                ["promtool", "check", "metrics"], input=text, capture_output=True, text=True, timeout=60
+            )
+            assert lint.returncode == 0, lint.stdout + lint.stderr
     finally:
         proc.send_signal(signal.SIGTERM)
-        _out, err = proc.communicate(timeout=15)
+        _, err = proc.communicate(timeout=15)
     assert proc.returncode == 0, err
     events = [json.loads(line)["event"] for line in err.splitlines() if line.startswith("{")]
     assert "daemon.started" in events and "daemon.stopped" in events and "daemon.scan" in events
+
+
+@pytest.mark.skipif(shutil.which("prometheus") is None, reason="Debian's prometheus is not installed")
+def test_a_real_prometheus_scrapes_the_daemon(tmp_path: Path, estate: Estate, aws: str) -> None:
+    proc, base = _start_daemon(tmp_path, aws)
+    prom_port = _free_port()
+    target = base.removeprefix("http://")
+    (tmp_path / "prometheus.yml").write_text(
+        "global: {scrape_interval: 1s}\n"
+        f"scrape_configs: [{{job_name: kmsaudit, static_configs: [{{targets: ['{target}']}}]}}]\n"
+    )
+    prometheus = subprocess.Popen(
+        [
+            "prometheus",
+            f"--config.file={tmp_path / 'prometheus.yml'}",
+            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{prom_port}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        query = f"http://127.0.0.1:{prom_port}/api/v1/query?query=kmsaudit_findings"
+        _, body = _get_until(query, lambda s, b: s == 200 and '"result":[{' in b.replace(" ", ""))
+        result = json.loads(body)["data"]["result"]
+        assert {r["metric"]["access"] for r in result} >= {"public", "potential", "effective"}
+        assert all(r["metric"]["job"] == "kmsaudit" for r in result)
+    finally:
+        prometheus.terminate()
+        prometheus.wait(timeout=30)
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=15)
+    assert proc.returncode == 0
