@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 import tomllib
 from functools import lru_cache
 from pathlib import Path
@@ -43,6 +44,12 @@ def known_regions() -> frozenset[str]:
     return frozenset(regions)
 
 
+def is_cron(text: str) -> bool:
+    from croniter import croniter
+
+    return len(text.split()) >= 5 and bool(croniter.is_valid(text))
+
+
 def parse_duration(text: str) -> float:
     match = DURATION_RE.match(text)
     if not match:
@@ -79,6 +86,9 @@ class ScanSettings(_Strict):
     @field_validator("interval")
     @classmethod
     def _interval(cls, value: str) -> str:
+        """A duration ("15m") or a cron expression ("*/15 * * * *", UTC)."""
+        if is_cron(value):
+            return value
         if parse_duration(value) < 1:
             raise ValueError("the interval must be at least 1s")
         return value
@@ -188,6 +198,21 @@ class Config(_Strict):
 
     @property
     def interval_seconds(self) -> float:
+        """The schedule's period (for a cron expression: the gap between its next two runs)."""
+        if is_cron(self.scan.interval):
+            from croniter import croniter
+
+            runs = croniter(self.scan.interval, time.time())
+            first = runs.get_next(float)
+            return float(runs.get_next(float) - first)
+        return parse_duration(self.scan.interval)
+
+    def seconds_to_next_scan(self, now: float) -> float:
+        """Interval schedules wait one interval; cron schedules wait for the next match (UTC)."""
+        if is_cron(self.scan.interval):
+            from croniter import croniter
+
+            return max(0.0, float(croniter(self.scan.interval, now).get_next(float)) - now)
         return parse_duration(self.scan.interval)
 
 

@@ -14,7 +14,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from kmsaudit.alert import build_sinks, deliver, router
-from kmsaudit.config import Config, load_config
+from kmsaudit.config import Config, is_cron, load_config
 from kmsaudit.errors import KmsAuditError
 from kmsaudit.metrics import Metrics
 from kmsaudit.scan import run_scan
@@ -131,7 +131,9 @@ class Daemon:
                     log.error("daemon.scan_failed", reason=str(exc))
                 if self.stopping.is_set():
                     break
-                delay = self.config.interval_seconds * random.uniform(1 - JITTER, 1 + JITTER)
+                delay = self.config.seconds_to_next_scan(time.time())
+                if not is_cron(self.config.scan.interval):
+                    delay *= random.uniform(1 - JITTER, 1 + JITTER)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.stopping.wait(), delay)
         finally:

@@ -74,3 +74,14 @@ def test_cli_config_error_is_exit_2_one_line_no_traceback(tmp_path: Path) -> Non
     )
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [f"kmsaudit: error: {path}: scan.regions: unknown region 'us-moon-1'"]
+
+
+def test_interval_may_be_a_cron_expression(tmp_path: Path) -> None:
+    path = tmp_path / "cron.toml"
+    path.write_text(GOOD.replace("[scan]", '[scan]\ninterval = "*/15 * * * *"'))
+    config = load_config(path)
+    assert config.interval_seconds == 900
+    assert config.seconds_to_next_scan(1_800_000_000.0 + 60) == 840  # next quarter hour, UTC
+    path.write_text(GOOD.replace("[scan]", '[scan]\ninterval = "61 * * * *"'))
+    with pytest.raises(ConfigError, match=r"scan\.interval"):
+        load_config(path)
