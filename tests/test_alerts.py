@@ -169,21 +169,19 @@ def test_alert_config_errors_are_exit_2_before_any_aws_call(tmp_path: Path) -> N
     )
     env = {k: v for k, v in os.environ.items() if k != "KMSAUDIT_NOT_SET_ANYWHERE"}
     env["AWS_ENDPOINT_URL"] = "http://127.0.0.1:9"  # nothing listens: any AWS call would fail differently
-    proc = subprocess.run(
-        [sys.executable, "-m", "kmsaudit", "scan", "--config", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-    )
+
+    def scan() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "kmsaudit", "scan", "--config", str(config)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+        )
+
+    proc = scan()
     assert proc.returncode == 2
     assert proc.stderr.strip() == "kmsaudit: error: alerts.hook: $KMSAUDIT_NOT_SET_ANYWHERE must hold an http(s) URL"
     config.write_text(config.read_text() + '[[alerts]]\nname = "hook"\ntype = "slack"\nurl_env = "X"\n')
-    proc = subprocess.run(
-        [sys.executable, "-m", "kmsaudit", "scan", "--config", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-    )
+    proc = scan()
     assert proc.returncode == 2 and "two [[alerts]] have the same name" in proc.stderr
