@@ -48,8 +48,11 @@ async def soak(config_path: Path, cycles: int) -> list[tuple[int, float, int, in
 
 
 def main() -> None:
-    for name, value in (("AWS_ACCESS_KEY_ID", "soak"), ("AWS_SECRET_ACCESS_KEY", "soak"),
-                        ("AWS_DEFAULT_REGION", "us-east-1")):
+    for name, value in (
+        ("AWS_ACCESS_KEY_ID", "soak"),
+        ("AWS_SECRET_ACCESS_KEY", "soak"),
+        ("AWS_DEFAULT_REGION", "us-east-1"),
+    ):
         os.environ.setdefault(name, value)
     ap = argparse.ArgumentParser()
     ap.add_argument("--cycles", type=int, default=200)
@@ -68,16 +71,20 @@ def main() -> None:
         elapsed = time.perf_counter() - t0
     finally:
         stop(moto)
-    print(f"{args.cycles} scan cycles of {args.keys} keys ({len(ACCOUNTS)} accounts × {len(REGIONS)} regions) "
-          f"in {elapsed:.0f} s")
+    print(
+        f"{args.cycles} scan cycles of {args.keys} keys ({len(ACCOUNTS)} accounts × {len(REGIONS)} regions) "
+        f"in {elapsed:.0f} s"
+    )
     print("cycle   RSS MB   open files   asyncio tasks")
     for cycle, rss, fds, tasks in samples:
         print(f"{cycle:5d}  {rss:7.1f}  {fds:11d}  {tasks:14d}")
     warm = [s for s in samples if s[0] >= 20]
     if len(warm) >= 2:
         first, last = warm[0], warm[-1]
-        print(f"after warm-up (cycle {first[0]} → {last[0]}): RSS {last[1] - first[1]:+.1f} MB, "
-              f"open files {last[2] - first[2]:+d}, asyncio tasks {last[3] - first[3]:+d}")
+        print(
+            f"after warm-up (cycle {first[0]} → {last[0]}): RSS {last[1] - first[1]:+.1f} MB, "
+            f"open files {last[2] - first[2]:+d}, asyncio tasks {last[3] - first[3]:+d}"
+        )
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from typing import Any
 from asyncio_throttle.throttler import Throttler
 from botocore.exceptions import ClientError
 
-from kmsaudit.collect.errors import THROTTLE_CODES, convert, error_code
+from kmsaudit.collect.errors import THROTTLE_CODES, convert, is_missing
 from kmsaudit.config import DEFAULT_QUOTAS, ScanSettings
 
 # (service, operation, outcome) for every HTTP attempt, retries included.
@@ -123,8 +123,8 @@ class Api:
             try:
                 response: dict[str, Any] = await getattr(client, snake(operation))(**params)
             except ClientError as exc:
-                if error_code(exc) in ("NotFoundException", "NoSuchEntity", "KMSInvalidStateException"):
-                    raise
+                if is_missing(exc):
+                    raise  # the caller decides: a key deleted mid-scan is skipped, not a failure
                 raise convert(exc, operation) from None
             except Exception as exc:
                 raise convert(exc, operation) from None

@@ -46,9 +46,6 @@ class Access:
         return Access(sure, maybe, _keep(self.conditions + other.conditions, maybe))
 
 
-NO_ACCESS = Access()
-
-
 def _keep(conditions: Conditions, maybe: int) -> Conditions:
     if not maybe:
         return ()
