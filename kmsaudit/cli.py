@@ -93,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     da = sub.add_parser("daemon", help="scan on a schedule until SIGTERM; serve /metrics, /healthz, /readyz")
     _config_option(da)
     da.add_argument("--log-format", choices=("json", "console"), default="json")
+    de = sub.add_parser("demo", help="the whole product on an embedded AWS emulator, in a minute")
+    de.add_argument("--dir", default="kmsaudit-demo", help="where the demo's config and database go")
+    de.add_argument("--serve", action="store_true", help="then keep the daemon running with /metrics")
     fi = sub.add_parser("findings", help="findings of the latest (or a given) snapshot")
     _config_option(fi)
     fi.add_argument("--format", choices=FORMATS, default="table")
@@ -318,6 +321,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             configure(json_logs=args.log_format == "json", level="info")
             return run_daemon(args.config)
+        if args.command == "demo":
+            from kmsaudit.demo import run_demo
+
+            return run_demo(args.dir, serve=args.serve)
         if args.command == "findings":
             return _findings(args)
         if args.command == "drift":

@@ -28,7 +28,13 @@ def _condition_text(cond: dict[str, object]) -> str:
 
 
 def sort_findings(findings: Sequence[Finding]) -> list[Finding]:
-    return sorted(findings, key=lambda f: (-severity_rank(f.severity), f.key_arn, f.access, f.principal))
+    """Keys by their worst finding, each key's findings together, worst first."""
+    worst: dict[str, int] = {}
+    for f in findings:
+        worst[f.key_arn] = max(worst.get(f.key_arn, 0), severity_rank(f.severity))
+    return sorted(
+        findings, key=lambda f: (-worst[f.key_arn], f.key_arn, -severity_rank(f.severity), f.access, f.principal)
+    )
 
 
 def write_findings(findings: Sequence[Finding], fmt: str, out: TextIO, colour: bool = False) -> None:

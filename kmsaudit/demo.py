@@ -1,0 +1,365 @@
+"""`kmsaudit demo`: the whole product on an embedded AWS emulator (moto), in a minute.
+
+An organization of four accounts × three regions with about forty keys is seeded; kmsaudit
+scans it, a key policy and a grant are changed, it scans again and shows the drift and the
+alert a local webhook received. Nothing leaves the machine: moto listens on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import socket
+import sys
+import threading
+from pathlib import Path
+from typing import Any, TextIO
+
+PARTNER, NEWCOMER, VENDOR = "555566667777", "666677778888", "777788889999"
+REGIONS = ("us-east-1", "eu-west-1", "ap-southeast-2")
+USE = ["kms:Encrypt", "kms:Decrypt", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:DescribeKey"]
+V = "2012-10-17"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class _Webhook:
+    """A local receiver standing in for the security team's webhook."""
+
+    def __init__(self) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        received: list[dict[str, Any]] = []
+        self.received = received
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                received.append(json.loads(body))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                return
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/kmsaudit"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+def _client(service: str, account: str | None, region: str = "us-east-1") -> Any:
+    import boto3
+
+    if account is None:
+        return boto3.client(service, region_name=region)
+    creds = boto3.client("sts", region_name="us-east-1").assume_role(
+        RoleArn=f"arn:aws:iam::{account}:role/setup", RoleSessionName="demo"
+    )["Credentials"]
+    return boto3.client(
+        service,
+        region_name=region,
+        aws_access_key_id=creds["AccessKeyId"],
+        aws_secret_access_key=creds["SecretAccessKey"],
+        aws_session_token=creds["SessionToken"],
+    )
+
+
+def _policy(account: str, *statements: dict[str, Any]) -> str:
+    enable = {
+        "Sid": "Enable IAM policies",
+        "Effect": "Allow",
+        "Principal": {"AWS": f"arn:aws:iam::{account}:root"},
+        "Action": "kms:*",
+        "Resource": "*",
+    }
+    return json.dumps({"Version": V, "Statement": [enable, *statements]})
+
+
+def seed() -> dict[str, Any]:
+    """The demo organization; returns what the story needs (account ids, key ids)."""
+    orgs = _client("organizations", None)
+    org_id = orgs.create_organization(FeatureSet="ALL")["Organization"]["Id"]
+    accounts = {
+        name: orgs.create_account(AccountName=name, Email=f"{name}@example.com")["CreateAccountStatus"]["AccountId"]
+        for name in ("prod", "analytics", "shared")
+    }
+    accounts["management"] = orgs.describe_organization()["Organization"]["MasterAccountId"]
+    prod, analytics, shared = accounts["prod"], accounts["analytics"], accounts["shared"]
+    keys: dict[str, dict[str, str]] = {}
+    created = [0]
+
+    def key(name: str, account: str, region: str, policy: str | None = None, **extra: Any) -> None:
+        args: dict[str, Any] = {"KeySpec": "ECC_NIST_P256", "KeyUsage": "SIGN_VERIFY", "Description": name, **extra}
+        if policy:
+            args["Policy"] = policy
+        meta = _client("kms", account, region).create_key(**args)["KeyMetadata"]
+        keys[name] = {"id": meta["KeyId"], "arn": meta["Arn"], "account": account, "region": region}
+        created[0] += 1
+
+    for account in accounts.values():  # AWS-style default policies: the account's own IAM decides
+        for region in REGIONS:
+            for i in range(3):
+                key(f"app-{i}", account, region)
+    key(
+        "partner-shared",
+        prod,
+        "us-east-1",
+        _policy(
+            prod,
+            {
+                "Sid": "Allow an external account to use this KMS key",
+                "Effect": "Allow",
+                "Principal": {"AWS": [f"arn:aws:iam::{PARTNER}:root"]},
+                "Action": USE,
+                "Resource": "*",
+            },
+        ),
+    )
+    key(
+        "analytics-reader",
+        prod,
+        "eu-west-1",
+        _policy(
+            prod,
+            {
+                "Sid": "Only the Reader role of analytics",
+                "Effect": "Allow",
+                "Principal": {"AWS": f"arn:aws:iam::{analytics}:role/Reader"},
+                "Action": ["kms:Decrypt", "kms:DescribeKey"],
+                "Resource": "*",
+            },
+        ),
+    )
+    key(
+        "secrets-public",
+        prod,
+        "eu-west-1",
+        _policy(
+            prod,
+            {
+                "Sid": "Anyone, through Secrets Manager",
+                "Effect": "Allow",
+                "Principal": {"AWS": "*"},
+                "Action": "kms:Decrypt",
+                "Resource": "*",
+                "Condition": {"StringEquals": {"kms:ViaService": "secretsmanager.eu-west-1.amazonaws.com"}},
+            },
+        ),
+    )
+    key(
+        "org-only",
+        shared,
+        "us-east-1",
+        _policy(
+            shared,
+            {
+                "Sid": "Everyone",
+                "Effect": "Allow",
+                "Principal": "*",
+                "Action": ["kms:Decrypt", "kms:Encrypt"],
+                "Resource": "*",
+            },
+            {
+                "Sid": "But only inside the organization",
+                "Effect": "Deny",
+                "Principal": "*",
+                "Action": ["kms:Decrypt", "kms:Encrypt"],
+                "Resource": "*",
+                "Condition": {"StringNotEquals": {"aws:PrincipalOrgID": org_id}},
+            },
+        ),
+    )
+    kms = _client("kms", prod, "us-east-1")
+    kms.create_grant(
+        KeyId=keys["partner-shared"]["id"],
+        GranteePrincipal=f"arn:aws:iam::{analytics}:role/Batch",
+        Operations=["Decrypt", "GenerateDataKey"],
+    )
+    kms.create_grant(
+        KeyId=keys["partner-shared"]["id"],
+        GranteePrincipal=f"arn:aws:iam::{PARTNER}:role/Ingest",
+        Operations=["Encrypt", "GenerateDataKey"],
+        Constraints={"EncryptionContextSubset": {"tenant": "partner"}},
+    )
+
+    iam = _client("iam", analytics)
+    trust = json.dumps({"Version": V, "Statement": []})
+    for role in ("Reader", "DataSci", "Batch", "Admin"):
+        iam.create_role(RoleName=role, AssumeRolePolicyDocument=trust)
+    iam.put_role_policy(
+        RoleName="Reader",
+        PolicyName="read-prod-keys",
+        PolicyDocument=json.dumps(
+            {
+                "Version": V,
+                "Statement": [
+                    {
+                        "Effect": "Allow",
+                        "Action": ["kms:Decrypt", "kms:DescribeKey"],
+                        "Resource": f"arn:aws:kms:*:{prod}:key/*",
+                    }
+                ],
+            }
+        ),
+    )
+    iam.put_role_policy(
+        RoleName="DataSci",
+        PolicyName="s3",
+        PolicyDocument=json.dumps(
+            {"Version": V, "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}
+        ),
+    )
+    iam.put_role_policy(
+        RoleName="Admin",
+        PolicyName="all-kms",
+        PolicyDocument=json.dumps(
+            {"Version": V, "Statement": [{"Effect": "Allow", "Action": "kms:*", "Resource": "*"}]}
+        ),
+    )
+    return {"org_id": org_id, "accounts": accounts, "keys": keys, "created": created[0]}
+
+
+def _config(workdir: Path, listen: str) -> Path:
+    path = workdir / "kmsaudit.toml"
+    path.write_text(
+        "[scan]\n"
+        f"regions = {json.dumps(list(REGIONS))}\n"
+        'interval = "1m"\n\n'
+        "[organization]\n"
+        'role_name = "KmsAuditReadOnly"\n\n'
+        "[store]\n"
+        f"path = {json.dumps(str(workdir / 'kmsaudit.db'))}\n\n"
+        "[daemon]\n"
+        f'listen = "{listen}"\n\n'
+        "[[alerts]]\n"
+        'name = "security-webhook"\n'
+        'type = "webhook"\n'
+        'url_env = "KMSAUDIT_DEMO_WEBHOOK"\n'
+        'min_severity = "medium"\n'
+    )
+    return path
+
+
+def run_demo(workdir: str | Path = "kmsaudit-demo", serve: bool = False, out: TextIO = sys.stdout) -> int:
+    try:
+        from moto.server import ThreadedMotoServer
+    except ImportError:
+        from kmsaudit.errors import UsageError
+
+        raise UsageError("the demo needs the embedded emulator: pip install 'kmsaudit[demo]'") from None
+    from kmsaudit.alert import build_sinks, deliver, router
+    from kmsaudit.config import load_config
+    from kmsaudit.logging import configure
+    from kmsaudit.render import write_drift, write_findings
+    from kmsaudit.scan import run_scan
+    from kmsaudit.store import Store
+
+    workdir = Path(workdir).resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    for stale in workdir.glob("kmsaudit.db*"):
+        stale.unlink()
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    configure(json_logs=False, level="error")
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    os.environ.update(
+        AWS_ENDPOINT_URL=f"http://{host}:{port}",
+        AWS_ACCESS_KEY_ID="demo",
+        AWS_SECRET_ACCESS_KEY="demo",
+        AWS_DEFAULT_REGION="us-east-1",
+    )
+    os.environ.pop("AWS_SESSION_TOKEN", None)
+    os.environ.pop("AWS_PROFILE", None)
+    webhook = _Webhook()
+    os.environ["KMSAUDIT_DEMO_WEBHOOK"] = webhook.url
+    colour = out.isatty()
+    try:
+        out.write(f"kmsaudit demo: an embedded AWS (moto) on {host}:{port}, nothing leaves this machine.\n")
+        story = seed()
+        accounts = story["accounts"]
+        n_keys = story["created"]
+        out.write(
+            f"Seeded organization {story['org_id']}: accounts "
+            + ", ".join(f"{name} {acct}" for name, acct in accounts.items())
+            + f"; {len(REGIONS)} regions; {n_keys} keys.\n"
+            f"Outside the organization: partner {PARTNER}.\n\n"
+        )
+        config_path = _config(workdir, "127.0.0.1:9465")
+        config = load_config(config_path)
+        sinks = build_sinks(config.alerts)
+        store = Store(config.store.path)
+
+        async def scan_and_store() -> tuple[Any, list[Any]]:
+            result = await run_scan(config)
+            _, events = store.save_scan(result, route=router(sinks))
+            await deliver(store, sinks)
+            return result, events
+
+        out.write("== Scan 1: who outside each account can use each key\n")
+        result, _ = asyncio.run(scan_and_store())
+        write_findings(result.findings, "table", out, colour=colour)
+        out.write(
+            f"({result.keys} keys in {len(result.scopes)} scopes, {result.requests} AWS requests, "
+            f"{result.finished_at - result.started_at:.1f} s)\n\n"
+        )
+
+        keys = story["keys"]
+        prod = accounts["prod"]
+        out.write(
+            f"== A change: key 'analytics-reader' now also trusts account {NEWCOMER}, and key "
+            f"'partner-shared' gets a grant for {VENDOR}\n"
+        )
+        kms = _client("kms", prod, "eu-west-1")
+        reader = json.loads(kms.get_key_policy(KeyId=keys["analytics-reader"]["id"], PolicyName="default")["Policy"])
+        reader["Statement"].append(
+            {
+                "Sid": "New partner",
+                "Effect": "Allow",
+                "Principal": {"AWS": f"arn:aws:iam::{NEWCOMER}:root"},
+                "Action": ["kms:Decrypt", "kms:DescribeKey"],
+                "Resource": "*",
+            }
+        )
+        kms.put_key_policy(KeyId=keys["analytics-reader"]["id"], PolicyName="default", Policy=json.dumps(reader))
+        _client("kms", prod, "us-east-1").create_grant(
+            KeyId=keys["partner-shared"]["id"],
+            GranteePrincipal=f"arn:aws:iam::{VENDOR}:role/Backup",
+            Operations=["Decrypt"],
+        )
+
+        out.write("\n== Scan 2: what changed\n")
+        _, events = asyncio.run(scan_and_store())
+        write_drift([e.to_dict() for e in events], "table", out)
+        out.write(
+            f"\n== Alerts: the local webhook received {len(webhook.received)} "
+            f"(min_severity medium, idempotency key = event id):\n"
+        )
+        for alert in webhook.received:
+            out.write(f"  {alert['severity']:8} {alert['kind']:8} {alert['principal']} on {alert['key_arn']}\n")
+        cfg = f"--config {config_path}"
+        out.write(
+            f"\nThe snapshots are in {config.store.path}. Explore them:\n"
+            f"  kmsaudit findings {cfg}\n"
+            f"  kmsaudit drift {cfg} --format json\n"
+            f"  kmsaudit history {keys['analytics-reader']['arn']} {cfg}\n"
+            "Try your own documents offline: kmsaudit evaluate --key-policy FILE (see README).\n"
+        )
+        store.close()
+        if serve:
+            from kmsaudit.daemon import run_daemon
+
+            out.write("\nServing /metrics, /healthz, /readyz on 127.0.0.1:9465 (Ctrl-C to stop).\n")
+            out.flush()
+            configure(json_logs=False, level="info")
+            run_daemon(config_path)
+        return 0
+    finally:
+        webhook.server.shutdown()
+        server.stop()

@@ -1,0 +1,55 @@
+"""`kmsaudit demo` runs to the end non-interactively and shows the whole product (issue #6)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+
+def test_demo_shows_findings_drift_and_the_delivered_alert(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "kmsaudit", "demo", "--dir", str(tmp_path / "demo")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        stdin=subprocess.DEVNULL,
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    scan1 = out.split("== Scan 1")[1].split("== A change")[0]
+    # The four kinds of access, each where the seeded estate puts it.
+    assert re.search(r"^high +public +external +\* .*kms:ViaService=secretsmanager", scan1, re.M)
+    assert re.search(r"^high +potential +external +arn:aws:iam::555566667777:root", scan1, re.M)
+    assert re.search(r"^low +effective +trusted +arn:aws:iam::\d{12}:role/Reader +iam-policy\+key-policy", scan1, re.M)
+    assert re.search(r"^medium +effective +external +arn:aws:iam::555566667777:role/Ingest +grant", scan1, re.M)
+    assert "role/DataSci" not in scan1  # an IAM role that does not delegate the key has no access
+    assert "40 keys in 12 scopes" in scan1
+    drift = out.split("== Scan 2")[1].split("== Alerts")[0]
+    assert re.search(r"^high +added +arn:aws:kms:eu-west-1:\d{12}:key/\S+ +arn:aws:iam::666677778888:root", drift, re.M)
+    assert re.search(r"^high +added +.* arn:aws:iam::777788889999:role/Backup", drift, re.M)
+    assert "the local webhook received 2" in out
+    # The commands it suggests work on what it left behind, without the emulator.
+    config = tmp_path / "demo" / "kmsaudit.toml"
+    events = subprocess.run(
+        [sys.executable, "-m", "kmsaudit", "drift", "--config", str(config), "--format", "json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert [e["kind"] for e in json.loads(events.stdout)] == ["added", "added"]
+    history_arn = re.search(r"kmsaudit history (\S+)", out).group(1)  # type: ignore[union-attr]
+    history = subprocess.run(
+        [sys.executable, "-m", "kmsaudit", "history", history_arn, "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert history.returncode == 0 and "+" in history.stdout and "666677778888" in history.stdout
