@@ -30,6 +30,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
+from kmsaudit.emulator import client  # noqa: E402
+
 ACCOUNTS = ("111111111111", "222222222222")
 REGIONS = ("us-east-1", "eu-west-1")
 
@@ -78,26 +80,11 @@ def stop(proc: subprocess.Popen) -> str:  # type: ignore[type-arg]
     return out if isinstance(out, str) else ""
 
 
-def boto_client(service: str, region: str, account: str, endpoint: str):  # type: ignore[no-untyped-def]
-    import boto3
-
-    sts = boto3.client("sts", region_name="us-east-1", endpoint_url=endpoint)
-    c = sts.assume_role(RoleArn=f"arn:aws:iam::{account}:role/bench", RoleSessionName="bench")["Credentials"]
-    return boto3.client(
-        service,
-        region_name=region,
-        endpoint_url=endpoint,
-        aws_access_key_id=c["AccessKeyId"],
-        aws_secret_access_key=c["SecretAccessKey"],
-        aws_session_token=c["SessionToken"],
-    )
-
-
 def seed(moto: str, n_keys: int) -> None:
     per_scope = n_keys // (len(ACCOUNTS) * len(REGIONS))
     for account in ACCOUNTS:
         for region in REGIONS:
-            kms = boto_client("kms", region, account, moto)
+            kms = client("kms", account, region, moto)
             for i in range(per_scope):
                 policy = {
                     "Version": "2012-10-17",
@@ -159,7 +146,7 @@ def sequential_loop(endpoint: str, sample: int) -> tuple[float, int]:
     per_scope = max(1, sample // (len(ACCOUNTS) * len(REGIONS)))
     for account in ACCOUNTS:
         for region in REGIONS:
-            kms = boto_client("kms", region, account, endpoint)
+            kms = client("kms", account, region, endpoint)
             t0 = time.perf_counter()
             keys = [k["KeyId"] for page in kms.get_paginator("list_keys").paginate() for k in page["Keys"]]
             [a for page in kms.get_paginator("list_aliases").paginate() for a in page["Aliases"]]
@@ -179,7 +166,7 @@ async def ceiling(endpoint: str, seconds: float = 6.0, concurrency: int = 64) ->
     from aiobotocore.config import AioConfig
     from aiobotocore.session import get_session
 
-    kms_sync = boto_client("kms", REGIONS[0], ACCOUNTS[0], endpoint)
+    kms_sync = client("kms", ACCOUNTS[0], REGIONS[0], endpoint)
     creds = kms_sync._request_signer._credentials
     key_ids = [k["KeyId"] for k in kms_sync.list_keys()["Keys"]][:200]
     session = get_session()
@@ -210,14 +197,18 @@ async def ceiling(endpoint: str, seconds: float = 6.0, concurrency: int = 64) ->
         return calls / (time.perf_counter() - t0)
 
 
-def main() -> None:
-    # moto accepts any credentials; the proxy and moto are on loopback only.
+def fake_credentials() -> None:
+    """moto accepts any credentials; the proxy and moto are on loopback only."""
     for name, value in (
         ("AWS_ACCESS_KEY_ID", "bench"),
         ("AWS_SECRET_ACCESS_KEY", "bench"),
         ("AWS_DEFAULT_REGION", "us-east-1"),
     ):
         os.environ.setdefault(name, value)
+
+
+def main() -> None:
+    fake_credentials()
     ap = argparse.ArgumentParser()
     ap.add_argument("--keys", type=int, default=2000)
     ap.add_argument("--sample", type=int, default=40)

@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from scan import ACCOUNTS, REGIONS, seed, start_moto, stop, write_config  # noqa: E402
+from scan import ACCOUNTS, REGIONS, fake_credentials, seed, start_moto, stop, write_config  # noqa: E402
 
 
 def rss_mb() -> float:
@@ -48,12 +48,7 @@ async def soak(config_path: Path, cycles: int) -> list[tuple[int, float, int, in
 
 
 def main() -> None:
-    for name, value in (
-        ("AWS_ACCESS_KEY_ID", "soak"),
-        ("AWS_SECRET_ACCESS_KEY", "soak"),
-        ("AWS_DEFAULT_REGION", "us-east-1"),
-    ):
-        os.environ.setdefault(name, value)
+    fake_credentials()
     ap = argparse.ArgumentParser()
     ap.add_argument("--cycles", type=int, default=200)
     ap.add_argument("--keys", type=int, default=40)

@@ -8,12 +8,17 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from kmsaudit import __version__
 from kmsaudit.config import DEFAULT_CONFIG_PATH
 from kmsaudit.errors import KmsAuditError
 from kmsaudit.model import SEVERITIES, Finding, severity_rank
 from kmsaudit.render import FORMATS, write_drift, write_findings, write_lints
+
+if TYPE_CHECKING:
+    from kmsaudit.metrics import Metrics
+    from kmsaudit.store import Store
 
 EXIT_OK, EXIT_UNEXPECTED, EXIT_USAGE, EXIT_FINDINGS, EXIT_SCOPES_FAILED = 0, 1, 2, 3, 4
 
@@ -129,7 +134,7 @@ def _since(text: str | None) -> float | None:
     return moment.timestamp()
 
 
-def _store(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+def _store(args: argparse.Namespace) -> Store:
     from kmsaudit.config import load_config
     from kmsaudit.store import Store
 
@@ -215,10 +220,11 @@ class _Progress:
 def _scan(args: argparse.Namespace) -> int:
     import asyncio
 
-    from kmsaudit.alert import build_sinks, deliver, router
+    from kmsaudit.alert import build_sinks
     from kmsaudit.config import load_config
     from kmsaudit.logging import configure
-    from kmsaudit.scan import run_scan
+    from kmsaudit.metrics import Metrics
+    from kmsaudit.scan import scan_and_record
 
     config = load_config(args.config)
     sinks = build_sinks(config.alerts)  # a missing secret is a config error, before any AWS call
@@ -226,21 +232,18 @@ def _scan(args: argparse.Namespace) -> int:
         json_logs=None if args.log_format is None else args.log_format == "json",
         level="warning" if sys.stderr.isatty() and args.log_format is None else "info",
     )
-    from kmsaudit.metrics import Metrics
-
     metrics = Metrics()
     progress = _Progress(sys.stderr.isatty() and not args.no_progress)
     try:
-        result = asyncio.run(run_scan(config, progress=progress, observer=metrics.observe_request))
+        recorded = asyncio.run(scan_and_record(config, sinks, metrics=metrics, progress=progress))
     finally:
         progress.close()
-    from kmsaudit.store import Store
-
-    store = Store(config.store.path)
-    snapshot_id, events = store.save_scan(result, route=router(sinks))  # alerts enqueued with the snapshot
-    store.prune(config.store.retention_days)
-    pending = asyncio.run(deliver(store, sinks))[1] if sinks else 0
-    metrics.observe_scan(result, events)
+    result, events, snapshot_id, pending = (
+        recorded.result,
+        recorded.events,
+        recorded.snapshot_id,
+        recorded.pending_alerts,
+    )
     _export_metrics(metrics, args.metrics_textfile, args.pushgateway)
     write_findings(result.findings, args.format, sys.stdout, colour=sys.stdout.isatty())
     if args.format == "table" and events:
@@ -269,13 +272,11 @@ def _scan(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _export_metrics(metrics: object, textfile: str | None, pushgateway: str | None) -> None:
+def _export_metrics(metrics: Metrics, textfile: str | None, pushgateway: str | None) -> None:
     from prometheus_client import push_to_gateway
 
     from kmsaudit.errors import UsageError
-    from kmsaudit.metrics import Metrics
 
-    assert isinstance(metrics, Metrics)
     if textfile:
         try:
             metrics.write_textfile(textfile)

@@ -13,11 +13,11 @@ import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from kmsaudit.alert import build_sinks, deliver, router
+from kmsaudit.alert import build_sinks, deliver
 from kmsaudit.config import Config, is_cron, load_config
 from kmsaudit.errors import KmsAuditError
 from kmsaudit.metrics import Metrics
-from kmsaudit.scan import run_scan
+from kmsaudit.scan import scan_and_record
 from kmsaudit.store import Store
 
 log = structlog.get_logger("kmsaudit.daemon")
@@ -50,15 +50,8 @@ class Daemon:
 
     # -- scanning --------------------------------------------------------------------------
     async def scan_once(self) -> None:
-        result = await run_scan(self.config, observer=self.metrics.observe_request)
-        store = Store(self.config.store.path)
-        try:
-            _, events = store.save_scan(result, route=router(self.sinks))
-            store.prune(self.config.store.retention_days)
-            await deliver(store, self.sinks)
-        finally:
-            store.close()
-        self.metrics.observe_scan(result, events)
+        recorded = await scan_and_record(self.config, self.sinks, metrics=self.metrics)
+        result, events = recorded.result, recorded.events
         self.scans += 1
         if not result.failed_scopes and not result.iam_failures:
             self.last_success = result.finished_at

@@ -9,24 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import os
-import socket
 import sys
 import threading
 from pathlib import Path
 from typing import Any, TextIO
 
+from kmsaudit.emulator import V, client, create_key, key_policy, start_emulator
+
 PARTNER, NEWCOMER, VENDOR = "555566667777", "666677778888", "777788889999"
 REGIONS = ("us-east-1", "eu-west-1", "ap-southeast-2")
 USE = ["kms:Encrypt", "kms:Decrypt", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:DescribeKey"]
-V = "2012-10-17"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class _Webhook:
@@ -53,37 +46,9 @@ class _Webhook:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
 
-def _client(service: str, account: str | None, region: str = "us-east-1") -> Any:
-    import boto3
-
-    if account is None:
-        return boto3.client(service, region_name=region)
-    creds = boto3.client("sts", region_name="us-east-1").assume_role(
-        RoleArn=f"arn:aws:iam::{account}:role/setup", RoleSessionName="demo"
-    )["Credentials"]
-    return boto3.client(
-        service,
-        region_name=region,
-        aws_access_key_id=creds["AccessKeyId"],
-        aws_secret_access_key=creds["SecretAccessKey"],
-        aws_session_token=creds["SessionToken"],
-    )
-
-
-def _policy(account: str, *statements: dict[str, Any]) -> str:
-    enable = {
-        "Sid": "Enable IAM policies",
-        "Effect": "Allow",
-        "Principal": {"AWS": f"arn:aws:iam::{account}:root"},
-        "Action": "kms:*",
-        "Resource": "*",
-    }
-    return json.dumps({"Version": V, "Statement": [enable, *statements]})
-
-
 def seed() -> dict[str, Any]:
     """The demo organization; returns what the story needs (account ids, key ids)."""
-    orgs = _client("organizations", None)
+    orgs = client("organizations", None)
     org_id = orgs.create_organization(FeatureSet="ALL")["Organization"]["Id"]
     accounts = {
         name: orgs.create_account(AccountName=name, Email=f"{name}@example.com")["CreateAccountStatus"]["AccountId"]
@@ -94,11 +59,8 @@ def seed() -> dict[str, Any]:
     keys: dict[str, dict[str, str]] = {}
     created = [0]
 
-    def key(name: str, account: str, region: str, policy: str | None = None, **extra: Any) -> None:
-        args: dict[str, Any] = {"KeySpec": "ECC_NIST_P256", "KeyUsage": "SIGN_VERIFY", "Description": name, **extra}
-        if policy:
-            args["Policy"] = policy
-        meta = _client("kms", account, region).create_key(**args)["KeyMetadata"]
+    def key(name: str, account: str, region: str, policy: str | None = None) -> None:
+        meta = create_key(account, region, policy, Description=name)
         keys[name] = {"id": meta["KeyId"], "arn": meta["Arn"], "account": account, "region": region}
         created[0] += 1
 
@@ -110,7 +72,7 @@ def seed() -> dict[str, Any]:
         "partner-shared",
         prod,
         "us-east-1",
-        _policy(
+        key_policy(
             prod,
             {
                 "Sid": "Allow an external account to use this KMS key",
@@ -125,7 +87,7 @@ def seed() -> dict[str, Any]:
         "analytics-reader",
         prod,
         "eu-west-1",
-        _policy(
+        key_policy(
             prod,
             {
                 "Sid": "Only the Reader role of analytics",
@@ -140,7 +102,7 @@ def seed() -> dict[str, Any]:
         "secrets-public",
         prod,
         "eu-west-1",
-        _policy(
+        key_policy(
             prod,
             {
                 "Sid": "Anyone, through Secrets Manager",
@@ -156,7 +118,7 @@ def seed() -> dict[str, Any]:
         "org-only",
         shared,
         "us-east-1",
-        _policy(
+        key_policy(
             shared,
             {
                 "Sid": "Everyone",
@@ -175,7 +137,7 @@ def seed() -> dict[str, Any]:
             },
         ),
     )
-    kms = _client("kms", prod, "us-east-1")
+    kms = client("kms", prod, "us-east-1")
     kms.create_grant(
         KeyId=keys["partner-shared"]["id"],
         GranteePrincipal=f"arn:aws:iam::{analytics}:role/Batch",
@@ -188,7 +150,7 @@ def seed() -> dict[str, Any]:
         Constraints={"EncryptionContextSubset": {"tenant": "partner"}},
     )
 
-    iam = _client("iam", analytics)
+    iam = client("iam", analytics)
     trust = json.dumps({"Version": V, "Statement": []})
     for role in ("Reader", "DataSci", "Batch", "Admin"):
         iam.create_role(RoleName=role, AssumeRolePolicyDocument=trust)
@@ -248,29 +210,25 @@ def _config(workdir: Path, listen: str) -> Path:
 
 def run_demo(workdir: str | Path = "kmsaudit-demo", serve: bool = False, out: TextIO = sys.stdout) -> int:
     try:
-        from moto.server import ThreadedMotoServer
+        import moto.server  # noqa: F401 — the embedded emulator is an extra
     except ImportError:
         from kmsaudit.errors import UsageError
 
         raise UsageError("the demo needs the embedded emulator: pip install 'kmsaudit[demo]'") from None
-    from kmsaudit.alert import build_sinks, deliver, router
+    from kmsaudit.alert import build_sinks
     from kmsaudit.config import load_config
     from kmsaudit.logging import configure
     from kmsaudit.render import write_drift, write_findings
-    from kmsaudit.scan import run_scan
-    from kmsaudit.store import Store
+    from kmsaudit.scan import scan_and_record
 
     workdir = Path(workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     for stale in workdir.glob("kmsaudit.db*"):
         stale.unlink()
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
     configure(json_logs=False, level="error")
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
+    server, endpoint = start_emulator()
     os.environ.update(
-        AWS_ENDPOINT_URL=f"http://{host}:{port}",
+        AWS_ENDPOINT_URL=endpoint,
         AWS_ACCESS_KEY_ID="demo",
         AWS_SECRET_ACCESS_KEY="demo",
         AWS_DEFAULT_REGION="us-east-1",
@@ -281,7 +239,7 @@ def run_demo(workdir: str | Path = "kmsaudit-demo", serve: bool = False, out: Te
     os.environ["KMSAUDIT_DEMO_WEBHOOK"] = webhook.url
     colour = out.isatty()
     try:
-        out.write(f"kmsaudit demo: an embedded AWS (moto) on {host}:{port}, nothing leaves this machine.\n")
+        out.write(f"kmsaudit demo: an embedded AWS (moto) on {endpoint}, nothing leaves this machine.\n")
         story = seed()
         accounts = story["accounts"]
         n_keys = story["created"]
@@ -294,16 +252,8 @@ def run_demo(workdir: str | Path = "kmsaudit-demo", serve: bool = False, out: Te
         config_path = _config(workdir, "127.0.0.1:9465")
         config = load_config(config_path)
         sinks = build_sinks(config.alerts)
-        store = Store(config.store.path)
-
-        async def scan_and_store() -> tuple[Any, list[Any]]:
-            result = await run_scan(config)
-            _, events = store.save_scan(result, route=router(sinks))
-            await deliver(store, sinks)
-            return result, events
-
         out.write("== Scan 1: who outside each account can use each key\n")
-        result, _ = asyncio.run(scan_and_store())
+        result = asyncio.run(scan_and_record(config, sinks)).result
         write_findings(result.findings, "table", out, colour=colour)
         out.write(
             f"({result.keys} keys in {len(result.scopes)} scopes, {result.requests} AWS requests, "
@@ -316,7 +266,7 @@ def run_demo(workdir: str | Path = "kmsaudit-demo", serve: bool = False, out: Te
             f"== A change: key 'analytics-reader' now also trusts account {NEWCOMER}, and key "
             f"'partner-shared' gets a grant for {VENDOR}\n"
         )
-        kms = _client("kms", prod, "eu-west-1")
+        kms = client("kms", prod, "eu-west-1")
         reader = json.loads(kms.get_key_policy(KeyId=keys["analytics-reader"]["id"], PolicyName="default")["Policy"])
         reader["Statement"].append(
             {
@@ -328,14 +278,14 @@ def run_demo(workdir: str | Path = "kmsaudit-demo", serve: bool = False, out: Te
             }
         )
         kms.put_key_policy(KeyId=keys["analytics-reader"]["id"], PolicyName="default", Policy=json.dumps(reader))
-        _client("kms", prod, "us-east-1").create_grant(
+        client("kms", prod, "us-east-1").create_grant(
             KeyId=keys["partner-shared"]["id"],
             GranteePrincipal=f"arn:aws:iam::{VENDOR}:role/Backup",
             Operations=["Decrypt"],
         )
 
         out.write("\n== Scan 2: what changed\n")
-        _, events = asyncio.run(scan_and_store())
+        events = asyncio.run(scan_and_record(config, sinks)).events
         write_drift([e.to_dict() for e in events], "table", out)
         out.write(
             f"\n== Alerts: the local webhook received {len(webhook.received)} "
@@ -351,7 +301,6 @@ def run_demo(workdir: str | Path = "kmsaudit-demo", serve: bool = False, out: Te
             f"  kmsaudit history {keys['analytics-reader']['arn']} {cfg}\n"
             "Try your own documents offline: kmsaudit evaluate --key-policy FILE (see README).\n"
         )
-        store.close()
         if serve:
             from kmsaudit.daemon import run_daemon
 

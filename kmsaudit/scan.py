@@ -1,19 +1,26 @@
-"""One pass of the pipeline: collect → evaluate, scope by scope (SPEC §6 `scan`)."""
+"""One pass of the pipeline (DESIGN.md): collect → evaluate, scope by scope; then the snapshot with
+its drift and alerts, retention, delivery and metrics. The CLI, the daemon and the demo all call
+`scan_and_record`."""
 
 from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import structlog
 
+from kmsaudit.alert import HttpSink, deliver, router
 from kmsaudit.collect import Collector
 from kmsaudit.collect.api import RequestObserver
 from kmsaudit.config import Config
 from kmsaudit.evaluator import evaluate_keys
-from kmsaudit.model import Finding, Lint, ScanResult, ScopeStatus
+from kmsaudit.metrics import Metrics
+from kmsaudit.model import DriftEvent, Finding, Lint, ScanResult, ScopeStatus
+from kmsaudit.store import Store
 
 log = structlog.get_logger("kmsaudit.scan")
 
@@ -33,7 +40,8 @@ async def run_scan(
     keys = 0
     async for scope in collector.scopes():
         policies = tuple(
-            (k.arn, k.policy if isinstance(k.policy, str) or k.policy is None else str(k.policy)) for k in scope.keys
+            (k.arn, k.policy if isinstance(k.policy, str) or k.policy is None else json.dumps(k.policy, sort_keys=True))
+            for k in scope.keys
         )
         statuses.append(
             ScopeStatus(scope.account, scope.region, scope.ok, len(scope.keys), scope.error, scope.error_code, policies)
@@ -71,3 +79,33 @@ async def run_scan(
         seconds=round(result.finished_at - started, 2),
     )
     return result
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    result: ScanResult
+    snapshot_id: int
+    events: list[DriftEvent]
+    pending_alerts: int
+
+
+async def scan_and_record(
+    config: Config,
+    sinks: Sequence[HttpSink] = (),
+    *,
+    metrics: Metrics | None = None,
+    progress: Callable[[str, int], None] | None = None,
+) -> Recorded:
+    """The whole pipeline once: scan, store the snapshot with its drift and enqueued alerts (one
+    transaction), apply retention, deliver what is due, update the metrics."""
+    result = await run_scan(config, observer=metrics.observe_request if metrics else None, progress=progress)
+    store = Store(config.store.path)
+    try:
+        snapshot_id, events = store.save_scan(result, route=router(sinks))
+        store.prune(config.store.retention_days)
+        pending = (await deliver(store, sinks))[1] if sinks else 0
+    finally:
+        store.close()
+    if metrics is not None:
+        metrics.observe_scan(result, events)
+    return Recorded(result, snapshot_id, events, pending)

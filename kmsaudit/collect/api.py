@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from asyncio_throttle.throttler import Throttler
@@ -30,6 +30,12 @@ PAGINATION: dict[str, tuple[str, str, str | None]] = {
     "ListPoliciesForTarget": ("NextToken", "NextToken", None),
 }
 _SNAKE = re.compile(r"(?<!^)(?=[A-Z])")
+
+
+def _response_code(event: dict[str, Any]) -> str:
+    """The AWS error code of one attempt, from botocore's response-received event ("" if none)."""
+    parsed = event.get("parsed_response") or {}
+    return str(parsed.get("Error", {}).get("Code", "")) if isinstance(parsed, dict) else ""
 
 
 def snake(operation: str) -> str:
@@ -79,8 +85,7 @@ class Api:
             throttler = self._throttlers.get(slot)
             if throttler is None:
                 return
-            parsed = kwargs.get("parsed_response") or {}
-            code = str(parsed.get("Error", {}).get("Code", "")) if isinstance(parsed, dict) else ""
+            code = _response_code(kwargs)
             base = self._base_periods[slot]
             if code in THROTTLE_CODES:
                 throttler.period = min(base * 2, throttler.period * 1.1)
@@ -100,8 +105,7 @@ class Api:
         if kwargs.get("exception") is not None:
             outcome = "network-error"
         else:
-            parsed = kwargs.get("parsed_response") or {}
-            code = str(parsed.get("Error", {}).get("Code", "")) if isinstance(parsed, dict) else ""
+            code = _response_code(kwargs)
             outcome = "throttled" if code in THROTTLE_CODES else ("error" if code else "ok")
         self.observe(service, operation, outcome)
 
@@ -130,23 +134,31 @@ class Api:
                 raise convert(exc, operation) from None
         return response
 
-    async def pages(
-        self, client: Any, account: str, region: str, operation: str, items: str, **params: Any
-    ) -> list[Any]:
-        """Every item of every page, following the operation's markers to the end."""
+    async def responses(
+        self, client: Any, account: str, region: str, operation: str, **params: Any
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Every page of a paginated operation, following its markers to the end."""
         marker_in, marker_out, more_flag = PAGINATION[operation]
-        out: list[Any] = []
         seen_markers: set[str] = set()
         while True:
             response = await self.call(client, account, region, operation, **params)
-            value = response.get(items)
-            if isinstance(value, list):
-                out.extend(value)
+            yield response
             marker = response.get(marker_out)
             more = bool(marker) if more_flag is None else bool(response.get(more_flag)) and bool(marker)
             if not more:
-                return out
+                return
             if str(marker) in seen_markers:  # a backend that repeats a marker would loop forever
                 raise convert(RuntimeError(f"pagination marker repeated: {str(marker)[:40]}"), operation)
             seen_markers.add(str(marker))
             params[marker_in] = marker
+
+    async def pages(
+        self, client: Any, account: str, region: str, operation: str, items: str, **params: Any
+    ) -> list[Any]:
+        """Every item of every page."""
+        out: list[Any] = []
+        async for response in self.responses(client, account, region, operation, **params):
+            value = response.get(items)
+            if isinstance(value, list):
+                out.extend(value)
+        return out

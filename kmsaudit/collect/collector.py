@@ -94,7 +94,8 @@ class Collector:
         try:
             session = await sessions.for_account(target.account, target.role_arn, target.external_id)
             client = await sessions.client(session, "kms", region)
-            sessions.register_once(client, "response-received.kms", self.api.pacer_feedback(target.account, region))
+            # One KMS client per scope: its responses steer that scope's pacers.
+            client.meta.events.register("response-received.kms", self.api.pacer_feedback(target.account, region))
             keys = await collect_region(
                 self.api, client, target.account, region, progress=lambda n: self._tick("keys", n)
             )

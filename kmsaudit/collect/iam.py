@@ -13,14 +13,10 @@ _LISTS = ("UserDetailList", "GroupDetailList", "RoleDetailList", "Policies")
 
 async def collect_iam(api: Api, iam: Any, account: str) -> list[IamPrincipal]:
     merged: dict[str, list[Any]] = {name: [] for name in _LISTS}
-    params: dict[str, Any] = {"Filter": ["User", "Role", "Group", "LocalManagedPolicy", "AWSManagedPolicy"]}
-    while True:
-        page = await api.call(iam, account, "global", "GetAccountAuthorizationDetails", **params)
+    kinds = ["User", "Role", "Group", "LocalManagedPolicy", "AWSManagedPolicy"]
+    async for page in api.responses(iam, account, "global", "GetAccountAuthorizationDetails", Filter=kinds):
         for name in _LISTS:
             merged[name].extend(page.get(name) or [])
-        if not page.get("IsTruncated") or not page.get("Marker"):
-            break
-        params["Marker"] = page["Marker"]
     for policy in merged["Policies"]:
         # moto omits PolicyName; AWS always sends it. Names come from the ARN then.
         policy.setdefault("PolicyName", str(policy.get("Arn", "")).rsplit("/", 1)[-1])

@@ -92,12 +92,6 @@ class Sessions:
         self._sessions[account] = session
         return session
 
-    def register_once(self, client: Any, event: str, handler: Callable[..., None]) -> None:
-        """Attach a handler to one client's events (once per client)."""
-        if not getattr(client, "_kmsaudit_hooked", False):
-            client.meta.events.register(event, handler)
-            client._kmsaudit_hooked = True
-
     async def client(self, session: AioSession, service: str, region: str) -> Any:
         """A client that lives until the scan ends (connection pools are reused)."""
         slot = (id(session), service, region)

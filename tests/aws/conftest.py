@@ -3,28 +3,23 @@
 from __future__ import annotations
 
 import json
-import logging
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-import boto3
 import pytest
-from moto.server import ThreadedMotoServer
+
+from kmsaudit.emulator import V, client, create_key, key_policy, start_emulator
 
 A, B, C, D = "111111111111", "222222222222", "333333333333", "444444444444"
 REGIONS = ("us-east-1", "eu-west-1")
 USE = ["kms:Encrypt", "kms:Decrypt", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:DescribeKey"]
-V = "2012-10-17"
 
 
 @pytest.fixture(scope="session")
 def moto_url() -> Iterator[str]:
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
+    server, url = start_emulator()
+    yield url
     server.stop()
 
 
@@ -41,38 +36,6 @@ def aws(moto_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setenv("AWS_CONFIG_FILE", "/dev/null")
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
     return moto_url
-
-
-def clients(account: str, service: str, region: str = "us-east-1"):  # type: ignore[no-untyped-def]
-    creds = boto3.client("sts", region_name="us-east-1").assume_role(
-        RoleArn=f"arn:aws:iam::{account}:role/setup", RoleSessionName="setup"
-    )["Credentials"]
-    return boto3.client(
-        service,
-        region_name=region,
-        aws_access_key_id=creds["AccessKeyId"],
-        aws_secret_access_key=creds["SecretAccessKey"],
-        aws_session_token=creds["SessionToken"],
-    )
-
-
-def key_policy(account: str, *statements: dict) -> str:
-    enable = {
-        "Sid": "Enable IAM policies",
-        "Effect": "Allow",
-        "Principal": {"AWS": f"arn:aws:iam::{account}:root"},
-        "Action": "kms:*",
-        "Resource": "*",
-    }
-    return json.dumps({"Version": V, "Statement": [enable, *statements]})
-
-
-def create_key(account: str, region: str, policy: str | None = None, **extra: object) -> dict:
-    kms = clients(account, "kms", region)
-    args: dict = {"KeySpec": "ECC_NIST_P256", "KeyUsage": "SIGN_VERIFY", **extra}
-    if policy is not None:
-        args["Policy"] = policy
-    return kms.create_key(**args)["KeyMetadata"]
 
 
 @dataclass
@@ -110,9 +73,9 @@ def estate(aws: str) -> Estate:
             Tags=[{"TagKey": "env", "TagValue": "prod"}],
         ),
     )
-    clients(A, "kms").create_alias(AliasName="alias/shared", TargetKeyId=e.ids["shared"])
+    client("kms", A).create_alias(AliasName="alias/shared", TargetKeyId=e.ids["shared"])
     e.add("granted", create_key(A, "us-east-1"))  # moto's default key policy
-    clients(A, "kms").create_grant(
+    client("kms", A).create_grant(
         KeyId=e.ids["granted"],
         GranteePrincipal=role(C, "Batch"),
         Operations=["Decrypt", "GenerateDataKey"],
@@ -188,7 +151,7 @@ def estate(aws: str) -> Estate:
         ),
     )
 
-    iam_b = clients(B, "iam")
+    iam_b = client("iam", B)
     trust = json.dumps({"Version": V, "Statement": []})
     for name in ("Reader", "NoPerm", "Bounded"):
         iam_b.create_role(RoleName=name, AssumeRolePolicyDocument=trust)
@@ -250,7 +213,7 @@ def estate(aws: str) -> Estate:
     iam_b.create_user(UserName="Alice")
     iam_b.add_user_to_group(GroupName="Crypto", UserName="Alice")
 
-    iam_a = clients(A, "iam")
+    iam_a = client("iam", A)
     iam_a.create_role(RoleName="Auditor", AssumeRolePolicyDocument=trust)
     iam_a.put_role_policy(
         RoleName="Auditor",
@@ -259,7 +222,7 @@ def estate(aws: str) -> Estate:
             {"Version": V, "Statement": [{"Effect": "Allow", "Action": "kms:*", "Resource": "*"}]}
         ),
     )
-    clients(C, "iam").create_role(RoleName="Batch", AssumeRolePolicyDocument=trust)
+    client("iam", C).create_role(RoleName="Batch", AssumeRolePolicyDocument=trust)
     return e
 
 

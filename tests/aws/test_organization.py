@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 import boto3
-from conftest import V, clients, create_key, key_policy
 
 from kmsaudit.config import load_config
+from kmsaudit.emulator import V, client, create_key, key_policy
 from kmsaudit.scan import run_scan
 
 MANAGEMENT = "123456789012"  # moto's account for the ambient credentials
@@ -52,7 +52,7 @@ async def test_organization_accounts_scps_and_perimeter(tmp_path: Path, aws: str
             },
         ),
     )
-    iam = clients(user, "iam")
+    iam = client("iam", user)
     iam.create_role(RoleName="App", AssumeRolePolicyDocument=json.dumps({"Version": V, "Statement": []}))
     iam.put_role_policy(
         RoleName="App",

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from awsproxy import AwsProxy
-from conftest import A, B, Estate, clients, config_text, key_policy, role
+from conftest import A, B, Estate, client, config_text, key_policy, role
 
 from kmsaudit.config import load_config
 from kmsaudit.scan import run_scan
@@ -26,7 +26,7 @@ async def _scan(tmp_path: Path, store: Store) -> list:
 
 
 def _put(estate: Estate, *statements: dict) -> None:
-    clients(A, "kms", "eu-west-1").put_key_policy(
+    client("kms", A, "eu-west-1").put_key_policy(
         KeyId=estate.ids["narrowed"], PolicyName="default", Policy=key_policy(A, *statements)
     )
 
