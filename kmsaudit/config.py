@@ -78,6 +78,8 @@ class ScanSettings(_Strict):
     retry_mode: Literal["standard", "adaptive"] = "standard"
     max_attempts: int = Field(10, ge=1, le=30)
     quota_margin: float = Field(0.8, gt=0, le=1, description="fraction of each quota kmsaudit uses")
+    connect_timeout: float = Field(10, gt=0, le=300, description="seconds to open a connection to AWS")
+    read_timeout: float = Field(60, gt=0, le=900, description="seconds to wait for an AWS answer, per attempt")
     quotas: dict[str, float] = Field(default_factory=dict, description="requests/s overrides, by operation")
     session_name: str = Field("kmsaudit", min_length=2, max_length=64, pattern=r"^[\w+=,.@-]+$")
 
@@ -229,26 +231,42 @@ def _location(loc: tuple[object, ...], data: object) -> str:
     return out or "(top level)"
 
 
+def _one_line(text: str, limit: int = 200) -> str:
+    """Control characters escaped, newlines included, and the length capped: one clear line."""
+    text = "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _error(path: Path, detail: str) -> ConfigError:
+    return ConfigError(f"{_one_line(str(path), 300)}: {_one_line(detail, 300)}")
+
+
 def load_config(path: str | Path) -> Config:
-    """Read and validate a config file; ConfigError (exit 2) names the file and the key."""
+    """Read and validate a config file; ConfigError (exit 2) names the file and the key, in one line."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(f"{path}: no such config file (see config/example.toml)") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read: {exc}") from None
+        raise _error(path, "no such config file (see config/example.toml)") from None
+    except UnicodeDecodeError as exc:
+        raise _error(path, f"not UTF-8 text (byte {exc.start})") from None
+    except OSError as exc:
+        raise _error(path, f"cannot read: {exc.strerror or exc}") from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+        raise _error(path, f"not valid TOML: {exc}") from None
+    except RecursionError:
+        raise _error(path, "not valid TOML: values nested too deeply") from None
     try:
         return Config.model_validate(data)
+    except RecursionError:
+        raise _error(path, "values nested too deeply") from None
     except ValidationError as exc:
         first = exc.errors()[0]
-        where = _location(tuple(first["loc"]), data)
+        where = _one_line(_location(tuple(first["loc"]), data), 80)
         message = str(first["msg"]).removeprefix("Value error, ")
         if first["type"] == "extra_forbidden":
             message = "unknown key"
         more = f" (and {exc.error_count() - 1} more problems)" if exc.error_count() > 1 else ""
-        raise ConfigError(f"{path}: {where}: {message}{more}") from None
+        raise _error(path, f"{where}: {_one_line(message)}{more}") from None

@@ -21,8 +21,8 @@ def client_config(settings: ScanSettings) -> AioConfig:
     return AioConfig(
         max_pool_connections=max(10, settings.concurrency),
         retries={"mode": settings.retry_mode, "total_max_attempts": settings.max_attempts},
-        connect_timeout=10,
-        read_timeout=60,
+        connect_timeout=settings.connect_timeout,
+        read_timeout=settings.read_timeout,
         user_agent_extra="kmsaudit",
     )
 

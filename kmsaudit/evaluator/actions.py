@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from kmsaudit.evaluator.match import wildcard_regex
+from kmsaudit.evaluator.match import wildcard
 
 # Every permission of the AWS KMS permissions reference ("kms:" + name).
 KMS_ACTIONS: tuple[str, ...] = (
@@ -122,9 +122,9 @@ def pattern_mask(pattern: str) -> int:
     service, sep, name = text.partition(":")
     if not sep:
         return 0
-    if not wildcard_regex(service, ignore_case=True).fullmatch("kms"):
+    if not wildcard(service, ignore_case=True).fullmatch("kms"):
         return 0
-    regex = wildcard_regex(name, ignore_case=True)
+    regex = wildcard(name, ignore_case=True)
     mask = 0
     for i, action in enumerate(KMS_ACTIONS):
         if regex.fullmatch(action):

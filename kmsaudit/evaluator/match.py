@@ -11,18 +11,54 @@ ACCOUNT_RE = re.compile(r"^\d{12}$")
 UNIQUE_ID_RE = re.compile(r"^A(RO|ID|IP|NP|NV|SC|KI|GP|PA)A[A-Z0-9]{8,}$")
 
 
+class Wildcard:
+    """An IAM pattern (`*` any run, `?` one character, the rest literal), matched in linear time.
+
+    A regex such as `.*a.*a.*a.*b` backtracks exponentially on a value that almost matches, so
+    one hostile policy (`"Resource": "*a*a*a*a*a*a*a*a*b"`) could hang a scan (issue #7). The
+    pattern is split at `*` into fixed-length segments instead: the first must match at the
+    start, the last at the end, and each middle one at its leftmost place after the previous
+    one, which is correct for globs and costs O(len(pattern) × len(value)) at worst.
+    """
+
+    __slots__ = ("head", "ignore_case", "middle", "min_length", "starred", "tail")
+
+    def __init__(self, pattern: str, ignore_case: bool = False) -> None:
+        flags = re.DOTALL | (re.IGNORECASE if ignore_case else 0)
+        segments = pattern.split("*")
+        self.ignore_case = ignore_case
+        self.starred = len(segments) > 1
+        compiled = [
+            (len(seg), re.compile("".join("." if ch == "?" else re.escape(ch) for ch in seg), flags))
+            for seg in segments
+        ]
+        self.head = compiled[0]
+        self.tail = compiled[-1] if self.starred else (0, re.compile("", flags))
+        self.middle = tuple(c for c in compiled[1:-1] if c[0])
+        self.min_length = sum(n for n, _ in compiled)
+
+    def fullmatch(self, value: str) -> bool:
+        if not self.starred:
+            return self.head[1].fullmatch(value) is not None
+        if len(value) < self.min_length:
+            return False
+        head_len, head = self.head
+        tail_len, tail = self.tail
+        end = len(value) - tail_len
+        if head.match(value, 0, head_len) is None or tail.match(value, end) is None:
+            return False
+        position = head_len
+        for _, segment in self.middle:
+            found = segment.search(value, position, end)
+            if found is None:
+                return False
+            position = found.end()
+        return True
+
+
 @lru_cache(maxsize=16384)
-def wildcard_regex(pattern: str, ignore_case: bool = False) -> re.Pattern[str]:
-    """A compiled regex for an IAM pattern: `*` any run, `?` one character, rest literal."""
-    parts = []
-    for ch in pattern:
-        if ch == "*":
-            parts.append(".*")
-        elif ch == "?":
-            parts.append(".")
-        else:
-            parts.append(re.escape(ch))
-    return re.compile("".join(parts), re.DOTALL | (re.IGNORECASE if ignore_case else 0))
+def wildcard(pattern: str, ignore_case: bool = False) -> Wildcard:
+    return Wildcard(pattern, ignore_case)
 
 
 def wildcard_match(pattern: str, value: str, ignore_case: bool = False) -> bool:
@@ -30,7 +66,7 @@ def wildcard_match(pattern: str, value: str, ignore_case: bool = False) -> bool:
         return True
     if "*" not in pattern and "?" not in pattern:
         return pattern.lower() == value.lower() if ignore_case else pattern == value
-    return wildcard_regex(pattern, ignore_case).fullmatch(value) is not None
+    return wildcard(pattern, ignore_case).fullmatch(value)
 
 
 def arn_account(arn: str) -> str:

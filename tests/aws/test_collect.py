@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from awsproxy import AwsProxy
-from conftest import A, B, C, D, Estate, config_text, role
+from estate import A, B, C, D, Estate, client, config_text, role
 from helpers import USE_EXPANDED
 
 from kmsaudit.config import Config, load_config
@@ -92,7 +92,7 @@ async def test_an_account_whose_role_cannot_be_assumed_fails_alone(
 async def test_pagination_collects_every_item_exactly_once(
     tmp_path: Path, estate: Estate, aws: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    kms = __import__("conftest").client("kms", A)
+    kms = client("kms", A)
     for i in range(5):  # more grants and tags than a page holds
         kms.create_grant(KeyId=estate.ids["shared"], GranteePrincipal=role(C, f"Paged{i}"), Operations=["Decrypt"])
         kms.tag_resource(KeyId=estate.ids["shared"], Tags=[{"TagKey": f"t{i}", "TagValue": "v"}])

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import Estate, config_text
+from estate import Estate, config_text
 from prometheus_client.parser import text_string_to_metric_families
 
 

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import Estate, config_text
+from estate import Estate, config_text
 from prometheus_client.parser import text_string_to_metric_families
 
 

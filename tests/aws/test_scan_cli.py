@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from awsproxy import AwsProxy
-from conftest import A, B, C, D, Estate, config_text, role
+from estate import A, B, C, D, Estate, config_text, role
 from helpers import CONTRACT_FIELDS
 
 

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from awsproxy import AwsProxy
-from conftest import A
+from estate import A
 
 from kmsaudit.collect.session import Sessions
 from kmsaudit.config import ScanSettings

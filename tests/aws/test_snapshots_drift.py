@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from awsproxy import AwsProxy
-from conftest import A, B, Estate, client, config_text, key_policy, role
+from estate import A, B, Estate, client, config_text, key_policy, role
 
 from kmsaudit.config import load_config
 from kmsaudit.scan import run_scan
