@@ -19,10 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import sqlite_utils
+import structlog
 
 from kmsaudit.drift import ScopeState, diff_scope, policy_hash, scope_failed
 from kmsaudit.errors import StoreError
 from kmsaudit.model import DriftEvent, ScanResult
+
+log = structlog.get_logger("kmsaudit.store")
 
 SCHEMA_VERSION = 2
 
@@ -121,6 +124,8 @@ class Store:
             if not self.path.exists():
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))  # never world-readable
+            else:
+                self._owner_only()
             self.db = sqlite_utils.Database(self.path)
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA foreign_keys=ON")
@@ -149,6 +154,18 @@ class Store:
                 self.db.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", [str(target)])
 
     # -- writing ---------------------------------------------------------------------------
+    def _owner_only(self) -> None:
+        """A database (or its WAL) left readable by others is closed up: it holds every key
+        policy of the estate. SQLite gives the WAL and shared-memory files the database's mode."""
+        for path in (self.path, Path(f"{self.path}-wal"), Path(f"{self.path}-shm")):
+            try:
+                info = path.stat()
+            except FileNotFoundError:
+                continue
+            if info.st_mode & 0o077 and info.st_uid == os.getuid():
+                os.chmod(path, 0o600)
+                log.warning("store.permissions_tightened", path=str(path), mode=oct(info.st_mode & 0o777))
+
     def last_good_state(self, account: str, region: str) -> ScopeState | None:
         row = self.db.execute(
             "SELECT states.body FROM scopes JOIN states ON states.digest = scopes.state "

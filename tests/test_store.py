@@ -1,13 +1,10 @@
-"""The snapshot store on a real SQLite file: retention, growth, and SIGKILL mid-write."""
+"""The snapshot store on a real SQLite file: retention, growth, migrations (SIGKILL mid-write:
+tests/faults/test_crash.py)."""
 
 from __future__ import annotations
 
 import json
 import os
-import signal
-import sqlite3
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -85,42 +82,6 @@ def test_an_unchanged_estate_grows_the_database_by_little(tmp_path: Path) -> Non
     store.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     grown = os.path.getsize(store.path) - size
     assert grown < 100_000, grown  # 20 scans of 2,000 unchanged keys: rows, not copies
-
-
-WRITER = r"""
-import sys, time
-sys.path.insert(0, sys.argv[2])
-from test_store import scan
-from kmsaudit.store import Store
-store = Store(sys.argv[1])
-store.save_scan(scan(10))
-print("ready", flush=True)
-i = 0
-while True:
-    i += 1
-    store.save_scan(scan(3000, extra_principal=f"arn:aws:iam::{i:012d}:root"))
-"""
-
-
-def test_sigkill_while_writing_leaves_a_sound_database(tmp_path: Path) -> None:
-    tests = str(Path(__file__).resolve().parent)
-    for attempt, delay in enumerate((0.3, 0.9, 1.7)):
-        path = tmp_path / f"k{attempt}.db"
-        proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path), tests], stdout=subprocess.PIPE, text=True)
-        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
-        time.sleep(delay)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        db = sqlite3.connect(path)
-        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-        db.close()
-        store = Store(path)
-        # Every snapshot present is whole: a scope row and its state for each.
-        for (snapshot_id,) in store.db.execute("SELECT id FROM snapshots").fetchall():
-            rows = store.db.execute("SELECT state FROM scopes WHERE snapshot_id = ?", [snapshot_id]).fetchall()
-            assert len(rows) == 1 and rows[0][0] is not None
-        first = store.findings(1)
-        assert len(first) == 10  # the first snapshot is readable
 
 
 def test_a_version_1_database_is_migrated_in_place(tmp_path: Path) -> None:

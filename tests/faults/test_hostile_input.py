@@ -311,7 +311,8 @@ def test_fuzzed_config_files_are_exit_2_and_one_line(
         assert "\n" not in message and "\r" not in message and len(message) < 600, message
         assert message.startswith(f"{path}: "), message
         code, _, err = _cli("scan", "--config", str(path))
-        assert code == 2 and err == f"kmsaudit: error: {message}\n"
+        # (the CLI's deeper stack may meet a deep nesting first: the line may differ, not its form)
+        assert code == 2 and err.startswith(f"kmsaudit: error: {path}: ") and err.count("\n") == 1, err
         report.add(configs_rejected=1)
     report.add(configs_fuzzed=1)
     # else: the mutation happened to leave a valid file; loading it is all there is to check
