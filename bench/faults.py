@@ -91,14 +91,15 @@ def main() -> None:
         env = {**os.environ, "KMSAUDIT_FAULT_REPORT": str(report_path), "KMSAUDIT_FUZZ_SCALE": str(args.fuzz_scale)}
         started = time.monotonic()
         done = subprocess.run(
-            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(REPO / "tests" / "faults")],
+            [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", str(REPO / "tests" / "faults")],
             cwd=REPO,
             env=env,
             capture_output=True,
             text=True,
         )
         seconds = time.monotonic() - started
-        summary = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else done.stderr[-500:]
+        summaries = [line for line in done.stdout.splitlines() if re.search(r"\d+ (passed|failed|error)", line)]
+        summary = summaries[-1].strip("= ") if summaries else done.stderr[-500:]
         counts = json.loads(report_path.read_text()) if report_path.exists() else {}
 
     print(f"tests/faults: {summary} ({seconds:.0f} s, fuzz scale {args.fuzz_scale:g})")

@@ -78,7 +78,8 @@ async def test_transient_faults_are_absorbed_and_the_findings_equal_a_clean_run(
     assert events == []  # faults that were absorbed are not drift
     report.add(
         faults_injected=sum(proxy.injected.values()),
-        faults_survived=sum(proxy.injected.values()),
+        transient_faults_injected=sum(proxy.injected.values()),
+        transient_faults_survived=sum(proxy.injected.values()),
         **{f"injected_{kind}": n for kind, n in proxy.injected.items()},
         fault_requests=proxy.requests,
         findings_compared=len(clean.findings),
