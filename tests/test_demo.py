@@ -5,23 +5,57 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 
-def test_demo_shows_findings_drift_and_the_delivered_alert(tmp_path: Path) -> None:
+def _serve_until_scraped(proc: subprocess.Popen[str]) -> str:
+    """Read the demo's output up to the daemon's start, scrape /metrics once the daemon has
+    scanned, then stop it with SIGTERM; returns what the demo printed."""
+    assert proc.stdout is not None
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if line.startswith("Serving /metrics"):
+            break
+    else:
+        raise AssertionError("the demo never started serving:\n" + "".join(lines[-20:]))
+    deadline = time.monotonic() + 120
+    metrics = ""
+    while "kmsaudit_findings{" not in metrics:
+        assert time.monotonic() < deadline, "the daemon never exported its findings"
+        try:
+            with urllib.request.urlopen("http://127.0.0.1:9465/metrics", timeout=5) as answer:
+                metrics = answer.read().decode()
+        except OSError:
+            time.sleep(0.2)
+            continue
+        time.sleep(0.2)
+    assert re.search(r'^kmsaudit_keys\{account="\d{12}",region="eu-west-1"\} \d', metrics, re.M)
+    proc.send_signal(signal.SIGTERM)
+    rest, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0  # SIGTERM is a clean stop
+    return "".join(lines) + rest
+
+
+def test_demo_shows_findings_drift_and_the_delivered_alert_then_serves(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    proc = subprocess.run(
-        [sys.executable, "-m", "kmsaudit", "demo", "--dir", str(tmp_path / "demo")],
-        capture_output=True,
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kmsaudit", "demo", "--dir", str(tmp_path / "demo"), "--serve"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
         text=True,
-        timeout=300,
         env=env,
         stdin=subprocess.DEVNULL,
     )
-    assert proc.returncode == 0, proc.stderr
-    out = proc.stdout
+    try:
+        out = _serve_until_scraped(proc)
+    finally:
+        proc.kill()
     scan1 = out.split("== Scan 1")[1].split("== A change")[0]
     # The four kinds of access, each where the seeded estate puts it.
     assert re.search(r"^high +public +external +\* .*kms:ViaService=secretsmanager", scan1, re.M)
