@@ -5,7 +5,8 @@ Faults, drawn per request from a seeded random generator:
 - `throttle`: HTTP 400 `ThrottlingException` (KMS, JSON) or `Throttling` (IAM/STS, XML);
 - `500` / `503`: `InternalFailure` / `ServiceUnavailable`;
 - `reset`: the connection is aborted before any answer;
-- `slow`: the answer comes later than the client's read timeout.
+- `slow`: the answer comes later than the client's read timeout;
+- `truncated`: the real answer's headers and half its body, then the connection is aborted.
 
 Two kinds of plan:
 
@@ -33,7 +34,7 @@ from typing import Any
 from aiohttp import web
 from awsproxy import AwsProxy
 
-KINDS = ("throttle", "500", "503", "reset", "slow")
+KINDS = ("throttle", "500", "503", "reset", "slow", "truncated")
 
 # (service, operation, account of the caller's assumed role or "", region, params) -> bool
 Match = Callable[[str, str, str, str, dict[str, Any]], bool]
@@ -54,7 +55,7 @@ class Plan:
     rates: dict[str, float] = field(default_factory=dict)  # kind -> probability per request
     max_consecutive: int = 3
     persistent: list[Rule] = field(default_factory=list)
-    slow_seconds: float = 1.6
+    slow_seconds: float = 2.6
     seed: int = 7
 
 
@@ -139,6 +140,14 @@ class FaultProxy(AwsProxy):
             assert request.transport is not None
             request.transport.abort()
             raise asyncio.CancelledError  # nothing more is written on an aborted connection
+        if kind == "truncated":
+            status, headers, data = await self._forward(request, await request.read())
+            partial = web.StreamResponse(status=status, headers={**headers, "Content-Length": str(len(data))})
+            await partial.prepare(request)
+            await partial.write(data[: len(data) // 2])
+            assert request.transport is not None
+            request.transport.abort()
+            raise asyncio.CancelledError
         if kind == "slow":
             await asyncio.sleep(self.plan.slow_seconds)
             return await super()._handle(request)  # too late: the client has given up

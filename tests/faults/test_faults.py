@@ -20,8 +20,9 @@ from kmsaudit.model import ScanResult
 from kmsaudit.scan import run_scan
 from kmsaudit.store import Store
 
-# Each attempt waits at most 1 s for an answer; the proxy's slow answers take 1.6 s.
-TIMEOUTS = "read_timeout = 1\nconnect_timeout = 1"
+# Each attempt waits at most 2 s for an answer (a loaded CI machine's moto answers well within
+# that); the proxy's slow answers take 2.6 s.
+TIMEOUTS = "read_timeout = 2\nconnect_timeout = 2"
 
 
 def _config(tmp_path: Path, extra: str = "") -> Config:
@@ -60,10 +61,14 @@ async def test_transient_faults_are_absorbed_and_the_findings_equal_a_clean_run(
     clean = await run_scan(config)
     assert clean.findings and not clean.failed_scopes
 
-    # 30 % throttling, plus 500s, 503s, resets and answers slower than the client's timeout.
+    # 30 % throttling, plus 500s, 503s, resets, answers cut off halfway and answers slower than
+    # the client's timeout.
     # No request is faulted more than twice running, and 6 attempts are allowed: retries
     # must absorb every fault. Pages of 2 put pagination under fire as well.
-    plan = Plan(rates={"throttle": 0.30, "500": 0.05, "503": 0.05, "reset": 0.05, "slow": 0.05}, max_consecutive=2)
+    plan = Plan(
+        rates={"throttle": 0.30, "500": 0.05, "503": 0.05, "reset": 0.05, "slow": 0.05, "truncated": 0.05},
+        max_consecutive=2,
+    )
     proxy = FaultProxy(aws, plan, page_size=2)
     faulty = await _scan_via(proxy, config, monkeypatch)
 
@@ -108,6 +113,9 @@ PERSISTENT = [
     pytest.param("500", _kms("ListGrants", A, "us-east-1"), (A, "us-east-1"), id="500-ListGrants"),
     pytest.param("reset", _kms("ListAliases", B, "us-east-1"), (B, "us-east-1"), id="reset-ListAliases"),
     pytest.param("slow", _kms("DescribeKey", C, "eu-west-1"), (C, "eu-west-1"), id="slow-DescribeKey"),
+    pytest.param(
+        "truncated", _kms("ListResourceTags", B, "us-east-1"), (B, "us-east-1"), id="truncated-ListResourceTags"
+    ),
     pytest.param(
         "503",
         lambda service, op, acct, reg, params: op == "GetAccountAuthorizationDetails" and acct == A,
