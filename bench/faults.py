@@ -24,33 +24,14 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
 
-def _policy_32kb(tag: int = 0) -> dict:
-    """Unique per tag, so the evaluator's parse caches cannot help."""
-    role = "arn:aws:iam::222222222222:role/Reader"
-    statements: list[dict] = []
-    while len(json.dumps({"Statement": statements})) < 32 * 1024:
-        i = len(statements)
-        statements.append(
-            {
-                "Sid": f"s{tag}x{i}",
-                "Effect": "Allow" if i % 3 else "Deny",
-                "Principal": {"AWS": [f"arn:aws:iam::{100000000000 + i}:role/*a*a*a*a*b", role]},
-                "Action": ["kms:*e*e*e*e*x", "kms:Decrypt"],
-                "Resource": "arn:aws:kms:*:" + "*1" * 12 + "2",
-                "Condition": {"StringLike": {"aws:PrincipalArn": "*a" * 10 + "b"}, "Bool": {"aws:Odd": "true"}},
-            }
-        )
-    return {"Statement": statements}
-
-
 def _time_hostile_policy() -> tuple[float, int]:
-    from helpers import principal, run
+    from helpers import hostile_policy, principal, run
 
     role = "arn:aws:iam::222222222222:role/Reader"
     times = []
     for tag in range(7):
-        policy = _policy_32kb(tag)
-        iam = principal(role, {"Statement": _policy_32kb(tag + 100)["Statement"]})
+        policy = hostile_policy(tag=tag, principal_arn=role)
+        iam = principal(role, {"Statement": hostile_policy(tag=tag + 100, principal_arn=role)["Statement"]})
         started = time.perf_counter()
         run(policy, iam, audited=("222222222222",))
         times.append(time.perf_counter() - started)

@@ -168,3 +168,23 @@ def seed_json_blocks(prefix: str) -> list[Any]:
         except ValueError:
             continue
     return blocks
+
+
+def hostile_policy(min_bytes: int = 32 * 1024, tag: int = 0, principal_arn: str = ROLE_B) -> dict[str, Any]:
+    """A policy of at least `min_bytes` (32 KB: AWS's key-policy limit) built to be expensive:
+    wildcards that make a backtracking matcher explode, Deny and Allow mixed, conditions on
+    every statement. Unique per `tag`, so no parse cache helps. (issue #7; bench/faults.py)"""
+    statements: list[dict[str, Any]] = []
+    while len(json.dumps({"Statement": statements})) < min_bytes:
+        i = len(statements)
+        statements.append(
+            {
+                "Sid": f"s{tag}x{i}",
+                "Effect": "Allow" if i % 3 else "Deny",
+                "Principal": {"AWS": [f"arn:aws:iam::{100000000000 + i}:role/*a*a*a*a*b", principal_arn]},
+                "Action": ["kms:*e*e*e*e*x", "kms:Decrypt"],
+                "Resource": ["arn:aws:kms:*:" + "*1" * 12 + "2", "*"],
+                "Condition": {"StringLike": {"aws:PrincipalArn": "*a" * 10 + "b"}, "Bool": {"aws:Odd": "true"}},
+            }
+        )
+    return {"Statement": statements}

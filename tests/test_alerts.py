@@ -9,13 +9,13 @@ import json
 import socket
 import subprocess
 import sys
-import threading
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import web
+from receiver import LocalReceiver
 from structlog.testing import capture_logs
 
 from kmsaudit.alert import build_sinks, deliver
@@ -25,32 +25,16 @@ from kmsaudit.store import Store
 SECRET = "s3cr3t-hmac"
 
 
-class Receiver:
-    """A local HTTP server that records what each path receives."""
+class Receiver(LocalReceiver):
+    """Records what each path receives."""
 
     def __init__(self, port: int) -> None:
-        self.port = port
+        super().__init__(port)
         self.received: list[tuple[str, dict[str, str], bytes]] = []
-        self.loop = asyncio.new_event_loop()
-        threading.Thread(target=self.loop.run_forever, daemon=True).start()
 
     async def _handle(self, request: web.Request) -> web.Response:
         self.received.append((request.path, dict(request.headers), await request.read()))
         return web.Response(status=200)
-
-    def start(self) -> None:
-        async def go() -> None:
-            app = web.Application()
-            app.router.add_post("/{tail:.*}", self._handle)
-            self.runner = web.AppRunner(app)
-            await self.runner.setup()
-            await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
-
-        asyncio.run_coroutine_threadsafe(go(), self.loop).result(10)
-
-    def stop(self) -> None:
-        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
 
 
 def free_port() -> int:

@@ -11,7 +11,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -21,6 +20,7 @@ import pytest
 from aiohttp import web
 from awsproxy import AwsProxy
 from estate import Estate, config_text
+from receiver import LocalReceiver
 
 from kmsaudit.store import Store
 
@@ -123,16 +123,15 @@ def test_sigkill_during_the_snapshot_write_leaves_whole_snapshots_only(
     report.add(crash_points=1, crash_points_survived=1)
 
 
-class HoldingReceiver:
+class HoldingReceiver(LocalReceiver):
     """Acknowledges the first `ack_first` deliveries, then holds every request unanswered."""
 
     def __init__(self, ack_first: int) -> None:
+        super().__init__()
         self.ack_first = ack_first
         self.acked: list[str] = []  # Idempotency-Key of each delivery answered 2xx
         self.held: list[str] = []
         self.holding = True
-        self.loop = asyncio.new_event_loop()
-        threading.Thread(target=self.loop.run_forever, daemon=True).start()
 
     async def _handle(self, request: web.Request) -> web.Response:
         await request.read()
@@ -142,22 +141,6 @@ class HoldingReceiver:
             await asyncio.sleep(3600)  # until the sender is killed
         self.acked.append(key)
         return web.Response(status=200)
-
-    def start(self) -> int:
-        async def go() -> int:
-            app = web.Application()
-            app.router.add_post("/{tail:.*}", self._handle)
-            self.runner = web.AppRunner(app, handler_cancellation=True)
-            await self.runner.setup()
-            site = web.TCPSite(self.runner, "127.0.0.1", 0)
-            await site.start()
-            return int(self.runner.addresses[0][1])
-
-        return asyncio.run_coroutine_threadsafe(go(), self.loop).result(10)
-
-    def stop(self) -> None:
-        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
 
 
 SENDER = r"""

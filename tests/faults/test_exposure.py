@@ -7,7 +7,6 @@ the metrics endpoint listens on loopback unless told otherwise; the audit role c
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import re
@@ -15,7 +14,6 @@ import sqlite3
 import stat
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 import zlib
@@ -27,6 +25,7 @@ from aiohttp import web
 from estate import A, C, Estate, client, config_text, key_policy
 from faultproxy import FaultProxy, Plan, Rule
 from prometheus_client import generate_latest
+from receiver import LocalReceiver
 from structlog.testing import capture_logs
 
 from kmsaudit.alert import build_sinks
@@ -57,30 +56,11 @@ class EchoingProxy(FaultProxy):
         return response
 
 
-class LeakyReceiver:
+class LeakyReceiver(LocalReceiver):
     """A webhook that fails with a body echoing the secret URL it was called on (as some do)."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        threading.Thread(target=self.loop.run_forever, daemon=True).start()
 
     async def _handle(self, request: web.Request) -> web.Response:
         return web.Response(status=500, text=f"no route for {request.url}")
-
-    def start(self) -> int:
-        async def go() -> int:
-            app = web.Application()
-            app.router.add_post("/{tail:.*}", self._handle)
-            self.runner = web.AppRunner(app)
-            await self.runner.setup()
-            await web.TCPSite(self.runner, "127.0.0.1", 0).start()
-            return int(self.runner.addresses[0][1])
-
-        return asyncio.run_coroutine_threadsafe(go(), self.loop).result(10)
-
-    def stop(self) -> None:
-        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
 
 
 def _database_text(path: Path) -> str:

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 from estate import config_text
-from helpers import KEY_ARN, A, B, principal, run
+from helpers import KEY_ARN, A, B, hostile_policy, principal, run
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -183,19 +183,7 @@ def test_wildcards_built_to_backtrack_match_in_linear_time_and_correctly() -> No
 
 def test_a_32_kb_policy_stays_small_in_memory() -> None:
     """The worst of the above at 32 KB: evaluated within bounded memory (bench/faults.py times it)."""
-    statements = []
-    while len(json.dumps({"Statement": statements})) < 32 * 1024:
-        i = len(statements)
-        statements.append(
-            {
-                "Sid": f"s{i}",
-                "Effect": "Allow" if i % 3 else "Deny",
-                "Principal": {"AWS": [f"arn:aws:iam::{100000000000 + i}:role/*a*a*a*a*b", ROLE]},
-                "Action": ["kms:*e*e*e*e*x", "kms:Decrypt"],
-                "Resource": "*",
-                "Condition": {"StringLike": {"aws:PrincipalArn": "*a" * 10 + "b"}, "Bool": {"aws:Odd": "true"}},
-            }
-        )
+    statements = hostile_policy(principal_arn=ROLE)["Statement"]
     tracemalloc.start()
     try:
         _no_crash(run({"Statement": statements}, principal(ROLE, {"Statement": statements}), audited=(B,)))
