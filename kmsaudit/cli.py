@@ -286,7 +286,18 @@ def _export_metrics(metrics: Metrics, textfile: str | None, pushgateway: str | N
         try:
             push_to_gateway(pushgateway, job="kmsaudit", registry=metrics.registry, timeout=10)
         except OSError as exc:
-            print(f"kmsaudit: pushgateway {pushgateway}: {exc}", file=sys.stderr)
+            print(f"kmsaudit: pushgateway {_without_credentials(pushgateway)}: {exc}", file=sys.stderr)
+
+
+def _without_credentials(url: str) -> str:
+    """scheme://host:port of a URL: a user name, password, path or query may be a secret."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        return f"{parts.scheme}://{parts.hostname}{f':{parts.port}' if parts.port else ''}"
+    except ValueError:
+        return "(the URL given)"
 
 
 def _fail_on(findings: Sequence[Finding], threshold: str | None) -> bool:

@@ -186,6 +186,24 @@ def test_the_command_line_shows_no_secret_either(tmp_path: Path, estate: Estate,
         )
         for secret in (AMBIENT_SECRET, AMBIENT_TOKEN, HOOK_PATH, HMAC_KEY):
             assert secret not in done.stdout + done.stderr
+    # A Pushgateway URL with credentials, unreachable: the failure is said without them.
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kmsaudit",
+            "scan",
+            "--config",
+            str(path),
+            "--pushgateway",
+            f"http://ops:{HMAC_KEY}@127.0.0.1:9/x",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert "kmsaudit: pushgateway http://127.0.0.1:9: " in done.stderr and HMAC_KEY not in done.stdout + done.stderr
     # A missing secret is named by its variable, never by a value:
     env.pop("KMSAUDIT_TEST_HMAC")
     done = subprocess.run(
