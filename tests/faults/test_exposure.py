@@ -39,6 +39,7 @@ AMBIENT_SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYzSECRETKEY"
 AMBIENT_TOKEN = "IQoJb3JpZ2luX2VjEambientSESSIONtokenFwoGZXIvYXdzEP"
 HOOK_PATH = "services/T0SECRET1/B0SECRET2/xoxbSecretPathToken"
 HMAC_KEY = "hmac-key-that-must-stay-secret"
+EXTERNAL_ID = "external-id-shared-with-the-audited-accounts"
 _CREDENTIALS = re.compile(rb"<(SecretAccessKey|SessionToken)>([^<]+)</")
 
 
@@ -122,8 +123,11 @@ async def test_no_secret_reaches_logs_errors_metrics_or_the_database(
     monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.start())
     path = tmp_path / "k.toml"
     db = tmp_path / "k.db"
-    path.write_text(config_text(store=str(db), extra="max_attempts = 3\nread_timeout = 2") + ALERTS)
+    text = config_text(store=str(db), extra="max_attempts = 3\nread_timeout = 2") + ALERTS
+    text = text.replace('/KmsAuditReadOnly"', f'/KmsAuditReadOnly"\nexternal_id = "{EXTERNAL_ID}"')
+    path.write_text(text)
     config = load_config(path)
+    assert {a.external_id for a in config.accounts} == {EXTERNAL_ID}
     metrics = Metrics()
     try:
         with capture_logs() as logs:
@@ -141,7 +145,7 @@ async def test_no_secret_reaches_logs_errors_metrics_or_the_database(
         proxy.stop()
         receiver.stop()
 
-    secrets = {AMBIENT_SECRET, AMBIENT_TOKEN, HOOK_PATH, leaky_url, HMAC_KEY, *proxy.issued}
+    secrets = {AMBIENT_SECRET, AMBIENT_TOKEN, HOOK_PATH, leaky_url, HMAC_KEY, EXTERNAL_ID, *proxy.issued}
     assert len(proxy.issued) >= 4  # a secret key and a token for each assumed account
     # The failures really happened, and were said:
     assert second.events and second.pending_alerts > 0
