@@ -22,24 +22,28 @@ LOCK = Path(__file__).resolve().parents[1] / "requirements" / "ci.lock"
 
 
 def _pip_audit() -> list[dict]:
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip_audit",
-            "-r",
-            str(LOCK),
-            "--no-deps",
-            "--disable-pip",
-            "--format",
-            "json",
-            "--progress-spinner",
-            "off",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    try:
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip_audit",
+                "-r",
+                str(LOCK),
+                "--no-deps",
+                "--disable-pip",
+                "--format",
+                "json",
+                "--progress-spinner",
+                "off",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    except subprocess.TimeoutExpired:
+        print("pip-audit did not finish in 5 minutes")
+        return [{"name": n, "version": v, "skip_reason": "pip-audit timed out"} for n, v in _pins().items()]
     try:
         return list(json.loads(done.stdout)["dependencies"])
     except (ValueError, KeyError):
