@@ -16,7 +16,7 @@ import random
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 
 import aiohttp
 import structlog
@@ -29,15 +29,6 @@ from kmsaudit.store import Store
 log = structlog.get_logger("kmsaudit.alert")
 MAX_BACKOFF_SECONDS = 3600.0
 SEND_TIMEOUT_SECONDS = 10.0
-
-
-class Sink(Protocol):
-    name: str
-    min_severity: str
-
-    def wants(self, event: DriftEvent) -> bool: ...
-
-    async def send(self, session: aiohttp.ClientSession, event: dict[str, Any]) -> None: ...
 
 
 def _summary(event: dict[str, Any]) -> str:
@@ -98,6 +89,11 @@ class SlackSink(HttpSink):
 class AlertmanagerSink(HttpSink):
     """Alertmanager's v2 API: labels for routing (no ARNs: they would split every group)."""
 
+    def __init__(self, settings: AlertSinkSettings) -> None:
+        super().__init__(settings)
+        if not self._url.rstrip("/").endswith("/api/v2/alerts"):  # the URL may name the server only
+            self._url = self._url.rstrip("/") + "/api/v2/alerts"
+
     def body(self, event: dict[str, Any]) -> Any:
         start = datetime.fromtimestamp(float(event.get("detected_at") or time.time()), UTC)
         return [
@@ -119,11 +115,6 @@ class AlertmanagerSink(HttpSink):
                 "startsAt": start.isoformat(),
             }
         ]
-
-    async def send(self, session: aiohttp.ClientSession, event: dict[str, Any]) -> None:
-        if not self._url.rstrip("/").endswith("/api/v2/alerts"):
-            self._url = self._url.rstrip("/") + "/api/v2/alerts"
-        await super().send(session, event)
 
 
 _TYPES: dict[str, type[HttpSink]] = {"webhook": HttpSink, "slack": SlackSink, "alertmanager": AlertmanagerSink}

@@ -7,7 +7,7 @@ import contextlib
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from kmsaudit import __version__
@@ -142,8 +142,6 @@ def _store(args: argparse.Namespace) -> Store:
 
 
 def _findings(args: argparse.Namespace) -> int:
-    from kmsaudit.model import Finding
-
     rows = _store(args).findings(args.snapshot)
     findings = [Finding.from_dict(row) for row in rows]
     write_findings(findings, args.format, sys.stdout, colour=sys.stdout.isatty())
@@ -238,12 +236,7 @@ def _scan(args: argparse.Namespace) -> int:
         recorded = asyncio.run(scan_and_record(config, sinks, metrics=metrics, progress=progress))
     finally:
         progress.close()
-    result, events, snapshot_id, pending = (
-        recorded.result,
-        recorded.events,
-        recorded.snapshot_id,
-        recorded.pending_alerts,
-    )
+    result, events = recorded.result, recorded.events
     _export_metrics(metrics, args.metrics_textfile, args.pushgateway)
     write_findings(result.findings, args.format, sys.stdout, colour=sys.stdout.isatty())
     if args.format == "table" and events:
@@ -253,19 +246,20 @@ def _scan(args: argparse.Namespace) -> int:
         print(f"kmsaudit: scope {scope.account}/{scope.region} failed: {scope.error}", file=sys.stderr)
     for account, reason in sorted(result.iam_failures.items()):
         print(f"kmsaudit: IAM of {account} could not be read (no effective findings for it): {reason}", file=sys.stderr)
-    if pending:
-        print(f"kmsaudit: {pending} alerts wait for their sink; they are retried at the next scan", file=sys.stderr)
+    if recorded.pending_alerts:
+        print(
+            f"kmsaudit: {recorded.pending_alerts} alerts wait for their sink; they are retried at the next scan",
+            file=sys.stderr,
+        )
     if args.format == "table":
         ok = len(result.scopes) - len(result.failed_scopes)
         print(
             f"{result.keys} keys in {ok}/{len(result.scopes)} scopes, {result.requests} AWS requests "
             f"({result.throttled} throttled), {result.finished_at - result.started_at:.1f} s; "
-            f"snapshot {snapshot_id} in {config.store.path}"
+            f"snapshot {recorded.snapshot_id} in {config.store.path}"
         )
-    drift_hit = args.fail_on is not None and any(
-        e.kind != "scope-failed" and severity_rank(e.severity) >= severity_rank(args.fail_on) for e in events
-    )
-    if _fail_on(result.findings, args.fail_on) or drift_hit:
+    changes = [e.severity for e in events if e.kind != "scope-failed"]  # failures exit 4, below
+    if _fail_on([f.severity for f in result.findings] + changes, args.fail_on):
         return EXIT_FINDINGS
     if result.failed_scopes or result.iam_failures:
         return EXIT_SCOPES_FAILED
@@ -300,8 +294,9 @@ def _without_credentials(url: str) -> str:
         return "(the URL given)"
 
 
-def _fail_on(findings: Sequence[Finding], threshold: str | None) -> bool:
-    return threshold is not None and any(severity_rank(f.severity) >= severity_rank(threshold) for f in findings)
+def _fail_on(severities: Iterable[str], threshold: str | None) -> bool:
+    """`--fail-on`: something (a finding, a drift event) at or above the threshold."""
+    return threshold is not None and any(severity_rank(s) >= severity_rank(threshold) for s in severities)
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -317,7 +312,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     if args.format == "table" and evaluation.lints:
         print(f"{len(evaluation.lints)} lints (see them with --lints):")
         write_lints(evaluation.lints, "table", sys.stdout)
-    return EXIT_FINDINGS if _fail_on(evaluation.findings, args.fail_on) else EXIT_OK
+    return EXIT_FINDINGS if _fail_on((f.severity for f in evaluation.findings), args.fail_on) else EXIT_OK
 
 
 def main(argv: Sequence[str] | None = None) -> int:

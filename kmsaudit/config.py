@@ -231,7 +231,7 @@ def _location(loc: tuple[object, ...], data: object) -> str:
     return out or "(top level)"
 
 
-def _one_line(text: str, limit: int = 200) -> str:
+def _one_line(text: str, limit: int) -> str:
     """Control characters escaped, newlines included, and the length capped: one clear line."""
     text = "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
     return text if len(text) <= limit else text[: limit - 1] + "…"
@@ -264,9 +264,9 @@ def load_config(path: str | Path) -> Config:
         raise _error(path, "values nested too deeply") from None
     except ValidationError as exc:
         first = exc.errors()[0]
-        where = _one_line(_location(tuple(first["loc"]), data), 80)
+        where = _location(tuple(first["loc"]), data)
         message = str(first["msg"]).removeprefix("Value error, ")
         if first["type"] == "extra_forbidden":
             message = "unknown key"
         more = f" (and {exc.error_count() - 1} more problems)" if exc.error_count() > 1 else ""
-        raise _error(path, f"{where}: {_one_line(message)}{more}") from None
+        raise _error(path, f"{where}: {message}{more}") from None

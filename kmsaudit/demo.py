@@ -15,7 +15,7 @@ import threading
 from pathlib import Path
 from typing import Any, TextIO
 
-from kmsaudit.emulator import V, client, create_key, key_policy, start_emulator
+from kmsaudit.emulator import client, create_key, create_role, key_policy, start_emulator
 
 PARTNER, NEWCOMER, VENDOR = "555566667777", "666677778888", "777788889999"
 REGIONS = ("us-east-1", "eu-west-1", "ap-southeast-2")
@@ -151,39 +151,15 @@ def seed() -> dict[str, Any]:
     )
 
     iam = client("iam", analytics)
-    trust = json.dumps({"Version": V, "Statement": []})
-    for role in ("Reader", "DataSci", "Batch", "Admin"):
-        iam.create_role(RoleName=role, AssumeRolePolicyDocument=trust)
-    iam.put_role_policy(
-        RoleName="Reader",
-        PolicyName="read-prod-keys",
-        PolicyDocument=json.dumps(
-            {
-                "Version": V,
-                "Statement": [
-                    {
-                        "Effect": "Allow",
-                        "Action": ["kms:Decrypt", "kms:DescribeKey"],
-                        "Resource": f"arn:aws:kms:*:{prod}:key/*",
-                    }
-                ],
-            }
-        ),
+    create_role(
+        iam,
+        "Reader",
+        {"Effect": "Allow", "Action": ["kms:Decrypt", "kms:DescribeKey"], "Resource": f"arn:aws:kms:*:{prod}:key/*"},
+        policy_name="read-prod-keys",
     )
-    iam.put_role_policy(
-        RoleName="DataSci",
-        PolicyName="s3",
-        PolicyDocument=json.dumps(
-            {"Version": V, "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}
-        ),
-    )
-    iam.put_role_policy(
-        RoleName="Admin",
-        PolicyName="all-kms",
-        PolicyDocument=json.dumps(
-            {"Version": V, "Statement": [{"Effect": "Allow", "Action": "kms:*", "Resource": "*"}]}
-        ),
-    )
+    create_role(iam, "DataSci", {"Effect": "Allow", "Action": "s3:*", "Resource": "*"}, policy_name="s3")
+    create_role(iam, "Batch")
+    create_role(iam, "Admin", {"Effect": "Allow", "Action": "kms:*", "Resource": "*"}, policy_name="all-kms")
     return {"org_id": org_id, "accounts": accounts, "keys": keys, "created": created[0]}
 
 

@@ -44,6 +44,18 @@ def client(service: str, account: str | None = None, region: str = "us-east-1", 
     )
 
 
+def document(*statements: dict[str, Any]) -> str:
+    """A policy document's JSON text."""
+    return json.dumps({"Version": V, "Statement": list(statements)})
+
+
+def create_role(iam: Any, name: str, *statements: dict[str, Any], policy_name: str = "inline") -> None:
+    """An IAM role (trusting nobody) with `statements`, if any, as one inline policy."""
+    iam.create_role(RoleName=name, AssumeRolePolicyDocument=document())
+    if statements:
+        iam.put_role_policy(RoleName=name, PolicyName=policy_name, PolicyDocument=document(*statements))
+
+
 def key_policy(account: str, *statements: dict[str, Any]) -> str:
     """AWS's default first statement (the account's IAM decides) followed by `statements`."""
     enable = {
@@ -53,7 +65,7 @@ def key_policy(account: str, *statements: dict[str, Any]) -> str:
         "Action": "kms:*",
         "Resource": "*",
     }
-    return json.dumps({"Version": V, "Statement": [enable, *statements]})
+    return document(enable, *statements)
 
 
 def create_key(

@@ -6,6 +6,7 @@ Each process keeps its own registry so tests and the daemon never share state.
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -75,10 +76,7 @@ class Metrics:
         for account in result.iam_failures:
             self.scope_failures.labels(account, "global", "iam").inc()
         self.findings.clear()
-        counts: dict[tuple[str, str, str], int] = {}
-        for f in result.findings:
-            slot = (f.access, f.zone, f.severity)
-            counts[slot] = counts.get(slot, 0) + 1
+        counts = collections.Counter((f.access, f.zone, f.severity) for f in result.findings)
         for (access, zone, severity), n in counts.items():
             self.findings.labels(access, zone, severity).set(n)
         for event in events:

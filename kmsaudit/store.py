@@ -153,7 +153,6 @@ class Store:
                 MIGRATIONS[target](self.db)
                 self.db.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", [str(target)])
 
-    # -- writing ---------------------------------------------------------------------------
     def _owner_only(self) -> None:
         """A database (or its WAL) left readable by others is closed up: it holds every key
         policy of the estate. SQLite gives the WAL and shared-memory files the database's mode."""
@@ -166,6 +165,7 @@ class Store:
                 os.chmod(path, 0o600)
                 log.warning("store.permissions_tightened", path=str(path), mode=oct(info.st_mode & 0o777))
 
+    # -- writing ---------------------------------------------------------------------------
     def last_good_state(self, account: str, region: str) -> ScopeState | None:
         row = self.db.execute(
             "SELECT states.body FROM scopes JOIN states ON states.digest = scopes.state "
@@ -183,7 +183,7 @@ class Store:
         """Store the snapshot and its drift in one transaction; returns (snapshot id, drift).
 
         Plain statements inside one `with conn:`: sqlite-utils' insert() commits on its own,
-        which would let a crash leave half a snapshot (tests/test_store.py kills a writer to see).
+        which would let a crash leave half a snapshot (tests/faults/test_crash.py kills a writer to see).
         """
         now = detected_at if detected_at is not None else time.time()
         by_scope: dict[tuple[str, str], list[dict[str, Any]]] = {}

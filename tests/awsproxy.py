@@ -34,7 +34,7 @@ _SCOPE = re.compile(r"Credential=([^/]+)/\d+/([^/]+)/([^/]+)/")
 _HOP = {"host", "content-length", "transfer-encoding", "connection", "content-encoding", "keep-alive"}
 
 
-def _json_error(status: int, code: str, message: str) -> web.Response:
+def json_error(status: int, code: str, message: str) -> web.Response:
     return web.Response(
         status=status,
         body=json.dumps({"__type": code, "message": message}).encode(),
@@ -42,9 +42,9 @@ def _json_error(status: int, code: str, message: str) -> web.Response:
     )
 
 
-def _xml_error(status: int, code: str, message: str) -> web.Response:
+def query_error(status: int, code: str, message: str) -> web.Response:
     body = (
-        f'<ErrorResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><Error><Type>Sender</Type>'
+        f"<ErrorResponse><Error><Type>Sender</Type>"
         f"<Code>{code}</Code><Message>{message}</Message></Error><RequestId>x</RequestId></ErrorResponse>"
     )
     return web.Response(status=status, body=body.encode(), content_type="text/xml")
@@ -145,16 +145,16 @@ class AwsProxy:
         if self._over_quota(key_id, region, operation):
             self.throttled += 1
             self.throttled_by_operation[operation] = self.throttled_by_operation.get(operation, 0) + 1
-            return _json_error(400, "ThrottlingException", "Rate exceeded")
+            return json_error(400, "ThrottlingException", "Rate exceeded")
         self.operations.append((service, operation))
         if operation == "AssumeRole" and any(f"::{a}:" in params.get("RoleArn", "") for a in self.deny_assume):
-            return _xml_error(403, "AccessDenied", "not authorized to perform sts:AssumeRole")
+            return query_error(403, "AccessDenied", "not authorized to perform sts:AssumeRole")
         if operation in PER_KEY:
             key = str(params.get("KeyId", "")).rsplit("/", 1)[-1]
             if key in self.vanish:
-                return _json_error(400, "NotFoundException", f"Key '{key}' does not exist")
+                return json_error(400, "NotFoundException", f"Key '{key}' does not exist")
             if operation in ("GetKeyPolicy", "DescribeKey") and key in self.deny_key_policy:
-                return _json_error(400, "AccessDeniedException", f"not authorized to perform kms:{operation}")
+                return json_error(400, "AccessDeniedException", f"not authorized to perform kms:{operation}")
         if self.page_size and operation in KMS_PAGED:
             return await self._kms_page(request, params, operation)
         if self.page_size and operation == "GetAccountAuthorizationDetails":

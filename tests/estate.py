@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from kmsaudit.emulator import V, client, create_key, key_policy
+from kmsaudit.emulator import client, create_key, create_role, document, key_policy
 
 A, B, C, D = "111111111111", "222222222222", "333333333333", "444444444444"
 REGIONS = ("us-east-1", "eu-west-1")
@@ -145,53 +145,29 @@ def estate(aws: str) -> Estate:
     )
 
     iam_b = client("iam", B)
-    trust = json.dumps({"Version": V, "Statement": []})
-    for name in ("Reader", "NoPerm", "Bounded"):
-        iam_b.create_role(RoleName=name, AssumeRolePolicyDocument=trust)
-    iam_b.put_role_policy(
-        RoleName="Reader",
-        PolicyName="use-keys",
-        PolicyDocument=json.dumps(
-            {
-                "Version": V,
-                "Statement": [
-                    {
-                        "Effect": "Allow",
-                        "Action": ["kms:Decrypt", "kms:Encrypt"],
-                        "Resource": [e.keys["shared"], e.keys["narrowed"]],
-                    }
-                ],
-            }
-        ),
+    create_role(
+        iam_b,
+        "Reader",
+        {
+            "Effect": "Allow",
+            "Action": ["kms:Decrypt", "kms:Encrypt"],
+            "Resource": [e.keys["shared"], e.keys["narrowed"]],
+        },
+        policy_name="use-keys",
     )
-    iam_b.put_role_policy(
-        RoleName="NoPerm",
-        PolicyName="s3",
-        PolicyDocument=json.dumps(
-            {"Version": V, "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}
-        ),
-    )
+    create_role(iam_b, "NoPerm", {"Effect": "Allow", "Action": "s3:*", "Resource": "*"}, policy_name="s3")
+    create_role(iam_b, "Bounded")
     managed = iam_b.create_policy(
-        PolicyName="KmsAll",
-        PolicyDocument=json.dumps(
-            {"Version": V, "Statement": [{"Effect": "Allow", "Action": "kms:ListKeys", "Resource": "*"}]}
-        ),
+        PolicyName="KmsAll", PolicyDocument=document({"Effect": "Allow", "Action": "kms:ListKeys", "Resource": "*"})
     )["Policy"]["Arn"]
     iam_b.create_policy_version(
         PolicyArn=managed,
         SetAsDefault=True,
-        PolicyDocument=json.dumps(
-            {
-                "Version": V,
-                "Statement": [{"Effect": "Allow", "Action": "kms:*", "Resource": f"arn:aws:kms:*:{A}:key/*"}],
-            }
-        ),
+        PolicyDocument=document({"Effect": "Allow", "Action": "kms:*", "Resource": f"arn:aws:kms:*:{A}:key/*"}),
     )
     boundary = iam_b.create_policy(
         PolicyName="OnlyDecrypt",
-        PolicyDocument=json.dumps(
-            {"Version": V, "Statement": [{"Effect": "Allow", "Action": "kms:Decrypt", "Resource": "*"}]}
-        ),
+        PolicyDocument=document({"Effect": "Allow", "Action": "kms:Decrypt", "Resource": "*"}),
     )["Policy"]["Arn"]
     iam_b.attach_role_policy(RoleName="Bounded", PolicyArn=managed)
     iam_b.put_role_permissions_boundary(RoleName="Bounded", PermissionsBoundary=boundary)
@@ -199,23 +175,13 @@ def estate(aws: str) -> Estate:
     iam_b.put_group_policy(
         GroupName="Crypto",
         PolicyName="encrypt",
-        PolicyDocument=json.dumps(
-            {"Version": V, "Statement": [{"Effect": "Allow", "Action": "kms:Encrypt", "Resource": "*"}]}
-        ),
+        PolicyDocument=document({"Effect": "Allow", "Action": "kms:Encrypt", "Resource": "*"}),
     )
     iam_b.create_user(UserName="Alice")
     iam_b.add_user_to_group(GroupName="Crypto", UserName="Alice")
 
-    iam_a = client("iam", A)
-    iam_a.create_role(RoleName="Auditor", AssumeRolePolicyDocument=trust)
-    iam_a.put_role_policy(
-        RoleName="Auditor",
-        PolicyName="all",
-        PolicyDocument=json.dumps(
-            {"Version": V, "Statement": [{"Effect": "Allow", "Action": "kms:*", "Resource": "*"}]}
-        ),
-    )
-    client("iam", C).create_role(RoleName="Batch", AssumeRolePolicyDocument=trust)
+    create_role(client("iam", A), "Auditor", {"Effect": "Allow", "Action": "kms:*", "Resource": "*"}, policy_name="all")
+    create_role(client("iam", C), "Batch")
     return e
 
 

@@ -6,7 +6,6 @@ import asyncio
 import hashlib
 import hmac
 import json
-import socket
 import subprocess
 import sys
 from collections import Counter
@@ -15,7 +14,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from receiver import LocalReceiver
+from loopback import LocalReceiver, free_port
 from structlog.testing import capture_logs
 
 from kmsaudit.alert import build_sinks, deliver
@@ -35,12 +34,6 @@ class Receiver(LocalReceiver):
     async def _handle(self, request: web.Request) -> web.Response:
         self.received.append((request.path, dict(request.headers), await request.read()))
         return web.Response(status=200)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 PHASE_ONE = r"""

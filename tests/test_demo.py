@@ -8,9 +8,9 @@ import re
 import signal
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
+
+from loopback import get_until
 
 
 def _serve_until_scraped(proc: subprocess.Popen[str]) -> str:
@@ -24,17 +24,8 @@ def _serve_until_scraped(proc: subprocess.Popen[str]) -> str:
             break
     else:
         raise AssertionError("the demo never started serving:\n" + "".join(lines[-20:]))
-    deadline = time.monotonic() + 120
-    metrics = ""
-    while "kmsaudit_findings{" not in metrics:
-        assert time.monotonic() < deadline, "the daemon never exported its findings"
-        try:
-            with urllib.request.urlopen("http://127.0.0.1:9465/metrics", timeout=5) as answer:
-                metrics = answer.read().decode()
-        except OSError:
-            time.sleep(0.2)
-            continue
-        time.sleep(0.2)
+    _, metrics = get_until("http://127.0.0.1:9465/metrics", lambda status, body: "kmsaudit_findings{" in body)
+    assert "kmsaudit_findings{" in metrics, "the daemon never exported its findings"
     assert re.search(r'^kmsaudit_keys\{account="\d{12}",region="eu-west-1"\} \d', metrics, re.M)
     proc.send_signal(signal.SIGTERM)
     rest, _ = proc.communicate(timeout=60)

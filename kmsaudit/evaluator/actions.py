@@ -124,10 +124,10 @@ def pattern_mask(pattern: str) -> int:
         return 0
     if not wildcard(service, ignore_case=True).fullmatch("kms"):
         return 0
-    regex = wildcard(name, ignore_case=True)
+    matcher = wildcard(name, ignore_case=True)
     mask = 0
     for i, action in enumerate(KMS_ACTIONS):
-        if regex.fullmatch(action):
+        if matcher.fullmatch(action):
             mask |= 1 << i
     return mask
 

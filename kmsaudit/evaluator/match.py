@@ -21,19 +21,18 @@ class Wildcard:
     one, which is correct for globs and costs O(len(pattern) × len(value)) at worst.
     """
 
-    __slots__ = ("head", "ignore_case", "middle", "min_length", "starred", "tail")
+    __slots__ = ("head", "middle", "min_length", "starred", "tail")
 
     def __init__(self, pattern: str, ignore_case: bool = False) -> None:
         flags = re.DOTALL | (re.IGNORECASE if ignore_case else 0)
         segments = pattern.split("*")
-        self.ignore_case = ignore_case
         self.starred = len(segments) > 1
         compiled = [
             (len(seg), re.compile("".join("." if ch == "?" else re.escape(ch) for ch in seg), flags))
             for seg in segments
         ]
         self.head = compiled[0]
-        self.tail = compiled[-1] if self.starred else (0, re.compile("", flags))
+        self.tail = compiled[-1]  # the head itself when there is no `*` (fullmatch then uses the head only)
         self.middle = tuple(c for c in compiled[1:-1] if c[0])
         self.min_length = sum(n for n, _ in compiled)
 

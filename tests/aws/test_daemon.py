@@ -7,50 +7,18 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from estate import Estate, config_text
+from loopback import free_port, get_until, http_get
 from prometheus_client.parser import text_string_to_metric_families
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
-
-
-def _get_until(url: str, done: Callable[[int, str], bool], attempts: int = 300) -> tuple[int, str]:
-    """Poll (bounded) until `done`; returns the last answer. Not a timing assertion."""
-    answer = (0, "")
-    for _ in range(attempts):
-        try:
-            answer = _get(url)
-            if done(*answer):
-                break
-        except OSError:
-            pass
-        time.sleep(0.2)
-    return answer
-
-
 def _start_daemon(tmp_path: Path, aws: str) -> tuple[subprocess.Popen[str], str]:
-    port = _free_port()
+    port = free_port()
     config = tmp_path / "k.toml"
     config.write_text(
         config_text(store=str(tmp_path / "k.db")).replace('interval = "15m"', 'interval = "2s"')
@@ -69,9 +37,9 @@ def _start_daemon(tmp_path: Path, aws: str) -> tuple[subprocess.Popen[str], str]
 def test_daemon_scans_serves_metrics_and_stops_on_sigterm(tmp_path: Path, estate: Estate, aws: str) -> None:
     proc, base = _start_daemon(tmp_path, aws)
     try:
-        assert _get_until(f"{base}/readyz", lambda s, _: s == 200)[0] == 200  # after the first scan
-        assert _get(f"{base}/healthz") == (200, "ok\n")
-        status, text = _get(f"{base}/metrics")
+        assert get_until(f"{base}/readyz", lambda s, _: s == 200)[0] == 200  # after the first scan
+        assert http_get(f"{base}/healthz") == (200, "ok\n")
+        status, text = http_get(f"{base}/metrics")
         assert status == 200
         samples = {
             (s.name, tuple(sorted(s.labels.items()))): s.value
@@ -98,7 +66,7 @@ def test_daemon_scans_serves_metrics_and_stops_on_sigterm(tmp_path: Path, estate
 @pytest.mark.skipif(shutil.which("prometheus") is None, reason="Debian's prometheus is not installed")
 def test_a_real_prometheus_scrapes_the_daemon(tmp_path: Path, estate: Estate, aws: str) -> None:
     proc, base = _start_daemon(tmp_path, aws)
-    prom_port = _free_port()
+    prom_port = free_port()
     target = base.removeprefix("http://")
     (tmp_path / "prometheus.yml").write_text(
         "global: {scrape_interval: 1s}\n"
@@ -116,7 +84,7 @@ def test_a_real_prometheus_scrapes_the_daemon(tmp_path: Path, estate: Estate, aw
     )
     try:
         query = f"http://127.0.0.1:{prom_port}/api/v1/query?query=kmsaudit_findings"
-        _, body = _get_until(query, lambda s, b: s == 200 and '"result":[{' in b.replace(" ", ""))
+        _, body = get_until(query, lambda s, b: s == 200 and '"result":[{' in b.replace(" ", ""))
         result = json.loads(body)["data"]["result"]
         assert {r["metric"]["access"] for r in result} >= {"public", "potential", "effective"}
         assert all(r["metric"]["job"] == "kmsaudit" for r in result)

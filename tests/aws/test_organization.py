@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import boto3
 
 from kmsaudit.config import load_config
-from kmsaudit.emulator import V, client, create_key, key_policy
+from kmsaudit.emulator import client, create_key, create_role, document, key_policy
 from kmsaudit.scan import run_scan
 
 MANAGEMENT = "123456789012"  # moto's account for the ambient credentials
@@ -26,7 +25,7 @@ async def test_organization_accounts_scps_and_perimeter(tmp_path: Path, aws: str
         Name="NoDecrypt",
         Description="d",
         Type="SERVICE_CONTROL_POLICY",
-        Content=json.dumps({"Version": V, "Statement": [{"Effect": "Deny", "Action": "kms:Decrypt", "Resource": "*"}]}),
+        Content=document({"Effect": "Deny", "Action": "kms:Decrypt", "Resource": "*"}),
     )
     orgs.attach_policy(PolicyId=scp["Policy"]["PolicySummary"]["Id"], TargetId=prod)
 
@@ -53,14 +52,7 @@ async def test_organization_accounts_scps_and_perimeter(tmp_path: Path, aws: str
         ),
     )
     iam = client("iam", user)
-    iam.create_role(RoleName="App", AssumeRolePolicyDocument=json.dumps({"Version": V, "Statement": []}))
-    iam.put_role_policy(
-        RoleName="App",
-        PolicyName="kms",
-        PolicyDocument=json.dumps(
-            {"Version": V, "Statement": [{"Effect": "Allow", "Action": "kms:*", "Resource": "*"}]}
-        ),
-    )
+    create_role(iam, "App", {"Effect": "Allow", "Action": "kms:*", "Resource": "*"}, policy_name="kms")
 
     path = tmp_path / "org.toml"
     path.write_text('[scan]\nregions = ["us-east-1"]\n[organization]\nrole_name = "KmsAuditReadOnly"\n')

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import random
 import re
 from collections import Counter
@@ -32,13 +31,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
-from awsproxy import AwsProxy
+from awsproxy import AwsProxy, json_error, query_error
 
 KINDS = ("throttle", "500", "503", "reset", "slow", "truncated")
 
 # (service, operation, account of the caller's assumed role or "", region, params) -> bool
 Match = Callable[[str, str, str, str, dict[str, Any]], bool]
-_ACCESS_KEY = re.compile(rb"<AccessKeyId>([^<]+)</AccessKeyId>")
+_CREDENTIAL = re.compile(rb"<(AccessKeyId|SecretAccessKey|SessionToken)>([^<]+)</")
 
 
 @dataclass
@@ -59,22 +58,6 @@ class Plan:
     seed: int = 7
 
 
-def _query_error(status: int, code: str, message: str) -> web.Response:
-    body = (
-        "<ErrorResponse><Error><Type>Receiver</Type>"
-        f"<Code>{code}</Code><Message>{message}</Message></Error><RequestId>f</RequestId></ErrorResponse>"
-    )
-    return web.Response(status=status, body=body.encode(), content_type="text/xml")
-
-
-def _json_error(status: int, code: str, message: str) -> web.Response:
-    return web.Response(
-        status=status,
-        body=json.dumps({"__type": code, "message": message}).encode(),
-        content_type="application/x-amz-json-1.1",
-    )
-
-
 class FaultProxy(AwsProxy):
     def __init__(self, upstream: str, plan: Plan, **kwargs: Any) -> None:
         super().__init__(upstream, **kwargs)
@@ -84,6 +67,7 @@ class FaultProxy(AwsProxy):
         self.injected: Counter[str] = Counter()
         self.requests = 0
         self.account_of: dict[str, str] = {}  # access key id of an assumed role -> its account
+        self.secrets_issued: set[str] = set()  # secret keys and session tokens AssumeRole handed out
 
     def _draw(self, fingerprint: str) -> str | None:
         if self.streak[fingerprint] >= self.plan.max_consecutive:
@@ -108,11 +92,7 @@ class FaultProxy(AwsProxy):
                 kind = rule.kind
                 break
         if kind is None:
-            fingerprint = hashlib.sha256(
-                request.headers.get("Authorization", "").split("Credential=")[-1].split("/")[0].encode()
-                + request.path_qs.encode()
-                + body
-            ).hexdigest()
+            fingerprint = hashlib.sha256(access_key.encode() + request.path_qs.encode() + body).hexdigest()
             kind = self._draw(fingerprint)
             if kind is None:
                 self.streak.pop(fingerprint, None)
@@ -121,15 +101,17 @@ class FaultProxy(AwsProxy):
         if kind is None:
             response = await super()._handle(request)  # AwsProxy reads the body from aiohttp's cache
             if operation == "AssumeRole" and isinstance(response, web.Response) and isinstance(response.body, bytes):
-                found = _ACCESS_KEY.search(response.body)
-                if found:
-                    self.account_of[found.group(1).decode()] = str(params.get("RoleArn", "")).split(":")[4]
+                for name, value in _CREDENTIAL.findall(response.body):
+                    if name == b"AccessKeyId":
+                        self.account_of[value.decode()] = str(params.get("RoleArn", "")).split(":")[4]
+                    else:
+                        self.secrets_issued.add(value.decode())
             return response
         self.injected[kind] += 1
         return await self._fault(kind, request, json_protocol=bool(request.headers.get("X-Amz-Target")))
 
     async def _fault(self, kind: str, request: web.Request, *, json_protocol: bool) -> web.StreamResponse:
-        error = _json_error if json_protocol else _query_error
+        error = json_error if json_protocol else query_error
         if kind == "throttle":
             return error(400, "ThrottlingException" if json_protocol else "Throttling", "Rate exceeded")
         if kind == "500":

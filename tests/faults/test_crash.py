@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -20,27 +19,22 @@ import pytest
 from aiohttp import web
 from awsproxy import AwsProxy
 from estate import Estate, config_text
-from receiver import LocalReceiver
+from loopback import LocalReceiver, wait_for
+from test_store import scan
 
+from kmsaudit.alert import build_sinks, router
+from kmsaudit.config import AlertSinkSettings
 from kmsaudit.store import Store
 
 TESTS = str(Path(__file__).resolve().parents[1])
 
 
 def _integrity(path: Path) -> str:
-    db = sqlite3.connect(path)
+    store = Store(path)  # what the restarted process sees
     try:
-        return str(db.execute("PRAGMA integrity_check").fetchone()[0])
+        return store.integrity()
     finally:
-        db.close()
-
-
-def _wait_for(condition: Any, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out waiting for the crash point")
-        time.sleep(0.01)
+        store.close()
 
 
 def _kmsaudit(*args: str, endpoint: str) -> subprocess.Popen[str]:
@@ -70,7 +64,7 @@ def test_sigkill_during_collection_keeps_the_last_complete_snapshot(
     endpoint = proxy.start()
     try:
         victim = _kmsaudit("scan", "--config", str(config), endpoint=endpoint)
-        _wait_for(lambda: any(op == operation for _, op in proxy.operations))
+        wait_for(lambda: any(op == operation for _, op in proxy.operations))
         victim.send_signal(signal.SIGKILL)
         victim.wait(30)
     finally:
@@ -157,12 +151,6 @@ print(asyncio.run(deliver(Store(sys.argv[1]), sinks, now=float("inf"))), flush=T
 def test_sigkill_during_alert_delivery_loses_nothing_and_acknowledges_nothing_twice(
     ack_first: int, tmp_path: Path, report: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    sys.path.insert(0, TESTS)
-    from test_store import scan
-
-    from kmsaudit.alert import build_sinks, router
-    from kmsaudit.config import AlertSinkSettings
-
     db = tmp_path / "k.db"
     receiver = HoldingReceiver(ack_first)
     monkeypatch.setenv("KMSAUDIT_TEST_HOOK", f"http://127.0.0.1:{receiver.start()}/hook")
@@ -179,7 +167,7 @@ def test_sigkill_during_alert_delivery_loses_nothing_and_acknowledges_nothing_tw
         store.close()
 
         sender = subprocess.Popen([sys.executable, "-c", SENDER, str(db)], env=env, stdout=subprocess.PIPE, text=True)
-        _wait_for(lambda: bool(receiver.held))
+        wait_for(lambda: bool(receiver.held))
         sender.send_signal(signal.SIGKILL)  # one delivery in flight, unanswered
         sender.wait(30)
         assert len(receiver.acked) == ack_first

@@ -14,8 +14,6 @@ import sqlite3
 import stat
 import subprocess
 import sys
-import time
-import urllib.request
 import zlib
 from pathlib import Path
 from typing import Any
@@ -24,9 +22,10 @@ import pytest
 from aiohttp import web
 from estate import A, C, Estate, client, config_text, key_policy
 from faultproxy import FaultProxy, Plan, Rule
+from loopback import LocalReceiver, http_get, wait_for
 from prometheus_client import generate_latest
-from receiver import LocalReceiver
 from structlog.testing import capture_logs
+from test_store import scan
 
 from kmsaudit.alert import build_sinks
 from kmsaudit.config import load_config
@@ -40,21 +39,6 @@ AMBIENT_TOKEN = "IQoJb3JpZ2luX2VjEambientSESSIONtokenFwoGZXIvYXdzEP"
 HOOK_PATH = "services/T0SECRET1/B0SECRET2/xoxbSecretPathToken"
 HMAC_KEY = "hmac-key-that-must-stay-secret"
 EXTERNAL_ID = "external-id-shared-with-the-audited-accounts"
-_CREDENTIALS = re.compile(rb"<(SecretAccessKey|SessionToken)>([^<]+)</")
-
-
-class EchoingProxy(FaultProxy):
-    """Records the assumed-role credentials moto hands out, to look for them afterwards."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.issued: set[str] = set()
-
-    async def _handle(self, request: web.Request) -> web.StreamResponse:
-        response = await super()._handle(request)
-        if isinstance(response, web.Response) and isinstance(response.body, bytes):
-            self.issued.update(m.group(2).decode() for m in _CREDENTIALS.finditer(response.body))
-        return response
 
 
 class LeakyReceiver(LocalReceiver):
@@ -119,7 +103,7 @@ async def test_no_secret_reaches_logs_errors_metrics_or_the_database(
             Rule("reset", lambda s, op, acct, reg, p: op == "ListAliases" and reg == "eu-west-1"),
         ],
     )
-    proxy = EchoingProxy(aws, plan)
+    proxy = FaultProxy(aws, plan)
     monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.start())
     path = tmp_path / "k.toml"
     db = tmp_path / "k.db"
@@ -145,8 +129,8 @@ async def test_no_secret_reaches_logs_errors_metrics_or_the_database(
         proxy.stop()
         receiver.stop()
 
-    secrets = {AMBIENT_SECRET, AMBIENT_TOKEN, HOOK_PATH, leaky_url, HMAC_KEY, EXTERNAL_ID, *proxy.issued}
-    assert len(proxy.issued) >= 4  # a secret key and a token for each assumed account
+    secrets = {AMBIENT_SECRET, AMBIENT_TOKEN, HOOK_PATH, leaky_url, HMAC_KEY, EXTERNAL_ID, *proxy.secrets_issued}
+    assert len(proxy.secrets_issued) >= 4  # a secret key and a token for each assumed account
     # The failures really happened, and were said:
     assert second.events and second.pending_alerts > 0
     assert {(s.account, s.error_code) for s in second.result.failed_scopes} >= {(C, "aws-error")}
@@ -221,9 +205,6 @@ def _mode(path: Path) -> int:
 
 
 def test_the_database_and_its_outbox_are_readable_by_the_owner_only(tmp_path: Path) -> None:
-    sys.path.insert(0, str(REPO / "tests"))
-    from test_store import scan
-
     old_umask = os.umask(0o022)  # a permissive umask must not matter
     try:
         store = Store(tmp_path / "state" / "k.db")
@@ -272,13 +253,9 @@ def test_the_metrics_endpoint_listens_on_loopback_unless_configured(tmp_path: Pa
         env={**os.environ, "AWS_ENDPOINT_URL": aws},
     )
     try:
-        deadline = time.monotonic() + 60
-        while not _listening(default_port):
-            assert time.monotonic() < deadline and proc.poll() is None, "the daemon never listened"
-            time.sleep(0.05)
+        wait_for(lambda: _listening(default_port) or proc.poll() is not None, what="the daemon to listen")
         assert _listening(default_port) == {"0100007F"}  # 127.0.0.1 only: not 0.0.0.0, not ::
-        with urllib.request.urlopen(f"http://127.0.0.1:{default_port}/healthz", timeout=10) as answer:
-            assert answer.status == 200
+        assert http_get(f"http://127.0.0.1:{default_port}/healthz") == (200, "ok\n")
     finally:
         proc.terminate()
         proc.wait(30)
