@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import Any, NewType
+from typing import Any, NamedTuple, NewType
 
 AccountId = NewType("AccountId", str)
 Arn = NewType("Arn", str)
@@ -95,9 +95,13 @@ class Organization:
     org_paths: dict[str, str] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
-class Finding:
-    """One external principal's access to one key (SPEC §4, a contract)."""
+class Finding(NamedTuple):
+    """One external principal's access to one key (SPEC §4, a contract).
+
+    A named tuple, not a dataclass: a scan makes hundreds of thousands of these, and a tuple
+    is built 5× faster than a frozen dataclass and leaves the garbage collector's lists once
+    its fields are plain values (bench/evaluator.py). Still immutable; compare with `==`.
+    """
 
     key_arn: str
     key_account: str

@@ -30,6 +30,8 @@ class Access:
         return self.sure | self.maybe
 
     def restrict(self, mask: int) -> Access:
+        if not (self.sure | self.maybe) & ~mask:
+            return self  # conditions are always kept to `maybe` already
         maybe = self.maybe & mask
         return Access(self.sure & mask, maybe, _keep(self.conditions, maybe))
 
@@ -44,6 +46,9 @@ class Access:
         sure = self.sure | other.sure
         maybe = (self.maybe | other.maybe) & ~sure
         return Access(sure, maybe, _keep(self.conditions + other.conditions, maybe))
+
+
+NO_ACCESS = Access()
 
 
 def _keep(conditions: Conditions, maybe: int) -> Conditions:
@@ -75,6 +80,9 @@ class Subject:
     arn: str = ""  # concrete: the ARN a statement may name
     role_name: str = ""  # concrete role: for assumed-role session principals
     context: Mapping[str, Value] = field(default_factory=dict)
+    # source -> statement -> verdict, for statements whose verdict depends on the subject alone
+    # (`Statement.subject_only`). Subjects live as long as their AuditScope.
+    memo: dict[str, dict[Statement, Verdict]] = field(default_factory=dict, compare=False, repr=False)
 
 
 def principal_matches(stmt: Statement, subject: Subject) -> tuple[int, Desc | None]:
@@ -104,6 +112,8 @@ def principal_matches(stmt: Statement, subject: Subject) -> tuple[int, Desc | No
 
 
 def resource_matches(stmt: Statement, key_arn: str) -> bool:
+    if stmt.resource_all:
+        return True
     if stmt.resources is None:
         return True
     hit = any(wildcard_match(pattern, key_arn) for pattern in stmt.resources)
@@ -115,6 +125,28 @@ def _describe(stmt: Statement, source: str, clause_desc: Desc) -> Desc:
     if stmt.sid:
         head += (("sid", stmt.sid),)
     return head + clause_desc
+
+
+# A statement's verdict for a subject: None (does not apply), or (applies for sure, the
+# undecided conditions that make it apply only maybe).
+Verdict = tuple[bool, tuple[Desc, ...]] | None
+_SURE: Verdict = (True, ())
+_MISSING: Any = object()
+
+
+def _verdict(stmt: Statement, subject: Subject, ctx: Context, source: str) -> Verdict:
+    matched, extra = principal_matches(stmt, subject)
+    if matched == FALSE:
+        return None
+    state, undecided = (TRUE, ()) if not stmt.conditions else evaluate_block(stmt.conditions, ctx)
+    if state == FALSE:
+        return None
+    if state == TRUE and matched == TRUE:
+        return _SURE
+    descs = [_describe(stmt, source, c.describe()) for c in undecided]
+    if extra is not None:
+        descs.append(_describe(stmt, source, extra))
+    return False, tuple(descs)
 
 
 def evaluate_statements(
@@ -132,20 +164,23 @@ def evaluate_statements(
     allow_sure = allow_maybe = deny_sure = deny_maybe = 0
     allow_conds: list[tuple[int, Desc]] = []
     deny_conds: list[tuple[int, Desc]] = []
+    memo = subject.memo.get(source)
+    if memo is None:
+        memo = subject.memo[source] = {}
     for stmt in statements:
         mask = stmt.action_mask
-        if not mask or (key_arn is not None and not resource_matches(stmt, key_arn)):
+        if not mask or (key_arn is not None and not stmt.resource_all and not resource_matches(stmt, key_arn)):
             continue
-        matched, extra = principal_matches(stmt, subject)
-        if matched == FALSE:
+        if stmt.subject_only:
+            verdict = memo.get(stmt, _MISSING)
+            if verdict is _MISSING:
+                verdict = memo[stmt] = _verdict(stmt, subject, ctx, source)
+        else:
+            verdict = _verdict(stmt, subject, ctx, source)
+        if verdict is None:
             continue
-        state, undecided = (TRUE, ()) if not stmt.conditions else evaluate_block(stmt.conditions, ctx)
-        if state == FALSE:
-            continue
-        descs = [_describe(stmt, source, c.describe()) for c in undecided]
-        if extra is not None:
-            descs.append(_describe(stmt, source, extra))
-        if state == TRUE and matched == TRUE:
+        sure, descs = verdict
+        if sure:
             if stmt.allow:
                 allow_sure |= mask
             else:
@@ -157,8 +192,12 @@ def evaluate_statements(
         else:
             deny_maybe |= mask
             deny_conds.extend((mask, d) for d in descs)
+    if not (allow_sure | allow_maybe):
+        return NO_ACCESS
     sure = allow_sure & ~deny_sure & ~deny_maybe
     maybe = (allow_sure | allow_maybe) & ~deny_sure & ~sure
+    if not maybe:
+        return Access(sure) if sure else NO_ACCESS
     return Access(sure, maybe, _keep(tuple(allow_conds + deny_conds), maybe))
 
 

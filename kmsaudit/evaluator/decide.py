@@ -8,6 +8,7 @@ from typing import Any
 
 from kmsaudit.evaluator.access import (
     Access,
+    Conditions,
     Subject,
     apply_denies,
     evaluate_levels,
@@ -25,6 +26,9 @@ from kmsaudit.model import Evaluation, Finding, KeyRecord, Lint
 
 __all__ = ["AuditScope", "evaluate_key", "evaluate_keys"]
 
+VIA_KEY_POLICY = ("key-policy",)
+VIA_IAM = ("iam-policy", "key-policy")
+VIA_GRANT = ("grant",)
 _NAMED_KINDS = frozenset({"iam", "session", "service", "federated", "canonical"})
 _PRINCIPAL_TYPES = {"user": "User", "role": "AssumedRole", "federated-user": "FederatedUser"}
 
@@ -50,6 +54,13 @@ def _resource_context(key: KeyRecord) -> dict[str, Value]:
 
 def account_subject(account: str, scope: AuditScope, partition: str = "aws") -> Subject:
     """Any principal of `account`: what its administrators could delegate (potential)."""
+    found = scope.subjects.get(("account", account, partition))
+    if found is None:
+        found = scope.subjects[("account", account, partition)] = _account_subject(account, scope, partition)
+    return found
+
+
+def _account_subject(account: str, scope: AuditScope, partition: str) -> Subject:
     context: dict[str, Value] = {
         "aws:principalaccount": (account,),
         "kms:calleraccount": (account,),
@@ -62,6 +73,13 @@ def account_subject(account: str, scope: AuditScope, partition: str = "aws") -> 
 
 def outsider_subject(scope: AuditScope) -> Subject:
     """Any principal of an account nobody named: the test of `"*"` for public access."""
+    found = scope.subjects.get(("outsider", "", ""))
+    if found is None:
+        found = scope.subjects[("outsider", "", "")] = _outsider_subject(scope)
+    return found
+
+
+def _outsider_subject(scope: AuditScope) -> Subject:
     context: dict[str, Value] = {
         "aws:principalaccount": Excluded(None),
         "kms:calleraccount": Excluded(None),
@@ -75,6 +93,13 @@ def outsider_subject(scope: AuditScope) -> Subject:
 
 def named_subject(ref: PrincipalRef, scope: AuditScope) -> Subject:
     """A user, role or session named by ARN in the key policy."""
+    found = scope.subjects.get(("named", ref.kind, ref.value))
+    if found is None:
+        found = scope.subjects[("named", ref.kind, ref.value)] = _named_subject(ref, scope)
+    return found
+
+
+def _named_subject(ref: PrincipalRef, scope: AuditScope) -> Subject:
     if ref.kind in ("service", "federated", "canonical"):
         context: dict[str, Value] = {"aws:principalisawsservice": ("true" if ref.kind == "service" else "false",)}
         if ref.kind == "service":
@@ -101,10 +126,11 @@ def named_subject(ref: PrincipalRef, scope: AuditScope) -> Subject:
 
 
 def concrete_subject(cp: CompiledPrincipal) -> Subject:
-    p = cp.source
-    return Subject(
-        "concrete", p.arn, p.account, arn=p.arn, role_name=p.name if p.kind == "role" else "", context=cp.context
-    )
+    if cp.subject is None:
+        p = cp.source
+        role_name = p.name if p.kind == "role" else ""
+        cp.subject = Subject("concrete", p.arn, p.account, arn=p.arn, role_name=role_name, context=cp.context)
+    return cp.subject
 
 
 class _Collector:
@@ -112,23 +138,27 @@ class _Collector:
 
     def __init__(self, key: KeyRecord, scope: AuditScope) -> None:
         self.key, self.scope = key, scope
-        self.items: dict[tuple[str, str], tuple[str, Access, set[str]]] = {}
+        self.items: dict[tuple[str, str], tuple[str, Access, tuple[str, ...]]] = {}
 
-    def add(self, principal: str, account: str, access: str, acc: Access, via: Iterable[str]) -> None:
+    def add(self, principal: str, account: str, access: str, acc: Access, via: tuple[str, ...]) -> None:
+        """`via`: sorted, as findings show it (VIA_KEY_POLICY, VIA_IAM, VIA_GRANT)."""
         acc = acc.restrict(CROSS_ACCOUNT_MASK)  # SPEC §2.3
-        if not acc.any:
+        if not (acc.sure or acc.maybe):
             return
         slot = (principal, access)
-        if slot in self.items:
-            _, before, vias = self.items[slot]
-            self.items[slot] = (account, before.either(acc), vias | set(via))
+        before = self.items.get(slot)
+        if before is not None:
+            _, merged, vias = before
+            self.items[slot] = (account, merged.either(acc), tuple(sorted({*vias, *via})))
         else:
-            self.items[slot] = (account, acc, set(via))
+            self.items[slot] = (account, acc, via)
 
     def findings(self) -> list[Finding]:
         out = []
+        key = self.key
+        trusted = self.scope.trusted
         for (principal, access), (account, acc, via) in self.items.items():
-            zone = "external" if access == "public" or account == "*" else self.scope.zone(account)
+            zone = "trusted" if account in trusted and access != "public" and account != "*" else "external"
             conditional = acc.sure == 0
             if zone == "trusted":
                 severity = "low"
@@ -136,29 +166,38 @@ class _Collector:
                 severity = "high" if conditional else "critical"
             else:
                 severity = "medium" if conditional else "high"
-            conditions: list[dict[str, Any]] = []
-            for _, desc in acc.conditions:
-                as_dict = {k: list(v) if isinstance(v, tuple) else v for k, v in desc}
-                if as_dict not in conditions:
-                    conditions.append(as_dict)
+            conditions = self._conditions(acc.conditions) if acc.conditions else ()
             out.append(
                 Finding(
-                    key_arn=self.key.arn,
-                    key_account=self.key.account,
-                    region=self.key.region,
-                    principal=principal,
-                    principal_account=account,
-                    access=access,
-                    zone=zone,
-                    via=tuple(sorted(via)),
-                    actions=names(acc.any),
-                    conditional=conditional,
-                    conditions=tuple(conditions),
-                    severity=severity,
-                    conditional_actions=names(acc.maybe),
+                    key.arn,
+                    key.account,
+                    key.region,
+                    principal,
+                    account,
+                    access,
+                    zone,
+                    via,
+                    names(acc.sure | acc.maybe),
+                    conditional,
+                    conditions,
+                    severity,
+                    "access",
+                    names(acc.maybe),
                 )
             )
         return out
+
+    def _conditions(self, conds: Conditions) -> tuple[dict[str, Any], ...]:
+        cache = self.scope.condition_dicts
+        found = cache.get(conds)
+        if found is None:
+            dicts: list[dict[str, Any]] = []
+            for _, desc in conds:
+                as_dict = {k: list(v) if isinstance(v, tuple) else v for k, v in desc}
+                if as_dict not in dicts:
+                    dicts.append(as_dict)
+            found = cache[conds] = tuple(dicts)
+        return found
 
 
 def _confined_subjects(stmts: tuple[Statement, ...], scope: AuditScope) -> dict[str, Subject]:
@@ -234,6 +273,42 @@ def _grant_access(grant_id: str, mask: int, constraints: Any) -> Access:
     return Access(0, mask, ((mask, desc),))
 
 
+Levels = tuple[tuple[Statement, ...], ...]
+
+
+def _identity_side(
+    cp: CompiledPrincipal,
+    subject: Subject,
+    eff: Access,
+    ctx: Context,
+    key_arn: str,
+    scp: Levels | None,
+    rcp: Levels | None,
+) -> Access:
+    """The key policy's verdict `eff` ∧ identity policy ∧ boundary ∧ SCPs ∧ RCPs (SPEC §2.1)."""
+    eff = eff.both(evaluate_statements(cp.statements, subject, ctx, "iam-policy", key_arn))
+    if cp.boundary is not None and eff.any:
+        eff = eff.both(evaluate_statements(cp.boundary, subject, ctx, "permissions-boundary", key_arn))
+    for source, levels in (("scp", scp), ("rcp", rcp)):
+        if levels and eff.any:
+            org_access = evaluate_levels(levels, subject, ctx, source, key_arn)
+            if org_access is not None:
+                eff = eff.both(org_access)
+    return eff
+
+
+def _invariant(groups: Iterable[tuple[Statement, ...]]) -> bool:
+    return all(stmt.subject_only for group in groups for stmt in group)
+
+
+def _resource_signature(
+    cp: CompiledPrincipal, scp: Levels | None, rcp: Levels | None, key_arn: str
+) -> tuple[bool, ...]:
+    """Which of the statements involved name this key in their Resource."""
+    groups = (cp.statements, cp.boundary or (), *(scp or ()), *(rcp or ()))
+    return tuple(s.resource_all or resource_matches(s, key_arn) for group in groups for s in group)
+
+
 def evaluate_key(key: KeyRecord, scope: AuditScope) -> tuple[list[Finding], list[Lint], int]:
     """Every external principal's access to one key, the key's lints, and decisions made."""
     out = _Collector(key, scope)
@@ -276,45 +351,55 @@ def evaluate_key(key: KeyRecord, scope: AuditScope) -> tuple[list[Finding], list
         decisions += 1
         if public.any:
             confined = any(str(dict(d).get("key", "")).lower() in IDENTITY_KEYS for _, d in public.conditions)
-            out.add("*", "*", "potential" if confined else "public", public, ("key-policy",))
+            out.add("*", "*", "potential" if confined else "public", public, VIA_KEY_POLICY)
         for name, subject in _confined_subjects(stmts, scope).items():
             if subject.account != key.account:
                 named.setdefault(name, subject)
     for name, subject in named.items():
         decisions += 1
         account = subject.account if subject.account else "*"
-        out.add(name, account, "potential", key_side(subject), ("key-policy",))
+        out.add(name, account, "potential", key_side(subject), VIA_KEY_POLICY)
 
     # Effective: concrete principals of audited accounts, key policy ∧ IAM ∧ no Deny.
     named_accounts = {s.account for s in named.values() if s.kind == "concrete"}
     rcp = scope.rcps.get(key.account)
+    rcp_invariant = rcp is None or _invariant(rcp)
     for account, iam in scope.iam.items():
         if account == key.account or not index.statements_for("concrete", account):
             continue
         if account not in named_accounts and not key_side(account_subject(account, scope)).any:
             continue  # nothing in this account can be given this key
+        scp = scope.scps.get(account)
         shared: Access | None = None
         for cp in iam.candidates(key.arn):
             subject = concrete_subject(cp)
             decisions += 1
-            if index.shared_verdict(account, subject.arn, subject.role_name):
-                if shared is None:
-                    shared = key_side(subject).restrict(CROSS_ACCOUNT_MASK)
-                eff = shared
-            else:
+            if not index.shared_verdict(account, subject.arn, subject.role_name):
                 eff = key_side(subject).restrict(CROSS_ACCOUNT_MASK)
-            if not eff.any:
+                if eff.any:
+                    ctx = Context(subject.context, resource, tags)
+                    eff = _identity_side(cp, subject, eff, ctx, key.arn, scp, rcp)
+                    out.add(cp.source.arn, account, "effective", eff, VIA_IAM)
                 continue
-            ctx = Context(subject.context, resource, tags)
-            eff = eff.both(evaluate_statements(cp.statements, subject, ctx, "iam-policy", key.arn))
-            if cp.boundary is not None and eff.any:
-                eff = eff.both(evaluate_statements(cp.boundary, subject, ctx, "permissions-boundary", key.arn))
-            for source, levels in (("scp", scope.scps.get(account)), ("rcp", rcp)):
-                if levels and eff.any:
-                    org_access = evaluate_levels(levels, subject, ctx, source, key.arn)
-                    if org_access is not None:
-                        eff = eff.both(org_access)
-            out.add(cp.source.arn, account, "effective", eff, ("key-policy", "iam-policy"))
+            if shared is None:
+                shared = scope.intern(key_side(subject).restrict(CROSS_ACCOUNT_MASK))
+            if not shared.any:
+                continue
+            if cp.invariant is None:
+                cp.invariant = _invariant((cp.statements, cp.boundary or (), *(scp or ())))
+            if cp.invariant and rcp_invariant:
+                # The same key-policy verdict and the same Resource matches as on an earlier key:
+                # the same answer (every statement involved decides by the principal alone).
+                memo_key = (id(shared), id(rcp), _resource_signature(cp, scp, rcp, key.arn))
+                found = cp.memo.get(memo_key)
+                if found is None:
+                    ctx = Context(subject.context, resource, tags)
+                    found = cp.memo[memo_key] = _identity_side(cp, subject, shared, ctx, key.arn, scp, rcp)
+                eff = found
+            else:
+                ctx = Context(subject.context, resource, tags)
+                eff = _identity_side(cp, subject, shared, ctx, key.arn, scp, rcp)
+            out.add(cp.source.arn, account, "effective", eff, VIA_IAM)
 
     # Grants: direct access for the grantee, no policy needed (SPEC §2.8).
     for grant in key.grants:
@@ -332,7 +417,7 @@ def evaluate_key(key: KeyRecord, scope: AuditScope) -> tuple[list[Finding], list
         if grantee_iam is not None:
             own = tuple(s for s in grantee_iam.statements if resource_matches(s, key.arn))
             acc = apply_denies(acc, own, subject, ctx, "iam-policy")
-        out.add(principal, account or "*", "effective", acc, ("grant",))
+        out.add(principal, account or "*", "effective", acc, VIA_GRANT)
     return extra + out.findings(), lints, decisions
 
 

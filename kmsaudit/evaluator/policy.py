@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import json
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, TypeVar
 
 from kmsaudit.evaluator.actions import ALL_MASK, CROSS_ACCOUNT_MASK, pattern_mask
 from kmsaudit.evaluator.match import PrincipalRef, parse_principal
+
+T = TypeVar("T")
+_MISSING: Any = object()
 
 
 class PolicyParseError(ValueError):
@@ -57,7 +61,32 @@ class PrincipalSet:
         )
 
 
-@dataclass(frozen=True, slots=True)
+# Condition keys whose values come from the key itself, not the caller (decide.py puts them in
+# the context, with `aws:ResourceTag/…`). A statement that tests none of them decides the same
+# way for one principal on every key, so its verdict is worked out once per principal.
+RESOURCE_KEYS = frozenset(
+    {
+        "aws:resourceaccount",
+        "aws:requestedregion",
+        "kms:resourcealiases",
+        "kms:keyspec",
+        "kms:keyusage",
+        "kms:keyorigin",
+        "kms:multiregion",
+    }
+)
+
+
+def _subject_only(conditions: tuple[ConditionClause, ...]) -> bool:
+    return not any(
+        c.key_lc in RESOURCE_KEYS or c.key_lc.startswith("aws:resourcetag/") or any("${" in v for v in c.values)
+        for c in conditions
+    )
+
+
+# eq=False: statements are interned (one object per distinct statement, `_cached_statement`),
+# compared and hashed by identity, which is what the per-principal verdict caches key on.
+@dataclass(frozen=True, slots=True, eq=False)
 class Statement:
     sid: str
     allow: bool
@@ -71,6 +100,8 @@ class Statement:
     conditions: tuple[ConditionClause, ...]
     # ("nothing" | "local-only" | "unique-id" | "invalid", text): material for the lints
     notes: tuple[tuple[str, str], ...] = ()
+    resource_all: bool = True  # no Resource element, or a Resource of "*": every key
+    subject_only: bool = True  # no condition on the key's own properties (RESOURCE_KEYS, tags, ${…})
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,19 +163,55 @@ def _is_kms_pattern(pattern: str) -> bool:
     return ":" not in text or text.split(":", 1)[0] in ("kms", "kms*", "*")
 
 
-def _notes(patterns: tuple[str, ...], not_action: bool, principals: PrincipalSet | None) -> tuple[tuple[str, str], ...]:
-    """What the lints need, worked out once per distinct statement."""
+Notes = tuple[tuple[str, str], ...]
+
+
+@lru_cache(maxsize=8192)
+def _actions(patterns: tuple[str, ...], not_action: bool) -> tuple[int, Notes]:
+    """The action mask of an Action/NotAction list, and what the lints need to know of it."""
+    mask = 0
     notes = []
     for pattern in patterns:
-        mask = pattern_mask(pattern)
-        if not mask and _is_kms_pattern(pattern):
+        bits = pattern_mask(pattern)
+        mask |= bits
+        if not bits and _is_kms_pattern(pattern):
             notes.append(("nothing", pattern))
-        elif mask and not not_action and not mask & CROSS_ACCOUNT_MASK:
+        elif bits and not not_action and not bits & CROSS_ACCOUNT_MASK:
             notes.append(("local-only", pattern))
-    for ref in principals.refs if principals else ():
-        if ref.kind in ("unique-id", "invalid"):
-            notes.append((ref.kind, ref.value[:200]))
-    return tuple(notes)
+    if not_action:
+        mask = ALL_MASK & ~mask
+    return mask, tuple(notes)
+
+
+def _principals(raw: Any) -> tuple[PrincipalSet, Notes]:
+    pset = PrincipalSet.of(parse_principal(raw))
+    notes = tuple((r.kind, r.value[:200]) for r in pset.refs if r.kind in ("unique-id", "invalid"))
+    return pset, notes
+
+
+def _condition_block(raw: Any) -> tuple[tuple[ConditionClause, ...], tuple[str, ...]]:
+    problems: list[str] = []
+    clauses = _conditions(raw, problems)
+    return clauses, tuple(problems)
+
+
+# Parts of statements (Principal, Condition blocks) repeat even where whole statements do not:
+# a key's administrators' statement is unique to the key, the account it names is not.
+_PARTS: dict[tuple[str, str], Any] = {}
+_PARTS_MAX = 50_000
+
+
+def _part(kind: str, raw: Any, build: Callable[[Any], T]) -> T:
+    try:
+        marker = (kind, raw if isinstance(raw, str) else repr(raw))
+    except (RecursionError, ValueError):
+        return build(raw)
+    found = _PARTS.get(marker, _MISSING)
+    if found is _MISSING:
+        if len(_PARTS) >= _PARTS_MAX:
+            _PARTS.clear()
+        found = _PARTS[marker] = build(raw)
+    return found  # type: ignore[no-any-return]
 
 
 def _statement(raw: Any) -> tuple[Statement | None, tuple[str, ...]]:
@@ -159,22 +226,23 @@ def _statement(raw: Any) -> tuple[Statement | None, tuple[str, ...]]:
         return None, (f"Effect must be Allow or Deny, not {effect!r:.40}",)
     not_principal = "NotPrincipal" in raw
     principals = None
+    notes: Notes = ()
     if "Principal" in raw or not_principal:
-        principals = PrincipalSet.of(parse_principal(raw.get("NotPrincipal" if not_principal else "Principal")))
+        principals, notes = _part("principal", raw.get("NotPrincipal" if not_principal else "Principal"), _principals)
     not_action = "NotAction" in raw
     patterns = tuple(str(p) for p in _as_list(raw.get("NotAction" if not_action else "Action")))
-    mask = 0
-    for pattern in patterns:
-        mask |= pattern_mask(pattern)
-    if not_action:
-        mask = ALL_MASK & ~mask
+    mask, action_notes = _actions(patterns, not_action)
     if not patterns:
         problems.append("no Action or NotAction")
     not_resource = "NotResource" in raw
     resources = None
     if "Resource" in raw or not_resource:
         resources = tuple(str(r) for r in _as_list(raw.get("NotResource" if not_resource else "Resource")))
-    conditions = _conditions(raw.get("Condition"), problems)
+    conditions: tuple[ConditionClause, ...] = ()
+    raw_conditions = raw.get("Condition")
+    if raw_conditions is not None and raw_conditions != {}:
+        conditions, found = _part("condition", raw_conditions, _condition_block)
+        problems.extend(found)
     stmt = Statement(
         sid,
         effect == "Allow",
@@ -186,7 +254,9 @@ def _statement(raw: Any) -> tuple[Statement | None, tuple[str, ...]]:
         resources,
         not_resource,
         conditions,
-        _notes(patterns, not_action, principals),
+        action_notes + notes,
+        resources is None or (not not_resource and "*" in resources),
+        _subject_only(conditions),
     )
     return stmt, tuple(problems)
 

@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from kmsaudit.evaluator.access import Access, Subject
 from kmsaudit.evaluator.actions import CROSS_ACCOUNT_MASK, pattern_mask
 from kmsaudit.evaluator.conditions import Excluded, Value
 from kmsaudit.evaluator.match import wildcard_match
@@ -24,6 +25,11 @@ class CompiledPrincipal:
     statements: tuple[Statement, ...]  # identity statements that mention a KMS action
     boundary: tuple[Statement, ...] | None
     context: dict[str, Value]
+    subject: Subject | None = None  # made once (decide.concrete_subject), with its verdict cache
+    # Do all its statements (and its account's SCPs) decide by the principal alone? (decide.py)
+    invariant: bool | None = None
+    # (key-policy verdict, RCPs, Resource matches) -> effective access (decide.py)
+    memo: dict[tuple[int, int, tuple[bool, ...]], Access] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -110,6 +116,12 @@ class AuditScope:
         self._linted: set[tuple[str, str, str]] = set()
         self.iam: dict[str, AccountIam] = {}
         self._by_arn: dict[str, CompiledPrincipal] | None = None
+        # Subjects asked about on more than one key, made once so their verdicts are cached
+        # (decide.py: account, outsider and named subjects).
+        self.subjects: dict[tuple[str, str, str], Subject] = {}
+        # Finding conditions as dicts, per distinct condition tuple (decide._Collector).
+        self.condition_dicts: dict[Any, tuple[dict[str, Any], ...]] = {}
+        self._interned: dict[Access, Access] = {}
         audited = set(audited_accounts)
         for principal in principals:
             audited.add(principal.account)
@@ -124,6 +136,10 @@ class AuditScope:
                 self.scps[account] = _compile_levels(levels, "scp", self.lints, account)
             for account, levels in organization.rcps.items():
                 self.rcps[account] = _compile_levels(levels, "rcp", self.lints, account)
+
+    def intern(self, access: Access) -> Access:
+        """One object per distinct verdict, kept for the scope's life (its id keys caches)."""
+        return self._interned.setdefault(access, access)
 
     def _compile(self, principal: IamPrincipal) -> CompiledPrincipal:
         statements: list[Statement] = []
