@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from kmsaudit.evaluator.conditions import FALSE, TRUE, UNKNOWN, Context, Value, evaluate_block
 from kmsaudit.evaluator.match import wildcard_match
@@ -19,8 +19,11 @@ Desc = tuple[tuple[str, Any], ...]
 Conditions = tuple[tuple[int, Desc], ...]  # (actions it decides, description)
 
 
-@dataclass(frozen=True, slots=True)
-class Access:
+class Access(NamedTuple):
+    """Actions allowed for sure, and actions allowed only if the listed conditions hold.
+
+    A named tuple: verdicts are made and compared by value millions of times in a scan."""
+
     sure: int = 0
     maybe: int = 0  # never overlaps `sure`
     conditions: Conditions = ()
@@ -111,12 +114,23 @@ def principal_matches(stmt: Statement, subject: Subject) -> tuple[int, Desc | No
     return result, extra
 
 
-def resource_matches(stmt: Statement, key_arn: str) -> bool:
-    if stmt.resource_all:
+def resource_matches(stmt: Statement, key_arn: str, seen: dict[str, bool] | None = None) -> bool:
+    """Does the statement's Resource/NotResource cover the key? `seen`: pattern results so far
+    for this key (the same few account-wide patterns recur in many principals' policies)."""
+    if stmt.resource_all or stmt.resources is None:
         return True
-    if stmt.resources is None:
-        return True
-    hit = any(wildcard_match(pattern, key_arn) for pattern in stmt.resources)
+    hit = key_arn in stmt.resource_exact
+    if not hit:
+        for pattern in stmt.resource_wild:
+            if seen is None:
+                hit = wildcard_match(pattern, key_arn)
+            else:
+                found = seen.get(pattern)
+                if found is None:
+                    found = seen[pattern] = wildcard_match(pattern, key_arn)
+                hit = found
+            if hit:
+                break
     return not hit if stmt.not_resource else hit
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 from collections.abc import Iterable
 from typing import Any
@@ -26,6 +27,12 @@ from kmsaudit.model import Evaluation, Finding, KeyRecord, Lint
 
 __all__ = ["AuditScope", "evaluate_key", "evaluate_keys"]
 
+KEY_VERDICTS_MAX = 200_000
+FINDING_TAILS_MAX = 200_000
+# principal_account … conditional_actions: the fields of a Finding after key and principal
+Tail = tuple[
+    str, str, str, tuple[str, ...], tuple[str, ...], bool, tuple[dict[str, Any], ...], str, str, tuple[str, ...]
+]
 VIA_KEY_POLICY = ("key-policy",)
 VIA_IAM = ("iam-policy", "key-policy")
 VIA_GRANT = ("grant",)
@@ -156,36 +163,32 @@ class _Collector:
     def findings(self) -> list[Finding]:
         out = []
         key = self.key
-        trusted = self.scope.trusted
+        tails = self.scope.finding_tails
         for (principal, access), (account, acc, via) in self.items.items():
-            zone = "trusted" if account in trusted and access != "public" and account != "*" else "external"
-            conditional = acc.sure == 0
-            if zone == "trusted":
-                severity = "low"
-            elif access == "public":
-                severity = "high" if conditional else "critical"
-            else:
-                severity = "medium" if conditional else "high"
-            conditions = self._conditions(acc.conditions) if acc.conditions else ()
-            out.append(
-                Finding(
-                    key.arn,
-                    key.account,
-                    key.region,
-                    principal,
-                    account,
-                    access,
-                    zone,
-                    via,
-                    names(acc.sure | acc.maybe),
-                    conditional,
-                    conditions,
-                    severity,
-                    "access",
-                    names(acc.maybe),
-                )
-            )
+            # Verdicts are shared between keys (cached), and so is what a finding says of one.
+            marker = (id(acc), account, access, via)
+            entry = tails.get(marker)
+            if entry is None or entry[0] is not acc:
+                if len(tails) >= FINDING_TAILS_MAX:
+                    tails.clear()
+                entry = tails[marker] = (acc, self._tail(account, access, acc, via))
+            out.append(Finding(key.arn, key.account, key.region, principal, *entry[1]))
         return out
+
+    def _tail(self, account: str, access: str, acc: Access, via: tuple[str, ...]) -> Tail:
+        """A finding's fields after `principal`, as SPEC §4 orders them."""
+        trusted = account in self.scope.trusted and access != "public" and account != "*"
+        zone = "trusted" if trusted else "external"
+        conditional = acc.sure == 0
+        if zone == "trusted":
+            severity = "low"
+        elif access == "public":
+            severity = "high" if conditional else "critical"
+        else:
+            severity = "medium" if conditional else "high"
+        conditions = self._conditions(acc.conditions) if acc.conditions else ()
+        actions = names(acc.sure | acc.maybe)
+        return (account, access, zone, via, actions, conditional, conditions, severity, "access", names(acc.maybe))
 
     def _conditions(self, conds: Conditions) -> tuple[dict[str, Any], ...]:
         cache = self.scope.condition_dicts
@@ -302,11 +305,13 @@ def _invariant(groups: Iterable[tuple[Statement, ...]]) -> bool:
 
 
 def _resource_signature(
-    cp: CompiledPrincipal, scp: Levels | None, rcp: Levels | None, key_arn: str
+    cp: CompiledPrincipal, scp: Levels | None, rcp: Levels | None, key_arn: str, seen: dict[str, bool]
 ) -> tuple[bool, ...]:
     """Which of the statements involved name this key in their Resource."""
+    if scp is None and rcp is None and cp.boundary is None:
+        return tuple([s.resource_all or resource_matches(s, key_arn, seen) for s in cp.statements])
     groups = (cp.statements, cp.boundary or (), *(scp or ()), *(rcp or ()))
-    return tuple(s.resource_all or resource_matches(s, key_arn) for group in groups for s in group)
+    return tuple([s.resource_all or resource_matches(s, key_arn, seen) for group in groups for s in group])
 
 
 def evaluate_key(key: KeyRecord, scope: AuditScope) -> tuple[list[Finding], list[Lint], int]:
@@ -328,20 +333,38 @@ def evaluate_key(key: KeyRecord, scope: AuditScope) -> tuple[list[Finding], list
     tags = {k.lower(): v for k, v in key.tags}
     index = KeyPolicyIndex(stmts)
 
+    memo = scope.key_verdicts if index.subject_only else None
+
     def key_side(subject: Subject) -> Access:
         relevant = index.statements_for(subject.kind, subject.account)
-        return evaluate_statements(relevant, subject, Context(subject.context, resource, tags), "key-policy")
+        if memo is None:
+            return evaluate_statements(relevant, subject, Context(subject.context, resource, tags), "key-policy")
+        # The same statements (interned: compared by identity) decide alike for a subject on
+        # every key, and keys of one estate share most of their statements.
+        marker = (relevant, id(subject))
+        found = memo.get(marker)
+        if found is None:
+            if len(memo) >= KEY_VERDICTS_MAX:
+                memo.clear()
+            ctx = Context(subject.context, resource, tags)
+            found = memo[marker] = evaluate_statements(relevant, subject, ctx, "key-policy")
+        return found
 
     # Potential: every external principal the key policy names (SPEC §3).
     named: dict[str, Subject] = {}
     wildcard = False
+    own_account = frozenset((key.account,))
     for stmt in stmts:
-        if not stmt.allow or stmt.principals is None:
+        pset = stmt.principals
+        if not stmt.allow or pset is None:
             continue
-        wildcard = wildcard or stmt.principals.any or stmt.not_principal
-        if stmt.not_principal:
-            continue
-        for ref in stmt.principals.refs:
+        if pset.any or stmt.not_principal:
+            wildcard = True
+            if stmt.not_principal:
+                continue
+        if not pset.others and pset.mentioned <= own_account:
+            continue  # names only the key's own account and its principals
+        for ref in pset.refs:
             if ref.kind == "account" and ref.account != key.account:
                 named.setdefault(ref.value, account_subject(ref.account, scope, ref.value.split(":")[1]))
             elif ref.kind in _NAMED_KINDS and ref.account != key.account:
@@ -364,6 +387,7 @@ def evaluate_key(key: KeyRecord, scope: AuditScope) -> tuple[list[Finding], list
     named_accounts = {s.account for s in named.values() if s.kind == "concrete"}
     rcp = scope.rcps.get(key.account)
     rcp_invariant = rcp is None or _invariant(rcp)
+    seen: dict[str, bool] = {}  # Resource wildcard -> matches this key
     for account, iam in scope.iam.items():
         if account == key.account or not index.statements_for("concrete", account):
             continue
@@ -371,7 +395,7 @@ def evaluate_key(key: KeyRecord, scope: AuditScope) -> tuple[list[Finding], list
             continue  # nothing in this account can be given this key
         scp = scope.scps.get(account)
         shared: Access | None = None
-        for cp in iam.candidates(key.arn):
+        for cp in iam.candidates(key.arn, seen):
             subject = concrete_subject(cp)
             decisions += 1
             if not index.shared_verdict(account, subject.arn, subject.role_name):
@@ -390,7 +414,7 @@ def evaluate_key(key: KeyRecord, scope: AuditScope) -> tuple[list[Finding], list
             if cp.invariant and rcp_invariant:
                 # The same key-policy verdict and the same Resource matches as on an earlier key:
                 # the same answer (every statement involved decides by the principal alone).
-                memo_key = (id(shared), id(rcp), _resource_signature(cp, scp, rcp, key.arn))
+                memo_key = (id(shared), id(rcp), _resource_signature(cp, scp, rcp, key.arn, seen))
                 found = cp.memo.get(memo_key)
                 if found is None:
                     ctx = Context(subject.context, resource, tags)
@@ -422,12 +446,26 @@ def evaluate_key(key: KeyRecord, scope: AuditScope) -> tuple[list[Finding], list
 
 
 def evaluate_keys(keys: Iterable[KeyRecord], scope: AuditScope) -> Evaluation:
-    findings: list[Finding] = []
-    lints: list[Lint] = list(scope.lints)
-    decisions = 0
-    for key in keys:
-        f, lint, n = evaluate_key(key, scope)
-        findings.extend(f)
-        lints.extend(lint)
-        decisions += n
-    return Evaluation(tuple(findings), tuple(lints), decisions)
+    """Every key of the estate (SPEC §2–§4).
+
+    The run allocates hundreds of thousands of small containers (parsed policies, findings,
+    cached verdicts) that live until it ends and make no reference cycles, so the cyclic
+    garbage collector would only rescan them, again and again: a third of the run on
+    bench/evaluator.py. It is paused for the run and left as it was found after.
+    """
+    paused = gc.isenabled()
+    if paused:
+        gc.disable()
+    try:
+        findings: list[Finding] = []
+        lints: list[Lint] = list(scope.lints)
+        decisions = 0
+        for key in keys:
+            f, lint, n = evaluate_key(key, scope)
+            findings.extend(f)
+            lints.extend(lint)
+            decisions += n
+        return Evaluation(tuple(findings), tuple(lints), decisions)
+    finally:
+        if paused:
+            gc.enable()

@@ -21,6 +21,8 @@ class KeyPolicyIndex:
     def __init__(self, statements: tuple[Statement, ...]) -> None:
         # A key policy statement without Principal applies to nobody (it is linted).
         usable = [s for s in statements if s.principals is not None]
+        # Every statement decides by the principal alone (no condition on the key itself).
+        self.subject_only = all(s.subject_only for s in usable)
         self.wild = tuple(s for s in usable if s.principals and (s.principals.any or s.not_principal))
         by_account: dict[str, list[Statement]] = {}
         others: list[Statement] = []

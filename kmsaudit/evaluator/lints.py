@@ -70,6 +70,8 @@ def key_policy_lints(key: KeyRecord, policy: Policy) -> list[Lint]:
                 )
             elif kind == "local-only" and stmt.allow:
                 pset = stmt.principals
+                if not (pset.any or stmt.not_principal) and pset.mentioned <= {key.account}:
+                    continue  # only the key's own account: a local action is fine there
                 external = sorted(
                     r.value for r in pset.refs if r.kind in ("account", "iam", "session") and r.account != key.account
                 )

@@ -86,7 +86,9 @@ def _subject_only(conditions: tuple[ConditionClause, ...]) -> bool:
 
 # eq=False: statements are interned (one object per distinct statement, `_cached_statement`),
 # compared and hashed by identity, which is what the per-principal verdict caches key on.
-@dataclass(frozen=True, slots=True, eq=False)
+# Not frozen only because a frozen dataclass is 8× slower to build, and a scan parses tens of
+# thousands of distinct statements: nothing assigns to a Statement after `_statement`.
+@dataclass(slots=True, eq=False)
 class Statement:
     sid: str
     allow: bool
@@ -102,6 +104,8 @@ class Statement:
     notes: tuple[tuple[str, str], ...] = ()
     resource_all: bool = True  # no Resource element, or a Resource of "*": every key
     subject_only: bool = True  # no condition on the key's own properties (RESOURCE_KEYS, tags, ${…})
+    resource_exact: frozenset[str] = frozenset()  # the Resource values without wildcards
+    resource_wild: tuple[str, ...] = ()  # and those with
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,6 +261,8 @@ def _statement(raw: Any) -> tuple[Statement | None, tuple[str, ...]]:
         action_notes + notes,
         resources is None or (not not_resource and "*" in resources),
         _subject_only(conditions),
+        frozenset(r for r in resources or () if "*" not in r and "?" not in r),
+        tuple(r for r in resources or () if "*" in r or "?" in r),
     )
     return stmt, tuple(problems)
 

@@ -61,13 +61,18 @@ class AccountIam:
             else:
                 self.patterns.setdefault(pattern, []).append(principal)
 
-    def candidates(self, key_arn: str) -> list[CompiledPrincipal]:
-        """Principals with an Allow whose Resource can match the key (the rest have no access)."""
+    def candidates(self, key_arn: str, seen: dict[str, bool]) -> list[CompiledPrincipal]:
+        """Principals with an Allow whose Resource can match the key (the rest have no access).
+
+        `seen`: wildcard results for this key so far, shared with `resource_matches`."""
         found: dict[int, CompiledPrincipal] = {id(p): p for p in self.always}
         for p in self.exact.get(key_arn, ()):
             found[id(p)] = p
         for pattern, principals in self.patterns.items():
-            if wildcard_match(pattern, key_arn):
+            hit = seen.get(pattern)
+            if hit is None:
+                hit = seen[pattern] = wildcard_match(pattern, key_arn)
+            if hit:
                 for p in principals:
                     found[id(p)] = p
         return list(found.values())
@@ -122,6 +127,10 @@ class AuditScope:
         # Finding conditions as dicts, per distinct condition tuple (decide._Collector).
         self.condition_dicts: dict[Any, tuple[dict[str, Any], ...]] = {}
         self._interned: dict[Access, Access] = {}
+        # (key-policy statements, id(subject)) -> verdict, across keys (decide.evaluate_key).
+        self.key_verdicts: dict[tuple[tuple[Statement, ...], int], Access] = {}
+        # (id(verdict), account, access, via) -> (verdict, the finding fields it decides)
+        self.finding_tails: dict[tuple[int, str, str, tuple[str, ...]], tuple[Access, Any]] = {}
         audited = set(audited_accounts)
         for principal in principals:
             audited.add(principal.account)
