@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from kmsaudit.evaluator import AuditScope, evaluate_keys
 from kmsaudit.evaluator.actions import KMS_ACTIONS, pattern_mask
 from kmsaudit.evaluator.match import wildcard_match
-from kmsaudit.model import Grant, KeyRecord
+from kmsaudit.model import Grant, KeyRecord, Organization
 
 ACCOUNTS = [A, B, C, "123456789012"]
 principals_st = st.one_of(
@@ -212,3 +212,125 @@ def test_action_masks_agree_with_a_reference(pattern: str) -> None:
         ):
             expected |= 1 << i
     assert mask == expected, (pattern, re.escape(pattern))
+
+
+# Callers of every shape the cross-key caches distinguish (issue #2): Resource by pattern and by
+# exact ARN, conditions on the key itself (tags, key spec, `${…}`), a boundary, SCPs and RCPs.
+KEY_ARNS = [
+    f"arn:aws:kms:{region}:{account}:key/k{i}"
+    for i, (account, region) in enumerate(
+        [(A, "us-west-2"), (A, "eu-west-1"), (C, "us-west-2"), (A, "us-west-2"), (C, "eu-west-1")]
+    )
+]
+ESTATE_IAM = [
+    principal(f"arn:aws:iam::{B}:role/R", {"Statement": [{"Effect": "Allow", "Action": "kms:*", "Resource": "*"}]}),
+    principal(
+        f"arn:aws:iam::{B}:role/Tagged",
+        {
+            "Statement": [
+                {
+                    "Effect": "Allow",
+                    "Action": ["kms:Decrypt", "kms:Encrypt"],
+                    "Resource": f"arn:aws:kms:*:{A}:key/*",
+                    "Condition": {"StringEquals": {"aws:ResourceTag/env": "prod"}},
+                }
+            ]
+        },
+    ),
+    principal(
+        f"arn:aws:iam::{C}:user/U",
+        {"Statement": [{"Effect": "Allow", "Action": "kms:Decrypt", "Resource": [KEY_ARNS[0], KEY_ARNS[3]]}]},
+        boundary={"Statement": [{"Effect": "Allow", "Action": "kms:*", "NotResource": KEY_ARNS[3]}]},
+    ),
+    principal(
+        f"arn:aws:iam::{C}:role/Spec",
+        {
+            "Statement": [
+                {
+                    "Effect": "Allow",
+                    "Action": "kms:*",
+                    "Resource": "arn:aws:kms:us-west-2:*",
+                    "Condition": {"StringEquals": {"kms:KeySpec": "SYMMETRIC_DEFAULT"}},
+                },
+                {
+                    "Effect": "Deny",
+                    "Action": "kms:Decrypt",
+                    "Resource": "*",
+                    "Condition": {"StringEquals": {"kms:KeySpec": "${aws:PrincipalTag/spec}"}},
+                },
+            ]
+        },
+    ),
+]
+# Every key policy starts alike, so that keys share verdicts (what the caches key on): C may
+# use the keys; B may encrypt with those tagged env=prod (a condition on the key itself).
+SHARED_STATEMENTS = [
+    {"Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{C}:root"}, "Action": "kms:*", "Resource": "*"},
+    {
+        "Effect": "Allow",
+        "Principal": {"AWS": f"arn:aws:iam::{B}:root"},
+        "Action": "kms:Encrypt",
+        "Resource": "*",
+        "Condition": {"StringEquals": {"aws:ResourceTag/env": "prod"}},
+    },
+]
+ESTATE_ORG = Organization(
+    "o-x",
+    frozenset({A, B}),
+    scps={B: (({"Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]},),)},
+    rcps={
+        C: (
+            (
+                {
+                    "Statement": [
+                        {
+                            "Effect": "Deny",
+                            "Principal": "*",
+                            "Action": "kms:Encrypt",
+                            "Resource": "*",
+                            "Condition": {"StringEquals": {"aws:ResourceTag/env": "dev"}},
+                        }
+                    ]
+                },
+            ),
+        )
+    },
+)
+
+
+@settings(max_examples=60, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(st.lists(statements(), min_size=1, max_size=4), min_size=2, max_size=5),
+    st.lists(st.sampled_from(["prod", "dev", None]), min_size=5, max_size=5),
+    st.randoms(use_true_random=False),
+)
+def test_a_keys_findings_do_not_depend_on_the_other_keys_of_the_scan(
+    policies: list[list[dict[str, Any]]], envs: list[str | None], rnd: Any
+) -> None:
+    """SPEC §2: a key is decided by its own policy and grants and by its callers' IAM. The
+    verdicts kmsaudit caches across the keys of a scan must never carry one key's answer to
+    another: one scope for all keys, a fresh scope per key, and another order agree."""
+    keys = [
+        KeyRecord(
+            KEY_ARNS[i],
+            KEY_ARNS[i].split(":")[4],
+            KEY_ARNS[i].split(":")[3],
+            f"k{i}",
+            json.dumps({"Statement": [*SHARED_STATEMENTS, *stmts]}),
+            key_spec=("SYMMETRIC_DEFAULT", "RSA_2048")[i % 2],
+            tags=(("env", envs[i]),) if envs[i] else (),
+            grants=(Grant(f"g{i}", f"arn:aws:iam::{B}:role/R", ("Decrypt",)),) if i % 2 else (),
+        )
+        for i, stmts in enumerate(policies)
+    ]
+
+    def scope() -> AuditScope:
+        return AuditScope(ESTATE_IAM, organization=ESTATE_ORG)
+
+    together = evaluate_keys(keys, scope())
+    alone = [f for key in keys for f in evaluate_keys([key], scope()).findings]
+    assert list(together.findings) == alone
+    reordered = keys[:]
+    rnd.shuffle(reordered)
+    shuffled = evaluate_keys(reordered, scope())
+    assert sorted(map(repr, shuffled.findings)) == sorted(map(repr, alone))

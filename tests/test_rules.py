@@ -481,6 +481,13 @@ CASES = [
     ),
     Case(
         "§2.9",
+        'NotResource "*" matches no key',
+        policy(allow({"AWS": ROOT_B}, "kms:Decrypt")),
+        (principal(ROLE_B, {"Statement": [{"Effect": "Allow", "Action": "kms:Decrypt", "NotResource": "*"}]}),),
+        {(ROLE_B, "effective"): set()},
+    ),
+    Case(
+        "§2.9",
         "a permissions boundary must also allow",
         policy(allow({"AWS": ROOT_B})),
         (principal(ROLE_B, iam_allow("kms:*"), boundary=iam_allow("kms:Decrypt", "*")),),

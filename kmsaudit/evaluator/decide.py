@@ -336,7 +336,9 @@ def evaluate_key(key: KeyRecord, scope: AuditScope) -> tuple[list[Finding], list
     memo = scope.key_verdicts if index.subject_only else None
 
     def key_side(subject: Subject) -> Access:
-        relevant = index.statements_for(subject.kind, subject.account)
+        return verdict(index.statements_for(subject.kind, subject.account), subject)
+
+    def verdict(relevant: tuple[Statement, ...], subject: Subject) -> Access:
         if memo is None:
             return evaluate_statements(relevant, subject, Context(subject.context, resource, tags), "key-policy")
         # The same statements (interned: compared by identity) decide alike for a subject on
@@ -388,10 +390,24 @@ def evaluate_key(key: KeyRecord, scope: AuditScope) -> tuple[list[Finding], list
     rcp = scope.rcps.get(key.account)
     rcp_invariant = rcp is None or _invariant(rcp)
     seen: dict[str, bool] = {}  # Resource wildcard -> matches this key
+    # Accounts no statement names can only be reached through the `"*"` statements, and keys
+    # share those: which accounts they reach is worked out once per distinct set of them.
+    reach = None
+    if memo is not None:
+        reach = scope.wild_reach.get(index.wild)
+        if reach is None:
+            reach = scope.wild_reach[index.wild] = frozenset(
+                a for a in scope.iam if index.wild and verdict(index.wild, account_subject(a, scope)).any
+            )
     for account, iam in scope.iam.items():
-        if account == key.account or not index.statements_for("concrete", account):
+        if account == key.account:
             continue
-        if account not in named_accounts and not key_side(account_subject(account, scope)).any:
+        if reach is not None and account not in index.by_account and account not in named_accounts:
+            if account not in reach:
+                continue
+        elif not index.statements_for("concrete", account) or (
+            account not in named_accounts and not key_side(account_subject(account, scope)).any
+        ):
             continue  # nothing in this account can be given this key
         scp = scope.scps.get(account)
         shared: Access | None = None

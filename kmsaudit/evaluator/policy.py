@@ -234,19 +234,24 @@ def _statement(raw: Any) -> tuple[Statement | None, tuple[str, ...]]:
     if "Principal" in raw or not_principal:
         principals, notes = _part("principal", raw.get("NotPrincipal" if not_principal else "Principal"), _principals)
     not_action = "NotAction" in raw
-    patterns = tuple(str(p) for p in _as_list(raw.get("NotAction" if not_action else "Action")))
+    patterns = tuple(map(str, _as_list(raw.get("NotAction" if not_action else "Action"))))
     mask, action_notes = _actions(patterns, not_action)
     if not patterns:
         problems.append("no Action or NotAction")
     not_resource = "NotResource" in raw
     resources = None
     if "Resource" in raw or not_resource:
-        resources = tuple(str(r) for r in _as_list(raw.get("NotResource" if not_resource else "Resource")))
+        resources = tuple(map(str, _as_list(raw.get("NotResource" if not_resource else "Resource"))))
     conditions: tuple[ConditionClause, ...] = ()
     raw_conditions = raw.get("Condition")
     if raw_conditions is not None and raw_conditions != {}:
         conditions, found = _part("condition", raw_conditions, _condition_block)
         problems.extend(found)
+    exact: frozenset[str] = frozenset()
+    wild: tuple[str, ...] = ()
+    if resources and (not_resource or resources != ("*",)):  # else every key: `resource_all`
+        exact = frozenset(r for r in resources if "*" not in r and "?" not in r)
+        wild = tuple(r for r in resources if "*" in r or "?" in r)
     stmt = Statement(
         sid,
         effect == "Allow",
@@ -260,9 +265,9 @@ def _statement(raw: Any) -> tuple[Statement | None, tuple[str, ...]]:
         conditions,
         action_notes + notes,
         resources is None or (not not_resource and "*" in resources),
-        _subject_only(conditions),
-        frozenset(r for r in resources or () if "*" not in r and "?" not in r),
-        tuple(r for r in resources or () if "*" in r or "?" in r),
+        not conditions or _subject_only(conditions),
+        exact,
+        wild,
     )
     return stmt, tuple(problems)
 

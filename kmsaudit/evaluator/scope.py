@@ -129,6 +129,9 @@ class AuditScope:
         self._interned: dict[Access, Access] = {}
         # (key-policy statements, id(subject)) -> verdict, across keys (decide.evaluate_key).
         self.key_verdicts: dict[tuple[tuple[Statement, ...], int], Access] = {}
+        # a key policy's `"*"` statements -> the audited accounts they give anything to (one
+        # entry per distinct set of such statements: few in an estate)
+        self.wild_reach: dict[tuple[Statement, ...], frozenset[str]] = {}
         # (id(verdict), account, access, via) -> (verdict, the finding fields it decides)
         self.finding_tails: dict[tuple[int, str, str, tuple[str, ...]], tuple[Access, Any]] = {}
         audited = set(audited_accounts)
