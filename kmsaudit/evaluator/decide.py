@@ -40,8 +40,21 @@ _NAMED_KINDS = frozenset({"iam", "session", "service", "federated", "canonical"}
 _PRINCIPAL_TYPES = {"user": "User", "role": "AssumedRole", "federated-user": "FederatedUser"}
 
 
-def _resource_context(key: KeyRecord) -> dict[str, Value]:
-    """Keys known from the key itself (SPEC §2.7): account, aliases, spec, region."""
+_NO_TAGS: dict[str, str] = {}
+
+
+def _resource_context(key: KeyRecord, scope: AuditScope) -> dict[str, Value]:
+    """Keys known from the key itself (SPEC §2.7): account, aliases, spec, region.
+
+    Read-only, and shared by the keys with the same properties."""
+    marker = (key.account, key.region, key.aliases, key.key_spec, key.key_usage, key.origin, key.multi_region)
+    found = scope.resource_contexts.get(marker)
+    if found is None:
+        found = scope.resource_contexts[marker] = _make_resource_context(key)
+    return found
+
+
+def _make_resource_context(key: KeyRecord) -> dict[str, Value]:
     ctx: dict[str, Value] = {
         "aws:resourceaccount": (key.account,),
         "aws:requestedregion": (key.region,),
@@ -324,13 +337,16 @@ def evaluate_key(key: KeyRecord, scope: AuditScope) -> tuple[list[Finding], list
         if key.policy is None:
             raise PolicyParseError("; ".join(key.errors) or "no key policy was collected")
         policy = parse_policy(key.policy)
-        stmts = tuple(s for s in policy.statements if resource_matches(s, key.arn))
+        if policy.resource_all:
+            stmts = policy.statements
+        else:
+            stmts = tuple(s for s in policy.statements if resource_matches(s, key.arn))
         lints.extend(key_policy_lints(key, policy))
     except PolicyParseError as exc:
         extra.append(_unparseable(key, str(exc)))
         stmts = ()
-    resource = _resource_context(key)
-    tags = {k.lower(): v for k, v in key.tags}
+    resource = _resource_context(key, scope)
+    tags = {k.lower(): v for k, v in key.tags} if key.tags else _NO_TAGS
     index = KeyPolicyIndex(stmts)
 
     memo = scope.key_verdicts if index.subject_only else None
@@ -411,10 +427,11 @@ def evaluate_key(key: KeyRecord, scope: AuditScope) -> tuple[list[Finding], list
             continue  # nothing in this account can be given this key
         scp = scope.scps.get(account)
         shared: Access | None = None
+        generic, named_arns, named_roles = index.generic(account)
         for cp in iam.candidates(key.arn, seen):
-            subject = concrete_subject(cp)
+            subject = cp.subject or concrete_subject(cp)
             decisions += 1
-            if not index.shared_verdict(account, subject.arn, subject.role_name):
+            if not generic or subject.arn in named_arns or (subject.role_name and subject.role_name in named_roles):
                 eff = key_side(subject).restrict(CROSS_ACCOUNT_MASK)
                 if eff.any:
                     ctx = Context(subject.context, resource, tags)
@@ -426,11 +443,22 @@ def evaluate_key(key: KeyRecord, scope: AuditScope) -> tuple[list[Finding], list
             if not shared.any:
                 continue
             if cp.invariant is None:
-                cp.invariant = _invariant((cp.statements, cp.boundary or (), *(scp or ())))
+                involved = (cp.statements, cp.boundary or (), *(scp or ()))
+                cp.invariant = _invariant(involved)
+                # One statement in all, with a Resource: a candidate's Resource matches by definition.
+                cp.one_statement = (
+                    len(cp.statements) == 1
+                    and sum(len(group) for group in involved) == 1
+                    and not cp.statements[0].not_resource
+                )
             if cp.invariant and rcp_invariant:
                 # The same key-policy verdict and the same Resource matches as on an earlier key:
                 # the same answer (every statement involved decides by the principal alone).
-                memo_key = (id(shared), id(rcp), _resource_signature(cp, scp, rcp, key.arn, seen))
+                memo_key: tuple[int, int, tuple[bool, ...]]
+                if cp.one_statement and rcp is None:
+                    memo_key = (id(shared), 0, ())
+                else:
+                    memo_key = (id(shared), id(rcp), _resource_signature(cp, scp, rcp, key.arn, seen))
                 found = cp.memo.get(memo_key)
                 if found is None:
                     ctx = Context(subject.context, resource, tags)

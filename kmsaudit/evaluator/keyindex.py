@@ -46,6 +46,12 @@ class KeyPolicyIndex:
 
     def shared_verdict(self, account: str, arn: str, role_name: str) -> bool:
         """Does this principal get the same key-policy verdict as every other unnamed one?"""
+        generic, arns, roles = self.generic(account)
+        return generic and arn not in arns and not (role_name and role_name in roles)
+
+    def generic(self, account: str) -> tuple[bool, frozenset[str], frozenset[str]]:
+        """Whether the account's principals can share one verdict, less the ARNs and role
+        names (for sessions) that statements single out."""
         if account not in self._generic:
             stmts = self.statements_for("concrete", account)
             varying = any(
@@ -56,5 +62,4 @@ class KeyPolicyIndex:
                 r.role_name for s in stmts if s.principals for r in s.principals.sessions if r.account == account
             )
             self._generic[account] = (not varying, arns, roles)
-        generic, arns, roles = self._generic[account]
-        return generic and arn not in arns and not (role_name and role_name in roles)
+        return self._generic[account]

@@ -21,7 +21,16 @@ def key_policy_lints(key: KeyRecord, policy: Policy) -> list[Lint]:
                     account=key.account,
                 )
             )
+    own = frozenset((key.account,))
     for stmt in policy.statements:
+        if stmt.principals is not None:
+            if not stmt.notes:
+                continue
+            pset = stmt.principals
+            # Local-only actions are fine for the key's own account (most statements: admins).
+            local_fine = not stmt.allow or (not (pset.any or stmt.not_principal) and pset.mentioned <= own)
+            if local_fine and stmt.local_notes_only:
+                continue
         if stmt.principals is None:
             lints.append(
                 Lint(
@@ -68,10 +77,7 @@ def key_policy_lints(key: KeyRecord, policy: Policy) -> list[Lint]:
                         sid=stmt.sid,
                     )
                 )
-            elif kind == "local-only" and stmt.allow:
-                pset = stmt.principals
-                if not (pset.any or stmt.not_principal) and pset.mentioned <= {key.account}:
-                    continue  # only the key's own account: a local action is fine there
+            elif kind == "local-only" and not local_fine:
                 external = sorted(
                     r.value for r in pset.refs if r.kind in ("account", "iam", "session") and r.account != key.account
                 )

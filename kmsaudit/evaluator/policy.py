@@ -106,12 +106,14 @@ class Statement:
     subject_only: bool = True  # no condition on the key's own properties (RESOURCE_KEYS, tags, ${…})
     resource_exact: frozenset[str] = frozenset()  # the Resource values without wildcards
     resource_wild: tuple[str, ...] = ()  # and those with
+    local_notes_only: bool = False  # every note is "local-only"
 
 
 @dataclass(frozen=True, slots=True)
 class Policy:
     statements: tuple[Statement, ...]
     problems: tuple[str, ...] = ()  # statements skipped and why (reported as lints)
+    resource_all: bool = False  # every statement's Resource covers every key
 
 
 def _as_list(raw: Any) -> list[Any]:
@@ -268,6 +270,7 @@ def _statement(raw: Any) -> tuple[Statement | None, tuple[str, ...]]:
         not conditions or _subject_only(conditions),
         exact,
         wild,
+        bool(action_notes) and not notes and all(kind == "local-only" for kind, _ in action_notes),
     )
     return stmt, tuple(problems)
 
@@ -320,7 +323,7 @@ def _parse(raw: Any) -> Policy:
         if found:
             sid = f" ({stmt.sid[:60]})" if stmt is not None and stmt.sid else ""
             problems.extend(f"statement {i}{sid}: {problem}" for problem in found)
-    return Policy(tuple(statements), tuple(problems))
+    return Policy(tuple(statements), tuple(problems), all(s.resource_all for s in statements))
 
 
 @lru_cache(maxsize=8192)

@@ -28,6 +28,7 @@ class CompiledPrincipal:
     subject: Subject | None = None  # made once (decide.concrete_subject), with its verdict cache
     # Do all its statements (and its account's SCPs) decide by the principal alone? (decide.py)
     invariant: bool | None = None
+    one_statement: bool = False  # its identity policy, boundary and SCPs hold one statement in all
     # (key-policy verdict, RCPs, Resource matches) -> effective access (decide.py)
     memo: dict[tuple[int, int, tuple[bool, ...]], Access] = field(default_factory=dict)
 
@@ -129,6 +130,8 @@ class AuditScope:
         self._interned: dict[Access, Access] = {}
         # (key-policy statements, id(subject)) -> verdict, across keys (decide.evaluate_key).
         self.key_verdicts: dict[tuple[tuple[Statement, ...], int], Access] = {}
+        # a key's properties -> its condition context (decide._resource_context)
+        self.resource_contexts: dict[tuple[Any, ...], dict[str, Value]] = {}
         # a key policy's `"*"` statements -> the audited accounts they give anything to (one
         # entry per distinct set of such statements: few in an estate)
         self.wild_reach: dict[tuple[Statement, ...], frozenset[str]] = {}
