@@ -6,5 +6,6 @@ Nothing here does I/O, logging or asyncio (DESIGN.md): it is reused offline by
 
 from kmsaudit.evaluator.decide import AuditScope, evaluate_keys
 from kmsaudit.evaluator.iamdetails import principals_from_authorization_details
+from kmsaudit.evaluator.policy import clear_caches
 
-__all__ = ["AuditScope", "evaluate_keys", "principals_from_authorization_details"]
+__all__ = ["AuditScope", "clear_caches", "evaluate_keys", "principals_from_authorization_details"]

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, TypeVar
 
-from kmsaudit.evaluator.actions import ALL_MASK, CROSS_ACCOUNT_MASK, pattern_mask
-from kmsaudit.evaluator.match import PrincipalRef, parse_principal
+from kmsaudit.evaluator.actions import ALL_MASK, CROSS_ACCOUNT_MASK, names, pattern_mask
+from kmsaudit.evaluator.match import PrincipalRef, parse_principal, wildcard
 
 T = TypeVar("T")
 _MISSING: Any = object()
@@ -345,3 +345,11 @@ def parse_policy(raw: Any) -> Policy:
         return _parse(raw)
     except RecursionError:
         raise PolicyParseError("nested too deeply") from None
+
+
+def clear_caches() -> None:
+    """Forget every parsed statement, policy and pattern (benchmarks start cold with this)."""
+    _STATEMENTS.clear()
+    _PARTS.clear()
+    for cached in (_parse_text, _actions, pattern_mask, names, wildcard):
+        cached.cache_clear()
