@@ -173,8 +173,9 @@ Notes = tuple[tuple[str, str], ...]
 
 
 @lru_cache(maxsize=8192)
-def _actions(patterns: tuple[str, ...], not_action: bool) -> tuple[int, Notes]:
-    """The action mask of an Action/NotAction list, and what the lints need to know of it."""
+def _actions(patterns: tuple[str, ...], not_action: bool) -> tuple[int, Notes, bool]:
+    """The action mask of an Action/NotAction list, what the lints need to know of it, and
+    whether that is only local-only actions."""
     mask = 0
     notes = []
     for pattern in patterns:
@@ -186,7 +187,7 @@ def _actions(patterns: tuple[str, ...], not_action: bool) -> tuple[int, Notes]:
             notes.append(("local-only", pattern))
     if not_action:
         mask = ALL_MASK & ~mask
-    return mask, tuple(notes)
+    return mask, tuple(notes), bool(notes) and all(kind == "local-only" for kind, _ in notes)
 
 
 def _principals(raw: Any) -> tuple[PrincipalSet, Notes]:
@@ -237,7 +238,7 @@ def _statement(raw: Any) -> tuple[Statement | None, tuple[str, ...]]:
         principals, notes = _part("principal", raw.get("NotPrincipal" if not_principal else "Principal"), _principals)
     not_action = "NotAction" in raw
     patterns = tuple(map(str, _as_list(raw.get("NotAction" if not_action else "Action"))))
-    mask, action_notes = _actions(patterns, not_action)
+    mask, action_notes, local_only = _actions(patterns, not_action)
     if not patterns:
         problems.append("no Action or NotAction")
     not_resource = "NotResource" in raw
@@ -270,7 +271,7 @@ def _statement(raw: Any) -> tuple[Statement | None, tuple[str, ...]]:
         not conditions or _subject_only(conditions),
         exact,
         wild,
-        bool(action_notes) and not notes and all(kind == "local-only" for kind, _ in action_notes),
+        local_only and not notes,
     )
     return stmt, tuple(problems)
 
