@@ -6,11 +6,15 @@ import json
 import re
 from typing import Any
 
+import pytest
 from helpers import KEY_ARN, A, B, C, principal
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kmsaudit.evaluator import AuditScope, evaluate_keys
+from kmsaudit.evaluator import AuditScope, clear_caches, evaluate_keys
+from kmsaudit.evaluator import access as access_module
+from kmsaudit.evaluator import decide as decide_module
+from kmsaudit.evaluator import policy as policy_module
 from kmsaudit.evaluator.actions import KMS_ACTIONS, pattern_mask
 from kmsaudit.evaluator.match import wildcard_match
 from kmsaudit.model import Grant, KeyRecord, Organization
@@ -334,3 +338,50 @@ def test_a_keys_findings_do_not_depend_on_the_other_keys_of_the_scan(
     rnd.shuffle(reordered)
     shuffled = evaluate_keys(reordered, scope())
     assert sorted(map(repr, shuffled.findings)) == sorted(map(repr, alone))
+
+
+def test_cache_limits_bound_memory_not_answers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every cache across keys has a size limit (a daemon scans estates of any size); reaching
+    it forgets entries and must not change a single finding (issue #2)."""
+    stmts = [
+        {"Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{B}:root"}, "Action": "kms:Decrypt", "Resource": "*"},
+        {
+            "Effect": "Deny",
+            "Principal": "*",
+            "Action": "kms:*",
+            "Resource": "*",
+            "Condition": {"StringNotEquals": {"aws:PrincipalOrgID": "o-x"}},
+        },
+        {
+            "Effect": "Allow",
+            "Principal": "*",
+            "Action": ["kms:Encrypt", "kms:Decrypt"],
+            "Resource": "*",
+            "Condition": {"StringEquals": {"kms:CallerAccount": C, "kms:ViaService": "s3.us-west-2.amazonaws.com"}},
+        },
+    ]
+    keys = [
+        KeyRecord(
+            arn,
+            arn.split(":")[4],
+            arn.split(":")[3],
+            f"k{i}",
+            json.dumps({"Statement": [*SHARED_STATEMENTS, *stmts[: 1 + i % 3]]}),
+            tags=(("env", ("prod", "dev")[i % 2]),),
+            grants=(Grant(f"g{i}", f"arn:aws:iam::{B}:role/R", ("Decrypt",)),),
+        )
+        for i, arn in enumerate(KEY_ARNS * 3)
+    ]
+    expected = evaluate_keys(keys, AuditScope(ESTATE_IAM, organization=ESTATE_ORG))
+    assert expected.findings
+    for module, name in (
+        (access_module, "SUBJECT_MEMO_MAX"),
+        (decide_module, "KEY_VERDICTS_MAX"),
+        (decide_module, "FINDING_TAILS_MAX"),
+        (policy_module, "_STATEMENTS_MAX"),
+        (policy_module, "_PARTS_MAX"),
+    ):
+        monkeypatch.setattr(module, name, 1)
+    clear_caches()
+    limited = evaluate_keys(keys, AuditScope(ESTATE_IAM, organization=ESTATE_ORG))
+    assert limited == expected

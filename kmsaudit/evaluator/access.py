@@ -145,6 +145,7 @@ def _describe(stmt: Statement, source: str, clause_desc: Desc) -> Desc:
 # undecided conditions that make it apply only maybe).
 Verdict = tuple[bool, tuple[Desc, ...]] | None
 _SURE: Verdict = (True, ())
+SUBJECT_MEMO_MAX = 50_000  # verdicts kept per subject and policy kind
 _MISSING: Any = object()
 
 
@@ -188,6 +189,8 @@ def evaluate_statements(
         if stmt.subject_only:
             verdict = memo.get(stmt, _MISSING)
             if verdict is _MISSING:
+                if len(memo) >= SUBJECT_MEMO_MAX:
+                    memo.clear()  # an estate of unique statements: bound the memory, not the answers
                 verdict = memo[stmt] = _verdict(stmt, subject, ctx, source)
         else:
             verdict = _verdict(stmt, subject, ctx, source)

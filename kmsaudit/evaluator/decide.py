@@ -207,6 +207,8 @@ class _Collector:
         cache = self.scope.condition_dicts
         found = cache.get(conds)
         if found is None:
+            if len(cache) >= FINDING_TAILS_MAX:
+                cache.clear()
             dicts: list[dict[str, Any]] = []
             for _, desc in conds:
                 as_dict = {k: list(v) if isinstance(v, tuple) else v for k, v in desc}
