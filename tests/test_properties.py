@@ -12,11 +12,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kmsaudit.evaluator import AuditScope, clear_caches, evaluate_keys
-from kmsaudit.evaluator import access as access_module
-from kmsaudit.evaluator import decide as decide_module
-from kmsaudit.evaluator import policy as policy_module
 from kmsaudit.evaluator.actions import KMS_ACTIONS, pattern_mask
 from kmsaudit.evaluator.match import wildcard_match
+from kmsaudit.evaluator.memo import Memo
 from kmsaudit.model import Grant, KeyRecord, Organization
 
 ACCOUNTS = [A, B, C, "123456789012"]
@@ -374,14 +372,12 @@ def test_cache_limits_bound_memory_not_answers(monkeypatch: pytest.MonkeyPatch) 
     ]
     expected = evaluate_keys(keys, AuditScope(ESTATE_IAM, organization=ESTATE_ORG))
     assert expected.findings
-    for module, name in (
-        (access_module, "SUBJECT_MEMO_MAX"),
-        (decide_module, "KEY_VERDICTS_MAX"),
-        (decide_module, "FINDING_TAILS_MAX"),
-        (policy_module, "_STATEMENTS_MAX"),
-        (policy_module, "_PARTS_MAX"),
-    ):
-        monkeypatch.setattr(module, name, 1)
+
+    def forget_everything(self: Memo, key: Any, value: Any) -> None:  # a limit of one entry
+        dict.clear(self)
+        dict.__setitem__(self, key, value)
+
+    monkeypatch.setattr(Memo, "__setitem__", forget_everything)
     clear_caches()
     limited = evaluate_keys(keys, AuditScope(ESTATE_IAM, organization=ESTATE_ORG))
     assert limited == expected

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from kmsaudit.evaluator.conditions import FALSE, TRUE, UNKNOWN, Context, Value, evaluate_block
-from kmsaudit.evaluator.match import wildcard_match
+from kmsaudit.evaluator.match import match_once
+from kmsaudit.evaluator.memo import MISSING, Memo
 from kmsaudit.evaluator.policy import Statement
 
 # A condition description: hashable (key, value) pairs, made a dict only for output.
@@ -85,7 +86,7 @@ class Subject:
     context: Mapping[str, Value] = field(default_factory=dict)
     # source -> statement -> verdict, for statements whose verdict depends on the subject alone
     # (`Statement.subject_only`). Subjects live as long as their AuditScope.
-    memo: dict[str, dict[Statement, Verdict]] = field(default_factory=dict, compare=False, repr=False)
+    memo: dict[str, Memo] = field(default_factory=dict, compare=False, repr=False)
 
 
 def principal_matches(stmt: Statement, subject: Subject) -> tuple[int, Desc | None]:
@@ -120,16 +121,11 @@ def resource_matches(stmt: Statement, key_arn: str, seen: dict[str, bool] | None
     if stmt.resource_all or stmt.resources is None:
         return True
     hit = key_arn in stmt.resource_exact
-    if not hit:
+    if not hit and stmt.resource_wild:
+        memo = {} if seen is None else seen
         for pattern in stmt.resource_wild:
-            if seen is None:
-                hit = wildcard_match(pattern, key_arn)
-            else:
-                found = seen.get(pattern)
-                if found is None:
-                    found = seen[pattern] = wildcard_match(pattern, key_arn)
-                hit = found
-            if hit:
+            if match_once(memo, pattern, key_arn):
+                hit = True
                 break
     return not hit if stmt.not_resource else hit
 
@@ -145,8 +141,6 @@ def _describe(stmt: Statement, source: str, clause_desc: Desc) -> Desc:
 # undecided conditions that make it apply only maybe).
 Verdict = tuple[bool, tuple[Desc, ...]] | None
 _SURE: Verdict = (True, ())
-SUBJECT_MEMO_MAX = 50_000  # verdicts kept per subject and policy kind
-_MISSING: Any = object()
 
 
 def _verdict(stmt: Statement, subject: Subject, ctx: Context, source: str) -> Verdict:
@@ -181,16 +175,14 @@ def evaluate_statements(
     deny_conds: list[tuple[int, Desc]] = []
     memo = subject.memo.get(source)
     if memo is None:
-        memo = subject.memo[source] = {}
+        memo = subject.memo[source] = Memo(50_000)
     for stmt in statements:
         mask = stmt.action_mask
-        if not mask or (key_arn is not None and not stmt.resource_all and not resource_matches(stmt, key_arn)):
+        if not mask or (key_arn is not None and not resource_matches(stmt, key_arn)):
             continue
         if stmt.subject_only:
-            verdict = memo.get(stmt, _MISSING)
-            if verdict is _MISSING:
-                if len(memo) >= SUBJECT_MEMO_MAX:
-                    memo.clear()  # an estate of unique statements: bound the memory, not the answers
+            verdict = memo.get(stmt, MISSING)
+            if verdict is MISSING:
                 verdict = memo[stmt] = _verdict(stmt, subject, ctx, source)
         else:
             verdict = _verdict(stmt, subject, ctx, source)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gc
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from kmsaudit.evaluator.access import (
@@ -27,8 +27,6 @@ from kmsaudit.model import Evaluation, Finding, KeyRecord, Lint
 
 __all__ = ["AuditScope", "evaluate_key", "evaluate_keys"]
 
-KEY_VERDICTS_MAX = 200_000
-FINDING_TAILS_MAX = 200_000
 # principal_account … conditional_actions: the fields of a Finding after key and principal
 Tail = tuple[
     str, str, str, tuple[str, ...], tuple[str, ...], bool, tuple[dict[str, Any], ...], str, str, tuple[str, ...]
@@ -72,12 +70,17 @@ def _make_resource_context(key: KeyRecord) -> dict[str, Value]:
     return ctx
 
 
+def _made_once(scope: AuditScope, marker: tuple[str, str, str], make: Callable[[], Subject]) -> Subject:
+    """Subjects are made once per scope: their verdict caches then serve every key."""
+    found = scope.subjects.get(marker)
+    if found is None:
+        found = scope.subjects[marker] = make()
+    return found
+
+
 def account_subject(account: str, scope: AuditScope, partition: str = "aws") -> Subject:
     """Any principal of `account`: what its administrators could delegate (potential)."""
-    found = scope.subjects.get(("account", account, partition))
-    if found is None:
-        found = scope.subjects[("account", account, partition)] = _account_subject(account, scope, partition)
-    return found
+    return _made_once(scope, ("account", account, partition), lambda: _account_subject(account, scope, partition))
 
 
 def _account_subject(account: str, scope: AuditScope, partition: str) -> Subject:
@@ -93,10 +96,7 @@ def _account_subject(account: str, scope: AuditScope, partition: str) -> Subject
 
 def outsider_subject(scope: AuditScope) -> Subject:
     """Any principal of an account nobody named: the test of `"*"` for public access."""
-    found = scope.subjects.get(("outsider", "", ""))
-    if found is None:
-        found = scope.subjects[("outsider", "", "")] = _outsider_subject(scope)
-    return found
+    return _made_once(scope, ("outsider", "", ""), lambda: _outsider_subject(scope))
 
 
 def _outsider_subject(scope: AuditScope) -> Subject:
@@ -113,10 +113,7 @@ def _outsider_subject(scope: AuditScope) -> Subject:
 
 def named_subject(ref: PrincipalRef, scope: AuditScope) -> Subject:
     """A user, role or session named by ARN in the key policy."""
-    found = scope.subjects.get(("named", ref.kind, ref.value))
-    if found is None:
-        found = scope.subjects[("named", ref.kind, ref.value)] = _named_subject(ref, scope)
-    return found
+    return _made_once(scope, ("named", ref.kind, ref.value), lambda: _named_subject(ref, scope))
 
 
 def _named_subject(ref: PrincipalRef, scope: AuditScope) -> Subject:
@@ -182,8 +179,6 @@ class _Collector:
             marker = (id(acc), account, access, via)
             entry = tails.get(marker)
             if entry is None or entry[0] is not acc:
-                if len(tails) >= FINDING_TAILS_MAX:
-                    tails.clear()
                 entry = tails[marker] = (acc, self._tail(account, access, acc, via))
             out.append(Finding(key.arn, key.account, key.region, principal, *entry[1]))
         return out
@@ -207,8 +202,6 @@ class _Collector:
         cache = self.scope.condition_dicts
         found = cache.get(conds)
         if found is None:
-            if len(cache) >= FINDING_TAILS_MAX:
-                cache.clear()
             dicts: list[dict[str, Any]] = []
             for _, desc in conds:
                 as_dict = {k: list(v) if isinstance(v, tuple) else v for k, v in desc}
@@ -323,10 +316,8 @@ def _resource_signature(
     cp: CompiledPrincipal, scp: Levels | None, rcp: Levels | None, key_arn: str, seen: dict[str, bool]
 ) -> tuple[bool, ...]:
     """Which of the statements involved name this key in their Resource."""
-    if scp is None and rcp is None and cp.boundary is None:
-        return tuple([s.resource_all or resource_matches(s, key_arn, seen) for s in cp.statements])
     groups = (cp.statements, cp.boundary or (), *(scp or ()), *(rcp or ()))
-    return tuple([s.resource_all or resource_matches(s, key_arn, seen) for group in groups for s in group])
+    return tuple([resource_matches(s, key_arn, seen) for group in groups for s in group])
 
 
 def evaluate_key(key: KeyRecord, scope: AuditScope) -> tuple[list[Finding], list[Lint], int]:
@@ -339,10 +330,7 @@ def evaluate_key(key: KeyRecord, scope: AuditScope) -> tuple[list[Finding], list
         if key.policy is None:
             raise PolicyParseError("; ".join(key.errors) or "no key policy was collected")
         policy = parse_policy(key.policy)
-        if policy.resource_all:
-            stmts = policy.statements
-        else:
-            stmts = tuple(s for s in policy.statements if resource_matches(s, key.arn))
+        stmts = tuple(s for s in policy.statements if resource_matches(s, key.arn))
         lints.extend(key_policy_lints(key, policy))
     except PolicyParseError as exc:
         extra.append(_unparseable(key, str(exc)))
@@ -364,8 +352,6 @@ def evaluate_key(key: KeyRecord, scope: AuditScope) -> tuple[list[Finding], list
         marker = (relevant, id(subject))
         found = memo.get(marker)
         if found is None:
-            if len(memo) >= KEY_VERDICTS_MAX:
-                memo.clear()
             ctx = Context(subject.context, resource, tags)
             found = memo[marker] = evaluate_statements(relevant, subject, ctx, "key-policy")
         return found
@@ -431,7 +417,7 @@ def evaluate_key(key: KeyRecord, scope: AuditScope) -> tuple[list[Finding], list
         shared: Access | None = None
         generic, named_arns, named_roles = index.generic(account)
         for cp in iam.candidates(key.arn, seen):
-            subject = cp.subject or concrete_subject(cp)
+            subject = concrete_subject(cp)
             decisions += 1
             if not generic or subject.arn in named_arns or (subject.role_name and subject.role_name in named_roles):
                 eff = key_side(subject).restrict(CROSS_ACCOUNT_MASK)
@@ -445,22 +431,11 @@ def evaluate_key(key: KeyRecord, scope: AuditScope) -> tuple[list[Finding], list
             if not shared.any:
                 continue
             if cp.invariant is None:
-                involved = (cp.statements, cp.boundary or (), *(scp or ()))
-                cp.invariant = _invariant(involved)
-                # One statement in all, with a Resource: a candidate's Resource matches by definition.
-                cp.one_statement = (
-                    len(cp.statements) == 1
-                    and sum(len(group) for group in involved) == 1
-                    and not cp.statements[0].not_resource
-                )
+                cp.invariant = _invariant((cp.statements, cp.boundary or (), *(scp or ())))
             if cp.invariant and rcp_invariant:
                 # The same key-policy verdict and the same Resource matches as on an earlier key:
                 # the same answer (every statement involved decides by the principal alone).
-                memo_key: tuple[int, int, tuple[bool, ...]]
-                if cp.one_statement and rcp is None:
-                    memo_key = (id(shared), 0, ())
-                else:
-                    memo_key = (id(shared), id(rcp), _resource_signature(cp, scp, rcp, key.arn, seen))
+                memo_key = (id(shared), id(rcp), _resource_signature(cp, scp, rcp, key.arn, seen))
                 found = cp.memo.get(memo_key)
                 if found is None:
                     ctx = Context(subject.context, resource, tags)

@@ -44,14 +44,9 @@ class KeyPolicyIndex:
             return self.by_account.get(account, self.wild)
         return self.wild
 
-    def shared_verdict(self, account: str, arn: str, role_name: str) -> bool:
-        """Does this principal get the same key-policy verdict as every other unnamed one?"""
-        generic, arns, roles = self.generic(account)
-        return generic and arn not in arns and not (role_name and role_name in roles)
-
     def generic(self, account: str) -> tuple[bool, frozenset[str], frozenset[str]]:
-        """Whether the account's principals can share one verdict, less the ARNs and role
-        names (for sessions) that statements single out."""
+        """Can the account's principals share one key-policy verdict? Less the ARNs and role
+        names (for sessions) that statements single out, which are decided on their own."""
         if account not in self._generic:
             stmts = self.statements_for("concrete", account)
             varying = any(

@@ -68,6 +68,14 @@ def wildcard_match(pattern: str, value: str, ignore_case: bool = False) -> bool:
     return wildcard(pattern, ignore_case).fullmatch(value)
 
 
+def match_once(seen: dict[str, bool], pattern: str, value: str) -> bool:
+    """`wildcard_match`, remembered in `seen` (the results for one value, such as a key ARN)."""
+    hit = seen.get(pattern)
+    if hit is None:
+        hit = seen[pattern] = wildcard_match(pattern, value)
+    return hit
+
+
 def arn_account(arn: str) -> str:
     """The account field of an ARN (`arn:partition:service:region:account:resource`)."""
     parts = arn.split(":", 5)

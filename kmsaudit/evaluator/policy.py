@@ -11,9 +11,9 @@ from typing import Any, TypeVar
 
 from kmsaudit.evaluator.actions import ALL_MASK, CROSS_ACCOUNT_MASK, names, pattern_mask
 from kmsaudit.evaluator.match import PrincipalRef, parse_principal, wildcard
+from kmsaudit.evaluator.memo import MISSING, Memo
 
 T = TypeVar("T")
-_MISSING: Any = object()
 
 
 class PolicyParseError(ValueError):
@@ -113,7 +113,6 @@ class Statement:
 class Policy:
     statements: tuple[Statement, ...]
     problems: tuple[str, ...] = ()  # statements skipped and why (reported as lints)
-    resource_all: bool = False  # every statement's Resource covers every key
 
 
 def _as_list(raw: Any) -> list[Any]:
@@ -204,8 +203,7 @@ def _condition_block(raw: Any) -> tuple[tuple[ConditionClause, ...], tuple[str, 
 
 # Parts of statements (Principal, Condition blocks) repeat even where whole statements do not:
 # a key's administrators' statement is unique to the key, the account it names is not.
-_PARTS: dict[tuple[str, str], Any] = {}
-_PARTS_MAX = 50_000
+_PARTS = Memo(50_000)
 
 
 def _part(kind: str, raw: Any, build: Callable[[Any], T]) -> T:
@@ -213,10 +211,8 @@ def _part(kind: str, raw: Any, build: Callable[[Any], T]) -> T:
         marker = (kind, raw if isinstance(raw, str) else repr(raw))
     except (RecursionError, ValueError):
         return build(raw)
-    found = _PARTS.get(marker, _MISSING)
-    if found is _MISSING:
-        if len(_PARTS) >= _PARTS_MAX:
-            _PARTS.clear()
+    found = _PARTS.get(marker, MISSING)
+    if found is MISSING:
         found = _PARTS[marker] = build(raw)
     return found  # type: ignore[no-any-return]
 
@@ -276,8 +272,7 @@ def _statement(raw: Any) -> tuple[Statement | None, tuple[str, ...]]:
     return stmt, tuple(problems)
 
 
-_STATEMENTS: dict[str, tuple[Statement | None, tuple[str, ...]]] = {}
-_STATEMENTS_MAX = 50_000
+_STATEMENTS = Memo(50_000)  # repr of a statement -> (Statement | None, problems)
 
 
 def _cached_statement(raw: Any) -> tuple[Statement | None, tuple[str, ...]]:
@@ -288,10 +283,8 @@ def _cached_statement(raw: Any) -> tuple[Statement | None, tuple[str, ...]]:
         marker = repr(raw)
     except (RecursionError, ValueError):
         return _statement(raw)
-    found = _STATEMENTS.get(marker)
+    found: tuple[Statement | None, tuple[str, ...]] | None = _STATEMENTS.get(marker)
     if found is None:
-        if len(_STATEMENTS) >= _STATEMENTS_MAX:
-            _STATEMENTS.clear()
         found = _STATEMENTS[marker] = _statement(raw)
     return found
 
@@ -324,7 +317,7 @@ def _parse(raw: Any) -> Policy:
         if found:
             sid = f" ({stmt.sid[:60]})" if stmt is not None and stmt.sid else ""
             problems.extend(f"statement {i}{sid}: {problem}" for problem in found)
-    return Policy(tuple(statements), tuple(problems), all(s.resource_all for s in statements))
+    return Policy(tuple(statements), tuple(problems))
 
 
 @lru_cache(maxsize=8192)

@@ -14,7 +14,8 @@ from typing import Any
 from kmsaudit.evaluator.access import Access, Subject
 from kmsaudit.evaluator.actions import CROSS_ACCOUNT_MASK, pattern_mask
 from kmsaudit.evaluator.conditions import Excluded, Value
-from kmsaudit.evaluator.match import wildcard_match
+from kmsaudit.evaluator.match import match_once
+from kmsaudit.evaluator.memo import Memo
 from kmsaudit.evaluator.policy import PolicyParseError, Statement, parse_policy
 from kmsaudit.model import IamPrincipal, Lint, Organization
 
@@ -28,7 +29,6 @@ class CompiledPrincipal:
     subject: Subject | None = None  # made once (decide.concrete_subject), with its verdict cache
     # Do all its statements (and its account's SCPs) decide by the principal alone? (decide.py)
     invariant: bool | None = None
-    one_statement: bool = False  # its identity policy, boundary and SCPs hold one statement in all
     # (key-policy verdict, RCPs, Resource matches) -> effective access (decide.py)
     memo: dict[tuple[int, int, tuple[bool, ...]], Access] = field(default_factory=dict)
 
@@ -70,10 +70,7 @@ class AccountIam:
         for p in self.exact.get(key_arn, ()):
             found[id(p)] = p
         for pattern, principals in self.patterns.items():
-            hit = seen.get(pattern)
-            if hit is None:
-                hit = seen[pattern] = wildcard_match(pattern, key_arn)
-            if hit:
+            if match_once(seen, pattern, key_arn):
                 for p in principals:
                     found[id(p)] = p
         return list(found.values())
@@ -126,17 +123,17 @@ class AuditScope:
         # (decide.py: account, outsider and named subjects).
         self.subjects: dict[tuple[str, str, str], Subject] = {}
         # Finding conditions as dicts, per distinct condition tuple (decide._Collector).
-        self.condition_dicts: dict[Any, tuple[dict[str, Any], ...]] = {}
+        self.condition_dicts = Memo(200_000)
         self._interned: dict[Access, Access] = {}
         # (key-policy statements, id(subject)) -> verdict, across keys (decide.evaluate_key).
-        self.key_verdicts: dict[tuple[tuple[Statement, ...], int], Access] = {}
+        self.key_verdicts = Memo(200_000)
         # a key's properties -> its condition context (decide._resource_context)
         self.resource_contexts: dict[tuple[Any, ...], dict[str, Value]] = {}
         # a key policy's `"*"` statements -> the audited accounts they give anything to (one
         # entry per distinct set of such statements: few in an estate)
         self.wild_reach: dict[tuple[Statement, ...], frozenset[str]] = {}
         # (id(verdict), account, access, via) -> (verdict, the finding fields it decides)
-        self.finding_tails: dict[tuple[int, str, str, tuple[str, ...]], tuple[Access, Any]] = {}
+        self.finding_tails = Memo(200_000)
         audited = set(audited_accounts)
         for principal in principals:
             audited.add(principal.account)
