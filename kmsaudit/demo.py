@@ -64,10 +64,23 @@ def seed() -> dict[str, Any]:
         keys[name] = {"id": meta["KeyId"], "arn": meta["Arn"], "account": account, "region": region}
         created[0] += 1
 
+    # CloudWatch Logs encrypting the account's own log groups, confined as AWS documents it: an
+    # AWS service acting for the key's own account is not cross-account access (SPEC §2.11).
+    logs = {
+        "Sid": "CloudWatch Logs, for this account's log groups",
+        "Effect": "Allow",
+        "Principal": {"Service": "logs.us-east-1.amazonaws.com"},
+        "Action": ["kms:Encrypt*", "kms:Decrypt*", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:Describe*"],
+        "Resource": "*",
+        "Condition": {"StringEquals": {"aws:SourceAccount": prod}},
+    }
     for account in accounts.values():  # AWS-style default policies: the account's own IAM decides
         for region in REGIONS:
             for i in range(3):
-                key(f"app-{i}", account, region)
+                if (account, region, i) == (prod, "us-east-1", 0):
+                    key("logs", account, region, key_policy(prod, logs))
+                else:
+                    key(f"app-{i}", account, region)
     key(
         "partner-shared",
         prod,
@@ -148,6 +161,12 @@ def seed() -> dict[str, Any]:
         GranteePrincipal=f"arn:aws:iam::{PARTNER}:role/Ingest",
         Operations=["Encrypt", "GenerateDataKey"],
         Constraints={"EncryptionContextSubset": {"tenant": "partner"}},
+    )
+
+    # What RDS leaves on a key that encrypts a database: a grant to the service, issued by the
+    # key's own account (SPEC §2.8): a `service-grant` lint, never an external finding.
+    kms.create_grant(
+        KeyId=keys["logs"]["id"], GranteePrincipal="rds.us-east-1.amazonaws.com", Operations=["Decrypt", "Encrypt"]
     )
 
     iam = client("iam", analytics)
@@ -233,8 +252,12 @@ def run_demo(workdir: str | Path = "kmsaudit-demo", serve: bool = False, out: Te
         write_findings(result.findings, "table", out, colour=colour)
         out.write(
             f"({result.keys} keys in {len(result.scopes)} scopes, {result.requests} AWS requests, "
-            f"{result.finished_at - result.started_at:.1f} s)\n\n"
+            f"{result.finished_at - result.started_at:.1f} s)\n"
         )
+        for lint in result.lints:
+            if lint.kind == "service-grant":
+                out.write(f"Not cross-account (lint {lint.kind}): {lint.key_arn}: {lint.message}\n")
+        out.write("\n")
 
         keys = story["keys"]
         prod = accounts["prod"]

@@ -14,7 +14,13 @@ from typing import Any
 
 from kmsaudit.model import DriftEvent
 
-Slot = tuple[str, str, str]  # (key ARN, principal, access)
+# (key ARN, principal, access, principal account): a service principal is one finding per
+# account it acts for (SPEC §2.11); for every other principal the account follows from it.
+Slot = tuple[str, str, str, str]
+
+
+def slot(finding: Mapping[str, Any]) -> Slot:
+    return (finding["key_arn"], finding["principal"], finding["access"], finding.get("principal_account", ""))
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,7 +33,7 @@ class ScopeState:
     @classmethod
     def build(cls, findings: Iterable[Mapping[str, Any]], key_policies: Iterable[tuple[str, str | None]]) -> ScopeState:
         return cls(
-            findings={(f["key_arn"], f["principal"], f["access"]): f for f in findings},
+            findings={slot(f): f for f in findings},
             keys={arn: policy_hash(text) for arn, text in key_policies},
         )
 
@@ -41,15 +47,15 @@ class ScopeState:
         if before is None or not failed:
             return self
         findings = dict(self.findings)
-        for slot, finding in before.findings.items():
+        for where, finding in before.findings.items():
             if (
-                slot not in findings
+                where not in findings
                 and finding.get("access") == "effective"
                 and finding.get("principal_account") in failed
                 and "iam-policy" in finding.get("via", ())
-                and slot[0] in self.keys
+                and where[0] in self.keys
             ):
-                findings[slot] = finding
+                findings[where] = finding
         return ScopeState(findings, self.keys)
 
     def digest(self) -> str:
@@ -66,7 +72,7 @@ class ScopeState:
     def from_json(cls, text: str) -> ScopeState:
         data = json.loads(text)
         return cls(
-            findings={(f["key_arn"], f["principal"], f["access"]): f for f in data["findings"]},
+            findings={slot(f): f for f in data["findings"]},
             keys=dict(data["keys"]),
         )
 
@@ -105,16 +111,16 @@ def diff_scope(
             DriftEvent(kind, key_arn, principal, old, new, severity, account, region, snapshot_id, detected_at)
         )
 
-    unreadable = {slot[0] for slot, f in after.findings.items() if f.get("kind") == "unparseable"}
+    unreadable = {where[0] for where, f in after.findings.items() if f.get("kind") == "unparseable"}
     for arn in sorted(set(after.keys) - set(before.keys)):
         event("key-created", arn, "", None, {"policy_sha256": after.keys[arn]}, _EVENT_SEVERITY_FLOOR)
     for arn in sorted(set(before.keys) - set(after.keys)):
         event("key-deleted", arn, "", {"policy_sha256": before.keys[arn]}, None, _EVENT_SEVERITY_FLOOR)
     gone_keys = set(before.keys) - set(after.keys)
     touched: set[str] = set()
-    for slot in sorted(set(before.findings) | set(after.findings)):
-        old, new = before.findings.get(slot), after.findings.get(slot)
-        key_arn, principal, _ = slot
+    for where in sorted(set(before.findings) | set(after.findings)):
+        old, new = before.findings.get(where), after.findings.get(where)
+        key_arn, principal = where[0], where[1]
         if old is None and new is not None:
             event("added", key_arn, principal, None, dict(new), str(new["severity"]))
         elif new is None and old is not None:

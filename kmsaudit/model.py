@@ -121,8 +121,11 @@ class Finding(NamedTuple):
 
     @property
     def id(self) -> str:
-        raw = "\x1f".join((self.key_arn, self.principal, self.access, ",".join(self.via)))
-        return hashlib.sha256(raw.encode()).hexdigest()[:32]
+        parts = [self.key_arn, self.principal, self.access, ",".join(self.via)]
+        if self.principal_account != "*" and not self.principal.startswith("arn:"):
+            # A service principal acts for several accounts: one finding each (SPEC §2.11).
+            parts.append(self.principal_account)
+        return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Finding:

@@ -55,6 +55,10 @@ def test_demo_shows_findings_drift_and_the_delivered_alert_then_serves(tmp_path:
     assert re.search(r"^medium +effective +external +arn:aws:iam::555566667777:role/Ingest +grant", scan1, re.M)
     assert "role/DataSci" not in scan1  # an IAM role that does not delegate the key has no access
     assert "40 keys in 12 scopes" in scan1
+    # SPEC §2.8, §2.11: AWS services acting for the key's own account are not external access.
+    assert "logs.us-east-1.amazonaws.com" not in scan1.split("Not cross-account")[0]
+    assert "rds.us-east-1.amazonaws.com" not in scan1.split("Not cross-account")[0]
+    assert re.search(r"^Not cross-account \(lint service-grant\): .*rds\.us-east-1\.amazonaws\.com", scan1, re.M)
     drift = out.split("== Scan 2")[1].split("== Alerts")[0]
     assert re.search(r"^high +added +arn:aws:kms:eu-west-1:\d{12}:key/\S+ +arn:aws:iam::666677778888:root", drift, re.M)
     assert re.search(r"^high +added +.* arn:aws:iam::777788889999:role/Backup", drift, re.M)

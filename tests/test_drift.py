@@ -80,3 +80,12 @@ def test_effective_access_carries_over_when_the_principals_iam_failed() -> None:
     assert kinds(before, now) == []
     assert kinds(before, state(f()).carry(before, set())) == [("removed", "low")]
     assert state(f(), eff).digest() == now.digest()
+
+
+def test_one_service_acting_for_two_accounts_is_two_findings_in_the_stored_state() -> None:
+    # SPEC §2.11: a service principal confined to two external accounts is one finding per account;
+    # the scope's state must keep both, and a third account is one `added` event.
+    logs = "logs.amazonaws.com"
+    b, c = f(principal=logs, account="444455556666"), f(principal=logs, account="777788889999")
+    assert len(state(b, c).findings) == 2
+    assert kinds(state(b), state(b, c)) == [("added", "high")]

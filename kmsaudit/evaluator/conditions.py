@@ -254,10 +254,10 @@ def evaluate_clause(clause: ConditionClause, ctx: Context) -> int:
         return _absent(clause, negated)
     if isinstance(value, Excluded):
         return _excluded(clause, positive, negated, value)
+    if base == "null":  # the key is present (SPEC §2.7: aws:PrincipalArn is in every signed request)
+        return TRUE if any(v.lower() == "false" for v in clause.values) else FALSE
     if isinstance(value, ArnInAccount):
         return _arn_in_account(clause, positive, negated, value)
-    if base == "null":
-        return TRUE if any(v.lower() == "false" for v in clause.values) else FALSE
     wanted = clause.values
     if any("${" in w for w in wanted):
         resolved = _substitute(wanted, ctx)

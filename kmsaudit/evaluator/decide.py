@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from kmsaudit.evaluator.access import (
+    NO_ACCESS,
     Access,
     Conditions,
     Subject,
@@ -21,9 +22,10 @@ from kmsaudit.evaluator.conditions import IDENTITY_KEYS, ArnInAccount, Context, 
 from kmsaudit.evaluator.keyindex import KeyPolicyIndex
 from kmsaudit.evaluator.lints import key_policy_lints
 from kmsaudit.evaluator.match import ACCOUNT_RE, PrincipalRef, arn_account, parse_principal, root_arn
+from kmsaudit.evaluator.outsider import DIRECT_CALLER, is_service_principal, outsiders, signature
 from kmsaudit.evaluator.policy import PolicyParseError, Statement, parse_policy
 from kmsaudit.evaluator.scope import AuditScope, CompiledPrincipal, org_context
-from kmsaudit.model import Evaluation, Finding, KeyRecord, Lint
+from kmsaudit.model import Evaluation, Finding, Grant, KeyRecord, Lint
 
 __all__ = ["AuditScope", "evaluate_key", "evaluate_keys"]
 
@@ -34,7 +36,7 @@ Tail = tuple[
 VIA_KEY_POLICY = ("key-policy",)
 VIA_IAM = ("iam-policy", "key-policy")
 VIA_GRANT = ("grant",)
-_NAMED_KINDS = frozenset({"iam", "session", "service", "federated", "canonical"})
+_NAMED_KINDS = frozenset({"iam", "session", "federated", "canonical"})
 _PRINCIPAL_TYPES = {"user": "User", "role": "AssumedRole", "federated-user": "FederatedUser"}
 
 
@@ -88,27 +90,64 @@ def _account_subject(account: str, scope: AuditScope, partition: str) -> Subject
         "aws:principalaccount": (account,),
         "kms:calleraccount": (account,),
         "aws:principalarn": ArnInAccount(account),
+        "aws:principaltype": Excluded(frozenset()),  # present in every request; which, unknown
         "aws:principalisawsservice": ("false",),
+        **DIRECT_CALLER,
     }
     context.update(org_context(account, scope.organization))
     return Subject("account", root_arn(account, partition), account, context=context)
 
 
-def outsider_subject(scope: AuditScope) -> Subject:
-    """Any principal of an account nobody named: the test of `"*"` for public access."""
-    return _made_once(scope, ("outsider", "", ""), lambda: _outsider_subject(scope))
+def outsider_subjects(
+    stmts: tuple[Statement, ...], key: KeyRecord, scope: AuditScope, service: str = ""
+) -> tuple[tuple[Subject, bool], ...]:
+    """SPEC §3's outsider (or §2.11's service acting for one): the candidates `stmts` are asked
+    about, each with whether it stands for an unknown organization's members. Made once per
+    distinct set of statements, so their verdicts are cached like any subject's."""
+    partition = key.arn.split(":")[1] if key.arn.count(":") >= 5 else "aws"
+    marker = (stmts, key.account, partition, service)
+    found = scope.outsiders.get(marker)
+    if found is None:
+        # Statement sets that differ only in what no outsider can choose (kms:ViaService, the
+        # key's own conditions…) share their candidates, and so their verdict caches.
+        alike = (signature(stmts, service), key.account, partition, service)
+        found = scope.outsiders.get(alike)
+        if found is None:
+            org = scope.organization.org_id if scope.organization else None
+            excluded = scope.trusted | {key.account}
+            found = scope.outsiders[alike] = tuple(
+                (
+                    Subject(
+                        "service" if service else "outsider", service or "*", o.account, arn=o.arn, context=o.context
+                    ),
+                    o.other_org,
+                )
+                for o in outsiders(stmts, excluded, org, partition, service)
+            )
+        scope.outsiders[marker] = found
+    return found
 
 
-def _outsider_subject(scope: AuditScope) -> Subject:
+def service_subject(service: str, account: str, scope: AuditScope) -> Subject:
+    """An AWS service acting for a resource of `account` (SPEC §2.11)."""
+    return _made_once(scope, ("service", service, account), lambda: _service_subject(service, account, scope))
+
+
+def _service_subject(service: str, account: str, scope: AuditScope) -> Subject:
+    org = org_context(account, scope.organization)
     context: dict[str, Value] = {
-        "aws:principalaccount": Excluded(None),
-        "kms:calleraccount": Excluded(None),
-        "aws:principalarn": ArnInAccount(None),
-        "aws:principalisawsservice": ("false",),
+        "aws:principalisawsservice": ("true",),
+        "aws:principalservicename": (service,),
+        "aws:principalaccount": None,
+        "aws:principalarn": None,
+        "aws:principalorgid": None,
+        "kms:calleraccount": (account,),
+        "aws:sourceaccount": (account,),
+        "aws:sourcearn": ArnInAccount(account),
+        "aws:sourceorgid": org.get("aws:principalorgid"),
+        "aws:sourceorgpaths": org.get("aws:principalorgpaths"),
     }
-    if scope.organization is not None:
-        context["aws:principalorgid"] = Excluded(frozenset({scope.organization.org_id}), True)
-    return Subject("outsider", "*", context=context)
+    return Subject("service", service, account, context=context)
 
 
 def named_subject(ref: PrincipalRef, scope: AuditScope) -> Subject:
@@ -137,6 +176,7 @@ def _named_subject(ref: PrincipalRef, scope: AuditScope) -> Subject:
         "aws:principalarn": (principal_arn,),
         "aws:principaltype": (ptype,),
         "aws:principalisawsservice": ("false",),
+        **DIRECT_CALLER,
     }
     context.update(org_context(ref.account, scope.organization))
     return Subject("concrete", ref.value, ref.account, arn=ref.value, role_name=role_name, context=context)
@@ -155,14 +195,15 @@ class _Collector:
 
     def __init__(self, key: KeyRecord, scope: AuditScope) -> None:
         self.key, self.scope = key, scope
-        self.items: dict[tuple[str, str], tuple[str, Access, tuple[str, ...]]] = {}
+        # (principal, access, account): a service principal is reported once per account it acts for
+        self.items: dict[tuple[str, str, str], tuple[str, Access, tuple[str, ...]]] = {}
 
     def add(self, principal: str, account: str, access: str, acc: Access, via: tuple[str, ...]) -> None:
         """`via`: sorted, as findings show it (VIA_KEY_POLICY, VIA_IAM, VIA_GRANT)."""
         acc = acc.restrict(CROSS_ACCOUNT_MASK)  # SPEC §2.3
         if not (acc.sure or acc.maybe):
             return
-        slot = (principal, access)
+        slot = (principal, access, account)
         before = self.items.get(slot)
         if before is not None:
             _, merged, vias = before
@@ -174,7 +215,7 @@ class _Collector:
         out = []
         key = self.key
         tails = self.scope.finding_tails
-        for (principal, access), (account, acc, via) in self.items.items():
+        for (principal, access, _), (account, acc, via) in self.items.items():
             # Verdicts are shared between keys (cached), and so is what a finding says of one.
             marker = (id(acc), account, access, via)
             entry = tails.get(marker)
@@ -320,6 +361,89 @@ def _resource_signature(
     return tuple([resource_matches(s, key_arn, seen) for group in groups for s in group])
 
 
+def _issuing_account(text: str) -> str:
+    """`IssuingAccount` of a grant: an account id, or its root ARN as ListGrants prints it."""
+    return text if ACCOUNT_RE.match(text) else arn_account(text)
+
+
+def _service_grant_lint(key: KeyRecord, grant: Grant, reported: bool) -> Lint:
+    issuer = "the key's own account" if reported else "the key's own account (no IssuingAccount was reported)"
+    return Lint(
+        "service-grant",
+        f"grant {grant.grant_id} lets {grant.grantee_principal} use the key for {issuer}: "
+        f"{', '.join(grant.operations) or 'no operations'}; not cross-account access",
+        key_arn=key.arn,
+        account=key.account,
+        principal=grant.grantee_principal,
+    )
+
+
+def _service_accounts(stmts: tuple[Statement, ...], scope: AuditScope) -> set[str]:
+    """Accounts that `aws:SourceAccount`/`aws:SourceArn`/`aws:SourceOrgID`/`kms:CallerAccount`
+    name in Allow statements: whom a confined service principal may act for (SPEC §2.11)."""
+    found: set[str] = set()
+    org = scope.organization
+    for stmt in stmts:
+        if not stmt.allow:
+            continue
+        for clause in stmt.conditions:
+            if clause.base.startswith(("stringnot", "arnnot")):
+                continue
+            for value in clause.values:
+                if clause.key_lc in ("aws:sourceaccount", "kms:calleraccount") and ACCOUNT_RE.match(value):
+                    found.add(value)
+                elif clause.key_lc == "aws:sourcearn" and ACCOUNT_RE.match(arn_account(value)):
+                    found.add(arn_account(value))
+                elif clause.key_lc in ("aws:sourceorgid", "aws:sourceorgpaths") and org is not None:
+                    if value == org.org_id or value.startswith(org.org_id + "/"):
+                        found.update(org.accounts)
+    return found
+
+
+def _services(
+    service: str,
+    key: KeyRecord,
+    index: KeyPolicyIndex,
+    scope: AuditScope,
+    out: _Collector,
+    lints: list[Lint],
+    verdict: Callable[[tuple[Statement, ...], Subject], Access],
+) -> int:
+    """SPEC §2.11: a service principal confined to the key's own account is no cross-account
+    access; confined to another account, that account's potential access; unconfined, anyone's
+    (the confused deputy): a lint and a potential finding for "*". Returns decisions made."""
+    plan = scope.service_plans.get((index.others, service))
+    if plan is None:
+        if service == "*":
+            stmts = index.wild
+        else:  # the statements naming this service, and every Deny that may apply to it
+            lowered = service.lower()
+            stmts = tuple(s for s in index.others if not s.allow or (s.principals and lowered in s.principals.others))
+        plan = scope.service_plans[(index.others, service)] = (stmts, frozenset(_service_accounts(stmts, scope)))
+    stmts, accounts = plan
+    anyone = NO_ACCESS
+    for subject, _ in outsider_subjects(stmts, key, scope, service):
+        anyone = anyone.either(verdict(stmts, subject))
+    anyone = anyone.restrict(CROSS_ACCOUNT_MASK)
+    if anyone.any:
+        lints.append(
+            Lint(
+                "service-principal-unconfined",
+                f"{service if service != '*' else 'any AWS service'} may use this key for any account's resources: "
+                "no aws:SourceAccount, aws:SourceArn or aws:SourceOrgID confines it (the confused deputy)",
+                key_arn=key.arn,
+                account=key.account,
+                principal=service,
+            )
+        )
+        out.add(service, "*", "potential", anyone, VIA_KEY_POLICY)
+    decisions = 1
+    for account in sorted(accounts - {key.account}):
+        decisions += 1
+        out.add(service, account, "potential", verdict(stmts, service_subject(service, account, scope)), VIA_KEY_POLICY)
+    return decisions
+
+
 def evaluate_key(key: KeyRecord, scope: AuditScope) -> tuple[list[Finding], list[Lint], int]:
     """Every external principal's access to one key, the key's lints, and decisions made."""
     out = _Collector(key, scope)
@@ -358,6 +482,7 @@ def evaluate_key(key: KeyRecord, scope: AuditScope) -> tuple[list[Finding], list
 
     # Potential: every external principal the key policy names (SPEC §3).
     named: dict[str, Subject] = {}
+    services: dict[str, None] = {}
     wildcard = False
     own_account = frozenset((key.account,))
     for stmt in stmts:
@@ -366,8 +491,12 @@ def evaluate_key(key: KeyRecord, scope: AuditScope) -> tuple[list[Finding], list
             continue
         if pset.any or stmt.not_principal:
             wildcard = True
+            if stmt.service_keys:
+                services["*"] = None  # "*" admits services too: are they confined? (SPEC §2.11)
             if stmt.not_principal:
                 continue
+        if pset.services:
+            services.update(dict.fromkeys(pset.services))
         if not pset.others and pset.mentioned <= own_account:
             continue  # names only the key's own account and its principals
         for ref in pset.refs:
@@ -376,11 +505,20 @@ def evaluate_key(key: KeyRecord, scope: AuditScope) -> tuple[list[Finding], list
             elif ref.kind in _NAMED_KINDS and ref.account != key.account:
                 named.setdefault(ref.value, named_subject(ref, scope))
     if wildcard:
-        public = key_side(outsider_subject(scope)).restrict(CROSS_ACCOUNT_MASK)
+        # Public: what an outsider of the attacker's choosing gets (SPEC §3); and what members of
+        # an organization the policy names but nobody audits may get (potential "*").
         decisions += 1
-        if public.any:
-            confined = any(str(dict(d).get("key", "")).lower() in IDENTITY_KEYS for _, d in public.conditions)
-            out.add("*", "*", "potential" if confined else "public", public, VIA_KEY_POLICY)
+        public = other_org = NO_ACCESS
+        for subject, unknown_org in outsider_subjects(index.wild, key, scope):
+            if subject.account in index.by_account:
+                continue  # a statement names that account: not an outsider after all
+            if unknown_org:
+                other_org = other_org.either(verdict(index.wild, subject))
+            else:
+                public = public.either(verdict(index.wild, subject))
+        public = public.restrict(CROSS_ACCOUNT_MASK)
+        out.add("*", "*", "public", public, VIA_KEY_POLICY)
+        out.add("*", "*", "potential", other_org.restrict(CROSS_ACCOUNT_MASK & ~public.any), VIA_KEY_POLICY)
         for name, subject in _confined_subjects(stmts, scope).items():
             if subject.account != key.account:
                 named.setdefault(name, subject)
@@ -388,6 +526,8 @@ def evaluate_key(key: KeyRecord, scope: AuditScope) -> tuple[list[Finding], list
         decisions += 1
         account = subject.account if subject.account else "*"
         out.add(name, account, "potential", key_side(subject), VIA_KEY_POLICY)
+    for service in services:
+        decisions += _services(service, key, index, scope, out, lints, verdict)
 
     # Effective: concrete principals of audited accounts, key policy ∧ IAM ∧ no Deny.
     named_accounts = {s.account for s in named.values() if s.kind == "concrete"}
@@ -449,13 +589,22 @@ def evaluate_key(key: KeyRecord, scope: AuditScope) -> tuple[list[Finding], list
     # Grants: direct access for the grantee, no policy needed (SPEC §2.8).
     for grant in key.grants:
         grantee = grant.grantee_principal or ""
-        account = grantee if ACCOUNT_RE.match(grantee) else arn_account(grantee)
-        if account == key.account:
-            continue
-        principal = root_arn(account) if ACCOUNT_RE.match(grantee) else grantee
+        if is_service_principal(grantee):
+            # The service acts for the account that issued the grant (SPEC §2.8).
+            issuer = _issuing_account(grant.issuing_account) or key.account
+            if issuer == key.account:
+                lints.append(_service_grant_lint(key, grant, bool(grant.issuing_account)))
+                continue
+            subject = service_subject(grantee, issuer, scope)
+            principal, account = grantee, issuer
+        else:
+            account = grantee if ACCOUNT_RE.match(grantee) else arn_account(grantee)
+            if account == key.account:
+                continue
+            principal = root_arn(account) if ACCOUNT_RE.match(grantee) else grantee
+            subject = _grantee_subject(principal, scope)
         decisions += 1
         acc = _grant_access(grant.grant_id, grant_operations_mask(grant.operations), grant.constraints)
-        subject = _grantee_subject(principal, scope)
         ctx = Context(subject.context, resource, tags)
         acc = apply_denies(acc, index.statements_for(subject.kind, subject.account), subject, ctx, "key-policy")
         grantee_iam = scope.principal(principal)

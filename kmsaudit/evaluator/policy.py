@@ -47,6 +47,7 @@ class PrincipalSet:
     others: frozenset[str]  # service, federated and canonical principals, lower-case
     refs: tuple[PrincipalRef, ...]
     mentioned: frozenset[str]  # every account named, as itself or by a principal of it
+    services: tuple[str, ...] = ()  # AWS service principals, as written (SPEC §2.11)
 
     @classmethod
     def of(cls, refs: tuple[PrincipalRef, ...]) -> PrincipalSet:
@@ -58,6 +59,7 @@ class PrincipalSet:
             others=frozenset(r.value.lower() for r in refs if r.kind in ("service", "federated", "canonical")),
             refs=refs,
             mentioned=frozenset(r.account for r in refs if r.account),
+            services=tuple(dict.fromkeys(r.value for r in refs if r.kind == "service")),
         )
 
 
@@ -73,6 +75,18 @@ RESOURCE_KEYS = frozenset(
         "kms:keyusage",
         "kms:keyorigin",
         "kms:multiregion",
+    }
+)
+
+
+SERVICE_CONDITION_KEYS = frozenset(
+    {
+        "aws:sourceaccount",
+        "aws:sourcearn",
+        "aws:sourceorgid",
+        "aws:sourceorgpaths",
+        "aws:principalisawsservice",
+        "aws:principalservicename",
     }
 )
 
@@ -107,6 +121,9 @@ class Statement:
     resource_exact: frozenset[str] = frozenset()  # the Resource values without wildcards
     resource_wild: tuple[str, ...] = ()  # and those with
     local_notes_only: bool = False  # every note is "local-only"
+    # A condition on a key only an AWS service acting for a resource has (`aws:SourceAccount`…,
+    # `aws:PrincipalIsAWSService`): a "*" statement with one may admit services (SPEC §2.11).
+    service_keys: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,6 +285,7 @@ def _statement(raw: Any) -> tuple[Statement | None, tuple[str, ...]]:
         exact,
         wild,
         local_only and not notes,
+        any(c.key_lc in SERVICE_CONDITION_KEYS for c in conditions),
     )
     return stmt, tuple(problems)
 

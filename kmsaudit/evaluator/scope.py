@@ -16,6 +16,7 @@ from kmsaudit.evaluator.actions import CROSS_ACCOUNT_MASK, pattern_mask
 from kmsaudit.evaluator.conditions import Excluded, Value
 from kmsaudit.evaluator.match import match_once
 from kmsaudit.evaluator.memo import Memo
+from kmsaudit.evaluator.outsider import DIRECT_CALLER
 from kmsaudit.evaluator.policy import PolicyParseError, Statement, parse_policy
 from kmsaudit.model import IamPrincipal, Lint, Organization
 
@@ -134,6 +135,12 @@ class AuditScope:
         self.wild_reach: dict[tuple[Statement, ...], frozenset[str]] = {}
         # (id(verdict), account, access, via) -> (verdict, the finding fields it decides)
         self.finding_tails = Memo(200_000)
+        # ("*" statements, key account, partition, service) -> the outsiders they are asked about
+        # (decide.outsider_subjects: SPEC §3, §2.11)
+        self.outsiders: dict[tuple[Any, ...], tuple[tuple[Subject, bool], ...]] = {}
+        # (statements that may name a service, service) -> (the statements that apply to it,
+        # the accounts its aws:Source* conditions name) (decide._services)
+        self.service_plans: dict[tuple[Any, ...], tuple[tuple[Statement, ...], frozenset[str]]] = {}
         audited = set(audited_accounts)
         for principal in principals:
             audited.add(principal.account)
@@ -180,6 +187,7 @@ class AuditScope:
             "aws:principalarn": (principal.arn,),
             "aws:principaltype": (kind_type,),
             "aws:principalisawsservice": ("false",),
+            **DIRECT_CALLER,  # a user or role calling directly: no aws:Source* keys (SPEC §2.7)
         }
         if principal.kind == "user":
             context["aws:username"] = (principal.name,)

@@ -176,9 +176,27 @@ def test_wildcards_built_to_backtrack_match_in_linear_time_and_correctly() -> No
     )
     # The explosive action and resource patterns match nothing: the role gets no access from them.
     assert [f for f in evaluation.findings if f.principal == ROLE] == []
-    # The explosive condition is kept as a condition on the public statement, not misread.
+    # The explosive condition asks for forty 1s in a twelve-digit account field: no principal
+    # anywhere satisfies it, so the "*" statement gives nothing (SPEC §3: decided, not guessed).
+    assert evaluation.findings == ()
+    # One that an outsider can satisfy (an account with five 1s then a 9, a role named a…ab) is
+    # public, found in linear time all the same.
+    satisfiable = "arn:aws:iam::" + "*1" * 5 + "9:role/" + "*a" * 40 + "b"
+    evaluation = run(
+        {
+            "Statement": [
+                {
+                    "Effect": "Allow",
+                    "Principal": "*",
+                    "Action": "kms:Encrypt",
+                    "Resource": "*",
+                    "Condition": {"ArnLike": {"aws:PrincipalArn": satisfiable}},
+                },
+            ]
+        }
+    )
     (public,) = evaluation.findings
-    assert public.principal == "*" and public.conditional_actions == ("kms:Encrypt",)
+    assert public.principal == "*" and public.access == "public" and public.actions == ("kms:Encrypt",)
 
 
 def test_a_32_kb_policy_stays_small_in_memory() -> None:
