@@ -378,25 +378,27 @@ def _service_grant_lint(key: KeyRecord, grant: Grant, reported: bool) -> Lint:
     )
 
 
-def _service_accounts(stmts: tuple[Statement, ...], scope: AuditScope) -> set[str]:
-    """Accounts that `aws:SourceAccount`/`aws:SourceArn`/`aws:SourceOrgID`/`kms:CallerAccount`
-    name in Allow statements: whom a confined service principal may act for (SPEC §2.11)."""
-    found: set[str] = set()
+def _service_accounts(stmt: Statement, scope: AuditScope) -> frozenset[str]:
+    """Accounts an Allow's `aws:SourceAccount`/`aws:SourceArn`/`aws:SourceOrgID`/
+    `kms:CallerAccount` conditions name: whom a confined service principal may act for (SPEC
+    §2.11). Once per statement (statements are interned)."""
+    found = scope.service_accounts.get(stmt)
+    if found is not None:
+        return found
+    accounts: set[str] = set()
     org = scope.organization
-    for stmt in stmts:
-        if not stmt.allow:
+    for clause in stmt.conditions if stmt.allow else ():
+        if clause.base.startswith(("stringnot", "arnnot")):
             continue
-        for clause in stmt.conditions:
-            if clause.base.startswith(("stringnot", "arnnot")):
-                continue
-            for value in clause.values:
-                if clause.key_lc in ("aws:sourceaccount", "kms:calleraccount") and ACCOUNT_RE.match(value):
-                    found.add(value)
-                elif clause.key_lc == "aws:sourcearn" and ACCOUNT_RE.match(arn_account(value)):
-                    found.add(arn_account(value))
-                elif clause.key_lc in ("aws:sourceorgid", "aws:sourceorgpaths") and org is not None:
-                    if value == org.org_id or value.startswith(org.org_id + "/"):
-                        found.update(org.accounts)
+        for value in clause.values:
+            if clause.key_lc in ("aws:sourceaccount", "kms:calleraccount") and ACCOUNT_RE.match(value):
+                accounts.add(value)
+            elif clause.key_lc == "aws:sourcearn" and ACCOUNT_RE.match(arn_account(value)):
+                accounts.add(arn_account(value))
+            elif clause.key_lc in ("aws:sourceorgid", "aws:sourceorgpaths") and org is not None:
+                if value == org.org_id or value.startswith(org.org_id + "/"):
+                    accounts.update(org.accounts)
+    found = scope.service_accounts[stmt] = frozenset(accounts)
     return found
 
 
@@ -412,15 +414,11 @@ def _services(
     """SPEC §2.11: a service principal confined to the key's own account is no cross-account
     access; confined to another account, that account's potential access; unconfined, anyone's
     (the confused deputy): a lint and a potential finding for "*". Returns decisions made."""
-    plan = scope.service_plans.get((index.others, service))
-    if plan is None:
-        if service == "*":
-            stmts = index.wild
-        else:  # the statements naming this service, and every Deny that may apply to it
-            lowered = service.lower()
-            stmts = tuple(s for s in index.others if not s.allow or (s.principals and lowered in s.principals.others))
-        plan = scope.service_plans[(index.others, service)] = (stmts, frozenset(_service_accounts(stmts, scope)))
-    stmts, accounts = plan
+    if service == "*":
+        stmts = index.wild
+    else:  # the statements naming this service, and every Deny that may apply to it
+        lowered = service.lower()
+        stmts = tuple(s for s in index.others if not s.allow or (s.principals and lowered in s.principals.others))
     anyone = NO_ACCESS
     for subject, _ in outsider_subjects(stmts, key, scope, service):
         anyone = anyone.either(verdict(stmts, subject))
@@ -438,7 +436,8 @@ def _services(
         )
         out.add(service, "*", "potential", anyone, VIA_KEY_POLICY)
     decisions = 1
-    for account in sorted(accounts - {key.account}):
+    accounts = {a for stmt in stmts for a in _service_accounts(stmt, scope)} - {key.account}
+    for account in sorted(accounts):
         decisions += 1
         out.add(service, account, "potential", verdict(stmts, service_subject(service, account, scope)), VIA_KEY_POLICY)
     return decisions

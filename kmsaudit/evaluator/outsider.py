@@ -180,11 +180,12 @@ def _relevant(key: str, keys: Keys) -> bool:
     )
 
 
-def signature(statements: tuple[Statement, ...], service: str = "") -> tuple[object, ...]:
+def signature(statements: tuple[Statement, ...], service: str = "") -> frozenset[object]:
     """What of `statements` the candidates depend on: the accounts their principals name and
-    their conditions on the keys an outsider chooses. Equal signatures, equal candidates."""
+    their conditions on the keys an outsider chooses, in any order. Equal signatures, equal
+    candidates (in another order, which changes no verdict: their access is OR-ed)."""
     keys = SERVICE if service else PRINCIPAL
-    return tuple(
+    return frozenset(
         (
             s.principals.mentioned if s.principals is not None else frozenset(),
             tuple(c for c in s.conditions if _relevant(c.key_lc, keys)),

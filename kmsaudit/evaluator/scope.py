@@ -138,9 +138,8 @@ class AuditScope:
         # ("*" statements, key account, partition, service) -> the outsiders they are asked about
         # (decide.outsider_subjects: SPEC §3, §2.11)
         self.outsiders: dict[tuple[Any, ...], tuple[tuple[Subject, bool], ...]] = {}
-        # (statements that may name a service, service) -> (the statements that apply to it,
-        # the accounts its aws:Source* conditions name) (decide._services)
-        self.service_plans: dict[tuple[Any, ...], tuple[tuple[Statement, ...], frozenset[str]]] = {}
+        # statement -> the accounts its aws:Source* conditions name (decide._service_accounts)
+        self.service_accounts: dict[Statement, frozenset[str]] = {}
         audited = set(audited_accounts)
         for principal in principals:
             audited.add(principal.account)
