@@ -8,7 +8,7 @@ import os
 import sys
 import time
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TextIO
 
 from kmsaudit import __version__
 from kmsaudit.config import DEFAULT_CONFIG_PATH
@@ -112,6 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
     hi = sub.add_parser("history", help="a key's policy versions, with a unified diff between them")
     _config_option(hi)
     hi.add_argument("key_arn", metavar="KEY_ARN")
+    sn = sub.add_parser("snapshots", help="the stored snapshots: ids, dates, keys, findings, failed scopes")
+    _config_option(sn)
+    sn.add_argument("--format", choices=FORMATS, default="table")
     return parser
 
 
@@ -138,7 +141,7 @@ def _store(args: argparse.Namespace) -> Store:
     from kmsaudit.config import load_config
     from kmsaudit.store import Store
 
-    return Store(load_config(args.config).store.path)
+    return Store(load_config(args.config).store.path, create=False)  # a read never makes a database
 
 
 def _findings(args: argparse.Namespace) -> int:
@@ -177,6 +180,13 @@ def _history(args: argparse.Namespace) -> int:
         else:
             print(text)
         previous = lines
+    return EXIT_OK
+
+
+def _snapshots(args: argparse.Namespace) -> int:
+    from kmsaudit.render import write_snapshots
+
+    write_snapshots(_store(args).snapshots(), args.format, sys.stdout)
     return EXIT_OK
 
 
@@ -338,16 +348,63 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _drift(args)
         if args.command == "history":
             return _history(args)
+        if args.command == "snapshots":
+            return _snapshots(args)
     except KmsAuditError as exc:
         print(f"kmsaudit: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("kmsaudit: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:
-        return EXIT_OK
     return EXIT_USAGE
 
 
+class _Stdout:
+    """stdout that outlives its reader: `kmsaudit scan --fail-on high | head -1` still exits 3,
+    and stderr still says what failed. Once the pipe is closed, the rest goes to /dev/null."""
+
+    def __init__(self, inner: TextIO) -> None:
+        self.inner = inner
+        self.gone = False
+
+    def write(self, text: str) -> int:
+        if not self.gone:
+            try:
+                self.inner.write(text)
+            except BrokenPipeError:
+                self._reader_went_away()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.gone:
+            try:
+                self.inner.flush()
+            except BrokenPipeError:
+                self._reader_went_away()
+
+    def writelines(self, lines: Iterable[str]) -> None:
+        for line in lines:
+            self.write(line)
+
+    def isatty(self) -> bool:
+        return self.inner.isatty()
+
+    def __getattr__(self, name: str) -> object:  # encoding, fileno…: the real stream's
+        return getattr(self.inner, name)
+
+    def _reader_went_away(self) -> None:
+        self.gone = True
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, self.inner.fileno())  # so that the interpreter's last flush is quiet
+        os.close(devnull)
+
+
 def run() -> None:
-    sys.exit(main())
+    real = sys.stdout
+    sys.stdout = _Stdout(real)  # type: ignore[assignment,unused-ignore]
+    try:
+        code = main()
+        sys.stdout.flush()
+    finally:
+        sys.stdout = real
+    sys.exit(code)

@@ -195,6 +195,13 @@ class Config(_Strict):
             raise ValueError("no [[accounts]] and no [organization]: nothing to audit")
         return self
 
+    def relative_to(self, folder: Path) -> Config:
+        """Paths in the config are relative to the config file's folder (SPEC §7)."""
+        store = Path(self.store.path).expanduser()
+        if store.is_absolute():
+            return self
+        return self.model_copy(update={"store": self.store.model_copy(update={"path": str(folder / store)})})
+
     def regions_of(self, account: AccountSettings) -> list[str]:
         return account.regions or self.scan.regions
 
@@ -259,7 +266,7 @@ def load_config(path: str | Path) -> Config:
     except RecursionError:
         raise _error(path, "not valid TOML: values nested too deeply") from None
     try:
-        return Config.model_validate(data)
+        return Config.model_validate(data).relative_to(path.absolute().parent)
     except RecursionError:
         raise _error(path, "values nested too deeply") from None
     except ValidationError as exc:

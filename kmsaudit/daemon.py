@@ -15,7 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from kmsaudit.alert import build_sinks, deliver
 from kmsaudit.config import Config, is_cron, load_config
-from kmsaudit.errors import KmsAuditError
+from kmsaudit.errors import KmsAuditError, UsageError
 from kmsaudit.metrics import Metrics
 from kmsaudit.scan import scan_and_record
 from kmsaudit.store import Store
@@ -103,7 +103,9 @@ class Daemon:
             await web.TCPSite(runner, host.strip("[]"), int(port)).start()
         except OSError as exc:
             await runner.cleanup()
-            raise KmsAuditError(f"cannot listen on {self.config.daemon.listen}: {exc.strerror or exc}") from None
+            raise UsageError(
+                f"cannot listen on {self.config.daemon.listen} ([daemon] listen): {exc.strerror or exc}"
+            ) from None
         log.info("daemon.started", listen=self.config.daemon.listen, interval=self.config.scan.interval)
         try:
             while not self.stopping.is_set():

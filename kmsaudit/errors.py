@@ -45,5 +45,18 @@ class StoreError(KmsAuditError):
     """The snapshot database could not be read or written."""
 
 
+class StoreUnusable(StoreError):
+    """The configured store path cannot hold kmsaudit's database (a directory, a device, another
+    program's file, no database yet for a read command): the user's to fix (exit 2)."""
+
+    exit_code = 2
+
+
+class SnapshotNotFound(StoreError):
+    """A snapshot asked for by id is not in the database (exit 2)."""
+
+    exit_code = 2
+
+
 class AlertError(KmsAuditError):
     """An alert sink could not deliver; the outbox keeps the alert for a later try."""

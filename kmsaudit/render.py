@@ -119,3 +119,29 @@ def write_drift(events: Sequence[dict[str, object]], fmt: str, out: TextIO) -> N
             change = str(after["error"])
         where = e.get("key_arn") or f"{e.get('account')}/{e.get('region')}"
         out.write(f"{e.get('severity')!s:8}  {e.get('kind')!s:14}  {where}  {e.get('principal') or ''}  {change}\n")
+
+
+def _when(seconds: object) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(float(seconds), UTC).strftime("%Y-%m-%d %H:%M:%S") if seconds else "-"  # type: ignore[arg-type]
+
+
+def write_snapshots(snapshots: Sequence[dict[str, object]], fmt: str, out: TextIO) -> None:
+    """`kmsaudit snapshots`: ids to pass to `findings --snapshot`, with when and how complete."""
+    if fmt == "json":
+        json.dump(list(snapshots), out, indent=2)
+        out.write("\n")
+        return
+    if fmt == "jsonl":
+        for snapshot in snapshots:
+            out.write(json.dumps(snapshot) + "\n")
+        return
+    if not snapshots:
+        out.write("No snapshot yet.\n")
+        return
+    out.write(f"{'ID':>6}  {'FINISHED (UTC)':19}  {'KEYS':>7}  {'FINDINGS':>8}  SCOPES\n")
+    for s in snapshots:
+        failed = int(s["failed_scopes"])  # type: ignore[call-overload]
+        scopes = f"{s['scopes']} ({failed} failed)" if failed else f"{s['scopes']}"
+        out.write(f"{s['id']:>6}  {_when(s['finished_at']):19}  {s['keys']:>7}  {s['findings']:>8}  {scopes}\n")

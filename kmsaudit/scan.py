@@ -98,9 +98,9 @@ async def scan_and_record(
 ) -> Recorded:
     """The whole pipeline once: scan, store the snapshot with its drift and enqueued alerts (one
     transaction), apply retention, deliver what is due, update the metrics."""
-    result = await run_scan(config, observer=metrics.observe_request if metrics else None, progress=progress)
-    store = Store(config.store.path)
+    store = Store(config.store.path)  # an unusable path is the user's to fix, before any AWS call
     try:
+        result = await run_scan(config, observer=metrics.observe_request if metrics else None, progress=progress)
         snapshot_id, events = store.save_scan(result, route=router(sinks))
         store.prune(config.store.retention_days)
         pending = (await deliver(store, sinks))[1] if sinks else 0

@@ -11,7 +11,9 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import stat
 import time
+import urllib.parse
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -22,7 +24,7 @@ import sqlite_utils
 import structlog
 
 from kmsaudit.drift import ScopeState, diff_scope, policy_hash, scope_failed
-from kmsaudit.errors import StoreError
+from kmsaudit.errors import SnapshotNotFound, StoreError, StoreUnusable
 from kmsaudit.model import DriftEvent, ScanResult
 
 log = structlog.get_logger("kmsaudit.store")
@@ -118,21 +120,87 @@ def _unpack(blob: bytes) -> str:
 
 
 class Store:
-    def __init__(self, path: str | Path) -> None:
+    """The snapshot database at `path`.
+
+    `create=False` (the read commands): a missing database is an error, not an empty one that
+    would read as "no access found". The path must be a regular file (or nothing yet); a file
+    that is not kmsaudit's database is refused, and only kmsaudit's own files ever have their
+    mode changed.
+    """
+
+    def __init__(self, path: str | Path, *, create: bool = True) -> None:
         self.path = Path(path)
+        created = self._check_path(create)
         try:
-            if not self.path.exists():
+            if created:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))  # never world-readable
-            else:
-                self._owner_only()
+                os.close(os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))  # never world-readable
+            ours = created or self._is_ours()
+            if ours and not created:
+                self._owner_only()  # before SQLite makes its -wal and -shm files with the same mode
+            elif not ours:
+                self._warn_if_loose()
             self.db = sqlite_utils.Database(self.path)
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA foreign_keys=ON")
             self.db.execute("PRAGMA busy_timeout=10000")
             self._migrate()
+            if created or not ours:  # who made the file decides whose mode it is
+                with self.db.conn:
+                    self.db.execute(
+                        "INSERT OR IGNORE INTO meta VALUES ('created_by_kmsaudit', ?)", ["1" if created else "0"]
+                    )
+        except sqlite3.DatabaseError as exc:
+            raise StoreUnusable(f"{self.path}: not a kmsaudit snapshot database ({exc})") from None
         except (sqlite3.Error, OSError) as exc:
-            raise StoreError(f"{self.path}: cannot open the snapshot database: {exc}") from None
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            raise StoreUnusable(f"{self.path}: cannot open the snapshot database: {reason}") from None
+
+    def _check_path(self, create: bool) -> bool:
+        """Whether the database is to be created here; StoreUnusable if the path cannot be one."""
+        try:
+            info = self.path.stat()  # through a symbolic link: what it points at matters
+        except FileNotFoundError:
+            info = None
+        except OSError as exc:
+            raise StoreUnusable(f"{self.path}: cannot use as the snapshot database: {exc.strerror or exc}") from None
+        hint = "[store] path names the database file, e.g. /var/lib/kmsaudit/kmsaudit.db"
+        if info is None:
+            if self.path.is_symlink():
+                raise StoreUnusable(f"{self.path}: is a symbolic link to nothing; {hint}")
+            if not create:
+                raise StoreUnusable(
+                    f"{self.path}: no snapshot database here yet: run `kmsaudit scan` first, or check [store] path"
+                )
+            return True
+        if stat.S_ISDIR(info.st_mode):
+            raise StoreUnusable(f"{self.path}: is a directory; {hint}")
+        if not stat.S_ISREG(info.st_mode):
+            raise StoreUnusable(f"{self.path}: is not a regular file (a device, a pipe or a socket); {hint}")
+        return False
+
+    def _is_ours(self) -> bool:
+        """An existing file: kmsaudit's database (its `meta` table), or an empty file. Anything
+        else is somebody else's and is refused before it is touched."""
+        # With no WAL, an immutable look creates no -wal/-shm file (which SQLite would give the
+        # database's mode, loose or not); with one (a crash left it), its pages must be read too.
+        mode = "mode=ro" if Path(f"{self.path}-wal").exists() else "immutable=1"
+        look = sqlite3.connect(f"file:{urllib.parse.quote(str(self.path.absolute()))}?{mode}", uri=True)
+        try:
+            tables = {r[0] for r in look.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()}
+            if not tables:
+                return False  # an empty file: usable, but not ours to chmod
+            if "meta" not in tables:
+                raise StoreUnusable(f"{self.path}: an SQLite database, but not kmsaudit's (no schema version)")
+            row = look.execute("SELECT value FROM meta WHERE key = 'created_by_kmsaudit'").fetchone()
+        finally:
+            look.close()
+        return row is None or row[0] == "1"  # databases of earlier releases were always created by kmsaudit
+
+    def _warn_if_loose(self) -> None:
+        info = self.path.stat()
+        if info.st_mode & 0o077:
+            log.warning("store.permissions_loose", path=str(self.path), mode=oct(info.st_mode & 0o777))
 
     @contextmanager
     def _transaction(self) -> Iterator[None]:
@@ -290,13 +358,24 @@ class Store:
         row = self.db.execute("SELECT max(id) FROM snapshots").fetchone()
         return int(row[0]) if row and row[0] is not None else None
 
+    def snapshots(self) -> list[dict[str, Any]]:
+        """Every stored snapshot, oldest first, with its scopes' outcome."""
+        rows = self.db.execute(
+            "SELECT s.id, s.started_at, s.finished_at, s.complete, s.keys, s.findings, "
+            "(SELECT count(*) FROM scopes p WHERE p.snapshot_id = s.id), "
+            "(SELECT count(*) FROM scopes p WHERE p.snapshot_id = s.id AND p.ok = 0) "
+            "FROM snapshots s ORDER BY s.id"
+        ).fetchall()
+        names = ("id", "started_at", "finished_at", "complete", "keys", "findings", "scopes", "failed_scopes")
+        return [dict(zip(names, row, strict=True)) | {"complete": bool(row[3])} for row in rows]
+
     def findings(self, snapshot_id: int | None = None) -> list[dict[str, Any]]:
         """Findings of a snapshot; a scope that failed in it shows its last good state."""
         snapshot_id = snapshot_id if snapshot_id is not None else self.latest_snapshot()
         if snapshot_id is None:
             return []
         if not self.db.execute("SELECT 1 FROM snapshots WHERE id = ?", [snapshot_id]).fetchone():
-            raise StoreError(f"no snapshot {snapshot_id} in {self.path}")
+            raise SnapshotNotFound(f"no snapshot {snapshot_id} in {self.path} (kmsaudit snapshots lists them)")
         out: list[Mapping[str, Any]] = []
         rows = self.db.execute(
             "SELECT s.account, s.region, (SELECT st.body FROM scopes p JOIN states st ON st.digest = p.state "

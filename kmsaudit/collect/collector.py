@@ -8,12 +8,13 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import structlog
+from aiobotocore.session import AioSession
 
 from kmsaudit.collect.api import Api, RequestObserver
 from kmsaudit.collect.iam import collect_iam
 from kmsaudit.collect.kms import collect_region
 from kmsaudit.collect.org import collect_organization
-from kmsaudit.collect.session import Sessions
+from kmsaudit.collect.session import STS_REGION, Sessions
 from kmsaudit.config import Config
 from kmsaudit.errors import CollectError
 from kmsaudit.evaluator import AuditScope
@@ -52,6 +53,7 @@ class Collector:
         self.organization_error = ""
         self.targets: list[Target] = []
         self.audit_scope: AuditScope | None = None
+        self._identities: dict[str, asyncio.Future[AioSession]] = {}
 
     def _tick(self, what: str, n: int = 1) -> None:
         if self.progress is not None:
@@ -79,9 +81,32 @@ class Collector:
                         targets[account] = Target(account, role, org_cfg.external_id, tuple(cfg.scan.regions))
         return list(targets.values())
 
+    async def _session(self, sessions: Sessions, target: Target) -> AioSession:
+        """The target's session, once its credentials are known to be the target's own: ambient
+        credentials or a role may belong to another account, and data read with them must never
+        be filed under this one (issue #13). Checked once per account, for all its tasks."""
+        check = self._identities.get(target.account)
+        if check is None:
+            check = self._identities[target.account] = asyncio.ensure_future(self._verified(sessions, target))
+        return await asyncio.shield(check)
+
+    async def _verified(self, sessions: Sessions, target: Target) -> AioSession:
+        session = await sessions.for_account(target.account, target.role_arn, target.external_id)
+        sts = await sessions.client(session, "sts", STS_REGION)
+        identity = await self.api.call(sts, target.account, "global", "GetCallerIdentity")
+        actual = str(identity.get("Account", ""))
+        if actual != target.account:
+            how = f"role {target.role_arn}" if target.role_arn else "the ambient credentials (no role_arn)"
+            raise CollectError(
+                f"wrong-account: {how} gave credentials of account {actual}, not {target.account}: "
+                "set role_arn to a role in that account, or fix the account id",
+                code="wrong-account",
+            )
+        return session
+
     async def _iam(self, sessions: Sessions, target: Target) -> None:
         try:
-            session = await sessions.for_account(target.account, target.role_arn, target.external_id)
+            session = await self._session(sessions, target)
             client = await sessions.client(session, "iam", "us-east-1")
             self.principals.extend(await collect_iam(self.api, client, target.account))
             log.info("iam.done", account=target.account)
@@ -92,7 +117,7 @@ class Collector:
     async def _scope(self, sessions: Sessions, target: Target, region: str) -> ScopeResult:
         started = time.monotonic()
         try:
-            session = await sessions.for_account(target.account, target.role_arn, target.external_id)
+            session = await self._session(sessions, target)
             client = await sessions.client(session, "kms", region)
             # One KMS client per scope: its responses steer that scope's pacers.
             client.meta.events.register("response-received.kms", self.api.pacer_feedback(target.account, region))
@@ -133,6 +158,11 @@ class Collector:
                 for task in [*iam_tasks, *scope_tasks]:
                     task.cancel()
                 await asyncio.gather(*iam_tasks, *scope_tasks, return_exceptions=True)
+                for check in self._identities.values():
+                    if not check.done():
+                        check.cancel()
+                    elif not check.cancelled():
+                        check.exception()  # reported through the scopes that waited on it
 
     @property
     def scope_count(self) -> int:

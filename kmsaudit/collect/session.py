@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from typing import Any
@@ -56,7 +57,7 @@ class Sessions:
         self._on_response = on_response
         if on_response is not None:
             self.base.register("response-received", on_response)
-        self._sessions: dict[str, AioSession] = {}
+        self._sessions: dict[str, asyncio.Future[AioSession]] = {}
         self._clients: dict[tuple[int, str, str], Any] = {}
         self._stack = AsyncExitStack()
 
@@ -65,31 +66,42 @@ class Sessions:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        for pending in self._sessions.values():
+            if not pending.done():
+                pending.cancel()
+            elif not pending.cancelled():
+                pending.exception()  # retrieved: a failure was reported through its waiters
         await self._stack.__aexit__(None, None, None)
 
     async def for_account(self, account: str, role_arn: str | None, external_id: str | None) -> AioSession:
-        """The account's session; AssumeRole happens here, and its failure is a CollectError."""
-        if account in self._sessions:
-            return self._sessions[account]
+        """The account's session; AssumeRole happens here, and its failure is a CollectError.
+
+        Single-flight: the IAM task and every region task of an account ask at once, and one
+        AssumeRole (one session, one set of connections) serves them all, its failure too."""
+        pending = self._sessions.get(account)
+        if pending is None:
+            pending = self._sessions[account] = asyncio.ensure_future(self._open(role_arn, external_id))
+        # shield: one waiter cancelled (its scope abandoned) must not cancel the others' session
+        return await asyncio.shield(pending)
+
+    async def _open(self, role_arn: str | None, external_id: str | None) -> AioSession:
         if role_arn is None:
-            session = self.base
-        else:
-            params: dict[str, Any] = {"RoleArn": role_arn, "RoleSessionName": self.settings.session_name}
-            if external_id:
-                params["ExternalId"] = external_id
-            refresh = _assume_role_refresher(self.base, self.config, params)
-            try:
-                metadata = await refresh()
-            except Exception as exc:
-                raise convert(exc, f"AssumeRole {role_arn}") from None
-            credentials = AioRefreshableCredentials.create_from_metadata(
-                metadata, refresh_using=refresh, method="assume-role"
-            )
-            session = get_session()
-            session._credentials = credentials
-            if self._on_response is not None:
-                session.register("response-received", self._on_response)
-        self._sessions[account] = session
+            return self.base
+        params: dict[str, Any] = {"RoleArn": role_arn, "RoleSessionName": self.settings.session_name}
+        if external_id:
+            params["ExternalId"] = external_id
+        refresh = _assume_role_refresher(self.base, self.config, params)
+        try:
+            metadata = await refresh()
+        except Exception as exc:
+            raise convert(exc, f"AssumeRole {role_arn}") from None
+        credentials = AioRefreshableCredentials.create_from_metadata(
+            metadata, refresh_using=refresh, method="assume-role"
+        )
+        session = get_session()
+        session._credentials = credentials
+        if self._on_response is not None:
+            session.register("response-received", self._on_response)
         return session
 
     async def client(self, session: AioSession, service: str, region: str) -> Any:

@@ -40,3 +40,39 @@ async def test_a_role_that_cannot_be_assumed_is_a_collect_error(aws: str, monkey
                 await sessions.for_account(A, f"arn:aws:iam::{A}:role/KmsAuditReadOnly", None)
     finally:
         proxy.stop()
+
+
+async def test_concurrent_callers_of_one_account_share_one_assume_role(
+    aws: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue #19.4: the IAM task and every region task of an account ask for its session at once;
+    one AssumeRole (and one session) must serve them all, not one each."""
+    import asyncio
+
+    proxy = AwsProxy(aws, latency=0.05)  # the answer takes a while, as AWS's does
+    monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.start())
+    try:
+        async with Sessions(ScanSettings()) as sessions:
+            role = f"arn:aws:iam::{A}:role/KmsAuditReadOnly"
+            got = await asyncio.gather(*(sessions.for_account(A, role, None) for _ in range(5)))
+            assert len({id(s) for s in got}) == 1
+            assert [op for _, op in proxy.operations].count("AssumeRole") == 1
+    finally:
+        proxy.stop()
+
+
+async def test_a_failed_assume_role_fails_every_waiting_caller_once(aws: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+
+    proxy = AwsProxy(aws, deny_assume={A}, latency=0.05)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.start())
+    try:
+        async with Sessions(ScanSettings()) as sessions:
+            role = f"arn:aws:iam::{A}:role/KmsAuditReadOnly"
+            results = await asyncio.gather(
+                *(sessions.for_account(A, role, None) for _ in range(4)), return_exceptions=True
+            )
+            assert all(isinstance(r, AccessDenied) for r in results)
+            assert [op for _, op in proxy.operations].count("AssumeRole") == 1
+    finally:
+        proxy.stop()
