@@ -14,7 +14,7 @@ from kmsaudit import __version__
 from kmsaudit.config import DEFAULT_CONFIG_PATH
 from kmsaudit.errors import KmsAuditError
 from kmsaudit.model import SEVERITIES, Finding, severity_rank
-from kmsaudit.render import FORMATS, write_drift, write_findings, write_lints
+from kmsaudit.render import FORMATS, plural, write_drift, write_findings, write_lints
 
 if TYPE_CHECKING:
     from kmsaudit.metrics import Metrics
@@ -248,7 +248,14 @@ def _scan(args: argparse.Namespace) -> int:
         progress.close()
     result, events = recorded.result, recorded.events
     _export_metrics(metrics, args.metrics_textfile, args.pushgateway)
-    write_findings(result.findings, args.format, sys.stdout, colour=sys.stdout.isatty())
+    failed = len(result.failed_scopes)
+    if failed == len(result.scopes):
+        empty = f"No scope could be read: nothing was audited ({failed} failed; see below and `kmsaudit findings`)."
+    elif failed:
+        empty = f"No cross-account access found in the scopes read; {failed} failed (see below)."
+    else:
+        empty = "No cross-account access found."
+    write_findings(result.findings, args.format, sys.stdout, colour=sys.stdout.isatty(), empty=empty)
     if args.format == "table" and events:
         print(f"\ndrift since the last complete scan ({len(events)} events):")
         write_drift([e.to_dict() for e in events], "table", sys.stdout)
@@ -262,12 +269,17 @@ def _scan(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     if args.format == "table":
-        ok = len(result.scopes) - len(result.failed_scopes)
+        ok = len(result.scopes) - failed
         print(
-            f"{result.keys} keys in {ok}/{len(result.scopes)} scopes, {result.requests} AWS requests "
-            f"({result.throttled} throttled), {result.finished_at - result.started_at:.1f} s; "
-            f"snapshot {recorded.snapshot_id} in {config.store.path}"
+            f"{plural(result.keys, 'key')} in {ok}/{plural(len(result.scopes), 'scope')}, "
+            f"{plural(result.requests, 'AWS request')} ({result.throttled} throttled), "
+            f"{result.finished_at - result.started_at:.1f} s; snapshot {recorded.snapshot_id} in {config.store.path}"
         )
+        if failed:
+            print(
+                f"{plural(failed, 'scope')} failed: their last known findings are kept and still reported "
+                "(`kmsaudit findings`, the metrics); a failure is never read as access removed."
+            )
     changes = [e.severity for e in events if e.kind != "scope-failed"]  # failures exit 4, below
     if _fail_on([f.severity for f in result.findings] + changes, args.fail_on):
         return EXIT_FINDINGS

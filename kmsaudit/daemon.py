@@ -96,6 +96,13 @@ class Daemon:
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
+        # The store is checked before anything listens (an unusable path exits 2), and /metrics
+        # serves the last known state from the first scrape, not nothing until a scan ends.
+        store = Store(self.config.store.path)
+        try:
+            self.metrics.update(store)
+        finally:
+            store.close()
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         host, _, port = self.config.daemon.listen.rpartition(":")

@@ -1,30 +1,107 @@
 """Every Prometheus metric kmsaudit exports, defined once (SPEC §8).
 
-Base units in names; no label ever carries a key or principal ARN (cardinality).
-Each process keeps its own registry so tests and the daemon never share state.
+Base units in names; no label ever carries a key or principal ARN (cardinality). Each process
+keeps its own registry so tests and the daemon never share state.
+
+What the metrics say comes from the snapshot database, never from one scan alone (issue #13):
+- gauges describe the latest snapshot as `kmsaudit findings` does: a scope that failed keeps
+  its last good state (with `kmsaudit_scope_up` 0 and its old
+  `kmsaudit_last_successful_scan_timestamp_seconds`), so no alert resolves because data is
+  missing, and scopes no longer configured disappear;
+- counters are cumulative in the database (`counters` table), so a cron scan's textfile, a
+  Pushgateway push and the daemon all export values that only grow, and `increase()` sees the
+  first drift event; every drift kind × severity is exported from zero.
 """
 
 from __future__ import annotations
 
 import collections
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, write_to_textfile
+from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+from prometheus_client.registry import Collector
 
-from kmsaudit.model import DriftEvent, ScanResult
+from kmsaudit.model import DRIFT_KINDS, SEVERITIES, DriftEvent, ScanResult
+
+if TYPE_CHECKING:
+    from kmsaudit.store import CounterIncrements, Store
+
+SCAN_DURATION_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1200, 2400, 3600)
+Labels = tuple[tuple[str, str], ...]
+Totals = dict[tuple[str, Labels], float]
+
+
+def scan_counters(result: ScanResult, events: Iterable[DriftEvent]) -> CounterIncrements:
+    """What one scan adds to the cumulative counters (written with its snapshot)."""
+    out: list[tuple[str, Labels, float]] = []
+    for event in events:
+        out.append(("drift_events", (("kind", event.kind), ("severity", event.severity)), 1))
+    for scope in result.failed_scopes:
+        out.append(
+            ("scope_failures", (("account", scope.account), ("region", scope.region), ("error", scope.error_code)), 1)
+        )
+    for account in result.iam_failures:
+        out.append(("scope_failures", (("account", account), ("region", "global"), ("error", "iam")), 1))
+    for (service, operation, outcome), n in result.attempts:
+        out.append(("aws_requests", (("service", service), ("operation", operation), ("outcome", outcome)), n))
+        if outcome == "throttled":
+            out.append(("aws_throttled", (("service", service), ("operation", operation)), n))
+    seconds = max(0.0, result.finished_at - result.started_at)
+    out.append(("scan_duration_count", (), 1))
+    out.append(("scan_duration_sum", (), seconds))
+    for bound in SCAN_DURATION_BUCKETS:
+        if seconds <= bound:
+            out.append(("scan_duration_bucket", (("le", str(float(bound))),), 1))
+    out.append(("scan_duration_bucket", (("le", "+Inf"),), 1))
+    return out
+
+
+class _Cumulative(Collector):
+    """The counters and the scan-duration histogram, from the database's running totals."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterator[CounterMetricFamily | HistogramMetricFamily]:
+        totals = self.metrics.totals
+        drift = CounterMetricFamily("kmsaudit_drift_events", "Drift events detected.", labels=["kind", "severity"])
+        for kind in DRIFT_KINDS:
+            for severity in SEVERITIES:
+                drift.add_metric(
+                    [kind, severity], totals.get(("drift_events", (("kind", kind), ("severity", severity))), 0)
+                )
+        yield drift
+        for name, doc, labels in (
+            ("scope_failures", "Scopes whose collection failed.", ["account", "region", "error"]),
+            ("aws_requests", "AWS HTTP requests, retries included.", ["service", "operation", "outcome"]),
+            ("aws_throttled", "AWS answers that asked kmsaudit to slow down.", ["service", "operation"]),
+        ):
+            family = CounterMetricFamily(f"kmsaudit_{name}", doc, labels=labels)
+            for (metric, label_pairs), value in sorted(totals.items()):
+                if metric == name:
+                    family.add_metric([v for _, v in label_pairs], value)
+            yield family
+        buckets = [
+            (str(float(bound)), totals.get(("scan_duration_bucket", (("le", str(float(bound))),)), 0))
+            for bound in SCAN_DURATION_BUCKETS
+        ]
+        buckets.append(("+Inf", totals.get(("scan_duration_bucket", (("le", "+Inf"),)), 0)))
+        yield HistogramMetricFamily(
+            "kmsaudit_scan_duration_seconds",
+            "Wall time of one scan, collection to snapshot.",
+            buckets=buckets,
+            sum_value=totals.get(("scan_duration_sum", ()), 0),
+        )
 
 
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
+        self.totals: Totals = {}
         r = self.registry
-        self.scan_duration = Histogram(
-            "kmsaudit_scan_duration_seconds",
-            "Wall time of one scan, collection to snapshot.",
-            registry=r,
-            buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1200, 2400, 3600),
-        )
         self.last_scan = Gauge(
             "kmsaudit_last_scan_timestamp_seconds",
             "When the scope was last scanned, successfully or not.",
@@ -33,54 +110,47 @@ class Metrics:
         )
         self.last_success = Gauge(
             "kmsaudit_last_successful_scan_timestamp_seconds",
-            "When the scope was last read completely.",
+            "When the scope was last read completely: the age of the state the other metrics show.",
             ["account", "region"],
             registry=r,
         )
-        self.keys = Gauge("kmsaudit_keys", "KMS keys read in the last scan.", ["account", "region"], registry=r)
+        self.scope_up = Gauge(
+            "kmsaudit_scope_up",
+            "1 if the scope was read completely in the latest scan, 0 if its last good state is shown.",
+            ["account", "region"],
+            registry=r,
+        )
+        self.keys = Gauge(
+            "kmsaudit_keys", "KMS keys in the scope's last good state.", ["account", "region"], registry=r
+        )
         self.findings = Gauge(
-            "kmsaudit_findings", "Findings of the last scan.", ["access", "zone", "severity"], registry=r
-        )
-        self.drift_events = Counter("kmsaudit_drift_events", "Drift events detected.", ["kind", "severity"], registry=r)
-        self.aws_requests = Counter(
-            "kmsaudit_aws_requests",
-            "AWS HTTP requests, retries included.",
-            ["service", "operation", "outcome"],
+            "kmsaudit_findings",
+            "Findings of the latest snapshot (a failed scope's last good state included).",
+            ["access", "zone", "severity"],
             registry=r,
         )
-        self.aws_throttled = Counter(
-            "kmsaudit_aws_throttled",
-            "AWS answers that asked kmsaudit to slow down.",
-            ["service", "operation"],
-            registry=r,
-        )
-        self.scope_failures = Counter(
-            "kmsaudit_scope_failures", "Scopes whose collection failed.", ["account", "region", "error"], registry=r
-        )
+        r.register(_Cumulative(self))
 
-    def observe_request(self, service: str, operation: str, outcome: str) -> None:
-        """The collector's RequestObserver: one call per HTTP attempt."""
-        self.aws_requests.labels(service, operation, outcome).inc()
-        if outcome == "throttled":
-            self.aws_throttled.labels(service, operation).inc()
-
-    def observe_scan(self, result: ScanResult, events: Iterable[DriftEvent] = ()) -> None:
-        self.scan_duration.observe(max(0.0, result.finished_at - result.started_at))
-        for scope in result.scopes:
-            self.last_scan.labels(scope.account, scope.region).set(result.finished_at)
-            if scope.ok:
-                self.last_success.labels(scope.account, scope.region).set(result.finished_at)
-                self.keys.labels(scope.account, scope.region).set(scope.keys)
-            else:
-                self.scope_failures.labels(scope.account, scope.region, scope.error_code or "error").inc()
-        for account in result.iam_failures:
-            self.scope_failures.labels(account, "global", "iam").inc()
-        self.findings.clear()
-        counts = collections.Counter((f.access, f.zone, f.severity) for f in result.findings)
-        for (access, zone, severity), n in counts.items():
-            self.findings.labels(access, zone, severity).set(n)
-        for event in events:
-            self.drift_events.labels(event.kind, event.severity).inc()
+    def update(self, store: Store, snapshot_id: int | None = None) -> None:
+        """Everything from the database: the latest (or given) snapshot and the running totals."""
+        self.totals = store.counter_totals()
+        view = store.scope_view(snapshot_id)
+        snapshot = store.snapshot(snapshot_id)
+        for gauge in (self.last_scan, self.last_success, self.scope_up, self.keys, self.findings):
+            gauge.clear()  # scopes no longer configured go away (issue #19)
+        counts: collections.Counter[tuple[str, str, str]] = collections.Counter()
+        for scope in view:
+            where = (scope.account, scope.region)
+            if snapshot is not None:
+                self.last_scan.labels(*where).set(snapshot["finished_at"])
+            self.scope_up.labels(*where).set(1 if scope.ok else 0)
+            if scope.last_good_at is not None:
+                self.last_success.labels(*where).set(scope.last_good_at)
+            if scope.state is not None:
+                self.keys.labels(*where).set(len(scope.state.keys))
+                counts.update((f["access"], f["zone"], f["severity"]) for f in scope.state.findings.values())
+        for labels, n in counts.items():
+            self.findings.labels(*labels).set(n)
 
     def write_textfile(self, path: str | Path) -> None:
         """Atomic (temporary file + rename), for node_exporter's textfile collector."""

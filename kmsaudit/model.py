@@ -13,6 +13,22 @@ AccountId = NewType("AccountId", str)
 Arn = NewType("Arn", str)
 
 ACCESS_LEVELS = ("public", "potential", "effective")
+# The scope that stands for organization discovery (account "organization", region "global"):
+# when it fails, the member accounts it would have listed are not scanned (issue #13).
+ORGANIZATION = "organization"
+DRIFT_KINDS = (
+    "added",
+    "removed",
+    "widened",
+    "narrowed",
+    "policy-changed",
+    "key-created",
+    "key-deleted",
+    "key-unreadable",
+    "key-readable",
+    "acceptance-expired",
+    "scope-failed",
+)
 SEVERITIES = ("low", "medium", "high", "critical")
 VIA_VALUES = ("grant", "iam-policy", "key-policy")
 
@@ -228,6 +244,8 @@ class ScanResult:
     requests: int = 0
     throttled: int = 0
     keys: int = 0
+    # ((service, operation, outcome), attempts) of every HTTP attempt, retries included
+    attempts: tuple[tuple[tuple[str, str, str], int], ...] = ()
 
     @property
     def failed_scopes(self) -> tuple[ScopeStatus, ...]:

@@ -37,7 +37,18 @@ def sort_findings(findings: Sequence[Finding]) -> list[Finding]:
     )
 
 
-def write_findings(findings: Sequence[Finding], fmt: str, out: TextIO, colour: bool = False) -> None:
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def write_findings(
+    findings: Sequence[Finding],
+    fmt: str,
+    out: TextIO,
+    colour: bool = False,
+    empty: str = "No cross-account access found.",
+) -> None:
+    """`empty`: what an empty table says (a scan whose scopes failed must not say all-clear)."""
     ordered = sort_findings(findings)
     if fmt == "json":
         json.dump([f.to_dict() for f in ordered], out, indent=2)
@@ -48,7 +59,7 @@ def write_findings(findings: Sequence[Finding], fmt: str, out: TextIO, colour: b
             out.write(json.dumps(f.to_dict()) + "\n")
         return
     if not ordered:
-        out.write("No cross-account access found.\n")
+        out.write(empty + "\n")
         return
     rows = [("SEVERITY", "ACCESS", "ZONE", "PRINCIPAL", "VIA", "ACTIONS", "CONDITIONS")]
     for f in ordered:

@@ -18,8 +18,8 @@ from kmsaudit.collect import Collector
 from kmsaudit.collect.api import RequestObserver
 from kmsaudit.config import Config
 from kmsaudit.evaluator import evaluate_keys
-from kmsaudit.metrics import Metrics
-from kmsaudit.model import DriftEvent, Finding, Lint, ScanResult, ScopeStatus
+from kmsaudit.metrics import Metrics, scan_counters
+from kmsaudit.model import ORGANIZATION, DriftEvent, Finding, Lint, ScanResult, ScopeStatus
 from kmsaudit.store import Store
 
 log = structlog.get_logger("kmsaudit.scan")
@@ -56,6 +56,17 @@ async def run_scan(
         lints.extend(lint for lint in evaluation.lints if lint.key_arn)
     if collector.audit_scope is not None:
         lints.extend(lint for lint in collector.audit_scope.lints)
+    if collector.organization_error:
+        # The member accounts it would have listed are not scanned: a failure, never a clean estate.
+        statuses.append(
+            ScopeStatus(
+                ORGANIZATION,
+                "global",
+                False,
+                error=f"organization discovery failed: {collector.organization_error}",
+                error_code=collector.organization_error_code or "organization",
+            )
+        )
     gc.collect()
     result = ScanResult(
         findings=tuple(findings),
@@ -67,6 +78,7 @@ async def run_scan(
         requests=collector.api.requests,
         throttled=collector.api.throttled,
         keys=keys,
+        attempts=tuple(sorted(collector.api.attempts.items())),
     )
     log.info(
         "scan.done",
@@ -96,16 +108,17 @@ async def scan_and_record(
     metrics: Metrics | None = None,
     progress: Callable[[str, int], None] | None = None,
 ) -> Recorded:
-    """The whole pipeline once: scan, store the snapshot with its drift and enqueued alerts (one
-    transaction), apply retention, deliver what is due, update the metrics."""
+    """The whole pipeline once: scan, store the snapshot with its drift, enqueued alerts and
+    counters (one transaction), apply retention, deliver what is due, update the metrics from
+    the database (so a failed scope shows its last good state there too)."""
     store = Store(config.store.path)  # an unusable path is the user's to fix, before any AWS call
     try:
-        result = await run_scan(config, observer=metrics.observe_request if metrics else None, progress=progress)
-        snapshot_id, events = store.save_scan(result, route=router(sinks))
+        result = await run_scan(config, progress=progress)
+        snapshot_id, events = store.save_scan(result, route=router(sinks), count=scan_counters)
         store.prune(config.store.retention_days)
         pending = (await deliver(store, sinks))[1] if sinks else 0
+        if metrics is not None:
+            metrics.update(store, snapshot_id)
     finally:
         store.close()
-    if metrics is not None:
-        metrics.observe_scan(result, events)
     return Recorded(result, snapshot_id, events, pending)

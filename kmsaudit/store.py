@@ -17,6 +17,7 @@ import urllib.parse
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +26,13 @@ import structlog
 
 from kmsaudit.drift import ScopeState, diff_scope, policy_hash, scope_failed
 from kmsaudit.errors import SnapshotNotFound, StoreError, StoreUnusable
-from kmsaudit.model import DriftEvent, ScanResult
+from kmsaudit.model import ORGANIZATION, DriftEvent, ScanResult
 
 log = structlog.get_logger("kmsaudit.store")
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+# (metric name, labels, increment): what one scan adds to the cumulative counters
+CounterIncrements = Iterable[tuple[str, tuple[tuple[str, str], ...], float]]
 
 
 def _migration_1(db: sqlite_utils.Database) -> None:
@@ -108,7 +111,23 @@ def _migration_2(db: sqlite_utils.Database) -> None:
     db.table("outbox").create_index(["delivered_at", "next_attempt_at"])
 
 
-MIGRATIONS = {1: _migration_1, 2: _migration_2}
+def _migration_3(db: sqlite_utils.Database) -> None:
+    """Cumulative counters (drift events, scope failures, AWS requests, scan durations): a
+    Prometheus counter must never go back, and a cron scan is a new process each time (issue #13)."""
+    db.table("counters").create({"name": str, "labels": str, "value": float}, pk=("name", "labels"))
+
+
+MIGRATIONS = {1: _migration_1, 2: _migration_2, 3: _migration_3}
+
+
+@dataclass(frozen=True, slots=True)
+class ScopeView:
+    account: str
+    region: str
+    ok: bool  # read in this snapshot
+    error_code: str
+    last_good_at: float | None  # when its state was last read completely (None: never)
+    state: ScopeState | None  # that state
 
 
 def _pack(text: str) -> bytes:
@@ -247,8 +266,11 @@ class Store:
         result: ScanResult,
         detected_at: float | None = None,
         route: Callable[[DriftEvent], Iterable[str]] | None = None,
+        count: Callable[[ScanResult, list[DriftEvent]], CounterIncrements] | None = None,
     ) -> tuple[int, list[DriftEvent]]:
         """Store the snapshot and its drift in one transaction; returns (snapshot id, drift).
+        `route` picks each event's alert sinks (the outbox); `count` gives the scan's increments of
+        the cumulative counters. Both are written in the same transaction, or not at all.
 
         Plain statements inside one `with conn:`: sqlite-utils' insert() commits on its own,
         which would let a crash leave half a snapshot (tests/faults/test_crash.py kills a writer to see).
@@ -324,6 +346,8 @@ class Store:
                         digest,
                     ],
                 )
+            if any(scope.account == ORGANIZATION and not scope.ok for scope in result.scopes):
+                self._carry_unscanned(snapshot_id, result)
             for account, reason in sorted(result.iam_failures.items()):
                 events.append(scope_failed(account, "global", reason, "iam", snapshot_id=snapshot_id, detected_at=now))
             sql.executemany(
@@ -345,6 +369,12 @@ class Store:
                     for e in events
                 ],
             )
+            if count is not None:
+                sql.executemany(
+                    "INSERT INTO counters (name, labels, value) VALUES (?, ?, ?)"
+                    " ON CONFLICT (name, labels) DO UPDATE SET value = value + excluded.value",
+                    [(name, json.dumps(labels), value) for name, labels, value in count(result, events) if value],
+                )
             if route is not None:  # alerts are enqueued with the snapshot, or not at all
                 sql.executemany(
                     "INSERT OR IGNORE INTO outbox (event_id, sink, snapshot_id, payload, created_at, attempts,"
@@ -353,10 +383,40 @@ class Store:
                 )
         return snapshot_id, events
 
+    def _carry_unscanned(self, snapshot_id: int, result: ScanResult) -> None:
+        """Organization discovery failed: the member scopes it would have listed were not scanned.
+        They stay in the snapshot as failed, so `findings` and the metrics keep their last good
+        state (a failure must never read as access removed)."""
+        scanned = {(s.account, s.region) for s in result.scopes}
+        previous = self.db.conn.execute(
+            "SELECT account, region FROM scopes WHERE snapshot_id = (SELECT max(id) FROM snapshots WHERE id < ?)"
+            " AND account <> ?",
+            [snapshot_id, ORGANIZATION],
+        ).fetchall()
+        self.db.conn.executemany(
+            "INSERT INTO scopes (snapshot_id, account, region, ok, error, error_code, keys, state)"
+            " VALUES (?, ?, ?, 0, 'not scanned: organization discovery failed', 'organization', 0, NULL)",
+            [(snapshot_id, account, region) for account, region in previous if (account, region) not in scanned],
+        )
+
+    def counter_totals(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        """The cumulative counters: (name, labels) -> value."""
+        rows = self.db.execute("SELECT name, labels, value FROM counters").fetchall()
+        return {(name, tuple((k, v) for k, v in json.loads(labels))): float(value) for name, labels, value in rows}
+
     # -- reading ---------------------------------------------------------------------------
     def latest_snapshot(self) -> int | None:
         row = self.db.execute("SELECT max(id) FROM snapshots").fetchone()
         return int(row[0]) if row and row[0] is not None else None
+
+    def snapshot(self, snapshot_id: int | None = None) -> dict[str, Any] | None:
+        """One snapshot's row (the latest when no id is given), or None if there is none."""
+        snapshot_id = snapshot_id if snapshot_id is not None else self.latest_snapshot()
+        row = self.db.execute(
+            "SELECT id, started_at, finished_at, complete, keys, findings FROM snapshots WHERE id = ?", [snapshot_id]
+        ).fetchone()
+        names = ("id", "started_at", "finished_at", "complete", "keys", "findings")
+        return dict(zip(names, row, strict=True)) if row else None
 
     def snapshots(self) -> list[dict[str, Any]]:
         """Every stored snapshot, oldest first, with its scopes' outcome."""
@@ -369,23 +429,42 @@ class Store:
         names = ("id", "started_at", "finished_at", "complete", "keys", "findings", "scopes", "failed_scopes")
         return [dict(zip(names, row, strict=True)) | {"complete": bool(row[3])} for row in rows]
 
-    def findings(self, snapshot_id: int | None = None) -> list[dict[str, Any]]:
-        """Findings of a snapshot; a scope that failed in it shows its last good state."""
+    def scope_view(self, snapshot_id: int | None = None) -> list[ScopeView]:
+        """Each scope of a snapshot: whether it was read, and its last good state (from an earlier
+        snapshot when it failed in this one): what `findings` and the metrics report."""
         snapshot_id = snapshot_id if snapshot_id is not None else self.latest_snapshot()
         if snapshot_id is None:
             return []
         if not self.db.execute("SELECT 1 FROM snapshots WHERE id = ?", [snapshot_id]).fetchone():
             raise SnapshotNotFound(f"no snapshot {snapshot_id} in {self.path} (kmsaudit snapshots lists them)")
-        out: list[Mapping[str, Any]] = []
         rows = self.db.execute(
-            "SELECT s.account, s.region, (SELECT st.body FROM scopes p JOIN states st ON st.digest = p.state "
-            " WHERE p.account = s.account AND p.region = s.region AND p.ok = 1 AND p.snapshot_id <= s.snapshot_id "
-            " ORDER BY p.snapshot_id DESC LIMIT 1) FROM scopes s WHERE s.snapshot_id = ?",
+            "SELECT x.account, x.region, x.ok, x.error_code, n.finished_at, st.body FROM ("
+            " SELECT s.account, s.region, s.ok, s.error_code, (SELECT p.snapshot_id FROM scopes p"
+            "  WHERE p.account = s.account AND p.region = s.region AND p.ok = 1 AND p.snapshot_id <= s.snapshot_id"
+            "  ORDER BY p.snapshot_id DESC LIMIT 1) AS good FROM scopes s WHERE s.snapshot_id = ?) x "
+            "LEFT JOIN scopes g ON g.snapshot_id = x.good AND g.account = x.account AND g.region = x.region "
+            "LEFT JOIN states st ON st.digest = g.state LEFT JOIN snapshots n ON n.id = x.good "
+            "ORDER BY x.account, x.region",
             [snapshot_id],
         ).fetchall()
-        for _, _, body in rows:
-            if body is not None:
-                out.extend(ScopeState.from_json(_unpack(body)).findings.values())
+        return [
+            ScopeView(
+                account,
+                region,
+                bool(ok),
+                error_code or "",
+                finished_at,
+                ScopeState.from_json(_unpack(body)) if body is not None else None,
+            )
+            for account, region, ok, error_code, finished_at, body in rows
+        ]
+
+    def findings(self, snapshot_id: int | None = None) -> list[dict[str, Any]]:
+        """Findings of a snapshot; a scope that failed in it shows its last good state."""
+        out: list[Mapping[str, Any]] = []
+        for scope in self.scope_view(snapshot_id):
+            if scope.state is not None:
+                out.extend(scope.state.findings.values())
         return [dict(f) for f in out]
 
     def drift(self, since: float | None = None) -> list[dict[str, Any]]:

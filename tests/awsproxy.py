@@ -5,6 +5,7 @@
 - `deny_assume`: answer AccessDenied to AssumeRole into these accounts;
 - `vanish`: answer NotFoundException for per-key reads of these key ids (deleted mid-scan);
 - `deny_key_policy`: answer AccessDeniedException to DescribeKey and GetKeyPolicy of these keys;
+- `deny_operations`: answer AccessDenied to these operations (e.g. DescribeOrganization);
 - `latency`: seconds added to every request (a central auditor far from its regions);
 - `quotas`: requests/s per (credentials, region, operation), ThrottlingException beyond.
 
@@ -59,6 +60,7 @@ class AwsProxy:
         deny_assume: set[str] | None = None,
         vanish: set[str] | None = None,
         deny_key_policy: set[str] | None = None,
+        deny_operations: set[str] | None = None,
         latency: float = 0.0,
         quotas: dict[str, float] | None = None,
     ) -> None:
@@ -67,6 +69,7 @@ class AwsProxy:
         self.deny_assume = deny_assume or set()
         self.vanish = vanish or set()
         self.deny_key_policy = deny_key_policy or set()
+        self.deny_operations = deny_operations or set()
         self.latency = latency
         self.quotas = quotas or {}
         self.operations: list[tuple[str, str]] = []
@@ -147,6 +150,10 @@ class AwsProxy:
             self.throttled_by_operation[operation] = self.throttled_by_operation.get(operation, 0) + 1
             return json_error(400, "ThrottlingException", "Rate exceeded")
         self.operations.append((service, operation))
+        if operation in self.deny_operations:
+            if request.headers.get("X-Amz-Target"):
+                return json_error(400, "AccessDeniedException", f"not authorized to perform {operation}")
+            return query_error(403, "AccessDenied", f"not authorized to perform {operation}")
         if operation == "AssumeRole" and any(f"::{a}:" in params.get("RoleArn", "") for a in self.deny_assume):
             return query_error(403, "AccessDenied", "not authorized to perform sts:AssumeRole")
         if operation in PER_KEY:

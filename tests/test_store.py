@@ -87,7 +87,7 @@ def test_an_unchanged_estate_grows_the_database_by_little(tmp_path: Path) -> Non
 def test_a_version_1_database_is_migrated_in_place(tmp_path: Path) -> None:
     import sqlite_utils
 
-    from kmsaudit.store import MIGRATIONS
+    from kmsaudit.store import MIGRATIONS, SCHEMA_VERSION
 
     path = tmp_path / "old.db"
     db = sqlite_utils.Database(path)
@@ -97,7 +97,7 @@ def test_a_version_1_database_is_migrated_in_place(tmp_path: Path) -> None:
     db.conn.commit()
     db.close()
     store = Store(path)
-    assert store.db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == "2"
-    assert "outbox" in store.db.table_names()
+    assert store.db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == str(SCHEMA_VERSION)
+    assert {"outbox", "counters"} <= set(store.db.table_names())
     store.save_scan(scan(3), route=lambda e: ["x"])
     assert store.integrity() == "ok"

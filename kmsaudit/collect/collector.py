@@ -51,6 +51,7 @@ class Collector:
         self.iam_failures: dict[str, str] = {}
         self.organization: Organization | None = None
         self.organization_error = ""
+        self.organization_error_code = ""
         self.targets: list[Target] = []
         self.audit_scope: AuditScope | None = None
         self._identities: dict[str, asyncio.Future[AioSession]] = {}
@@ -72,7 +73,7 @@ class Collector:
                 client = await sessions.client(session, "organizations", "us-east-1")
                 self.organization = await collect_organization(self.api, client, "organization", org_cfg.audit_policies)
             except CollectError as exc:
-                self.organization_error = str(exc)
+                self.organization_error, self.organization_error_code = str(exc), exc.code
                 log.error("organization.failed", reason=str(exc), code=exc.code)
             else:
                 for account in sorted(self.organization.accounts):
