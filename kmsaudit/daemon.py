@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 import signal
 import time
@@ -31,10 +30,13 @@ class Daemon:
         self.config = config
         self.metrics = Metrics()
         self.sinks = build_sinks(config.alerts)
-        self.last_success: float | None = None
         self.stopping = asyncio.Event()
-        self.reload_requested = False
+        self.reload_requested = asyncio.Event()
         self.scans = 0
+        self.has_state = False  # a snapshot to serve: recorded by this process or found at start
+        self.scanning_since: float | None = None
+        self.last_scan_end: float | None = None
+        self._site: web.TCPSite | None = None
 
     # -- HTTP ------------------------------------------------------------------------------
     async def _metrics(self, _: web.Request) -> web.Response:
@@ -44,17 +46,39 @@ class Daemon:
         return web.Response(text="ok\n")
 
     async def _readyz(self, _: web.Request) -> web.Response:
-        """Ready: a successful scan within twice the interval."""
-        fresh = self.last_success is not None and time.time() - self.last_success <= 2 * self.config.interval_seconds
-        return web.Response(text="ready\n" if fresh else "no recent successful scan\n", status=200 if fresh else 503)
+        """Ready: there is a snapshot to serve and scanning is not stuck (the last scan ended
+        within twice the interval, or one is running). Failed scopes do not make it unready:
+        the metrics and alerts report them, and one disabled region must not keep a pod out."""
+        now = time.time()
+        reason = ""
+        if not self.has_state:
+            reason = "no snapshot yet"
+        elif self.scanning_since is None and (
+            self.last_scan_end is None or now - self.last_scan_end > 2 * self.config.interval_seconds
+        ):
+            reason = "no scan for over twice the interval"
+        return web.Response(text=f"{reason or 'ready'}\n", status=503 if reason else 200)
+
+    async def _listen(self, runner: web.AppRunner, listen: str) -> web.TCPSite:
+        host, _, port = listen.rpartition(":")
+        site = web.TCPSite(runner, host.strip("[]"), int(port))
+        try:
+            await site.start()
+        except OSError as exc:
+            raise UsageError(f"cannot listen on {listen} ([daemon] listen): {exc.strerror or exc}") from None
+        return site
 
     # -- scanning --------------------------------------------------------------------------
     async def scan_once(self) -> None:
-        recorded = await scan_and_record(self.config, self.sinks, metrics=self.metrics)
+        self.scanning_since = time.time()
+        try:
+            recorded = await scan_and_record(self.config, self.sinks, metrics=self.metrics)
+        finally:
+            self.scanning_since = None
+            self.last_scan_end = time.time()
         result, events = recorded.result, recorded.events
         self.scans += 1
-        if not result.failed_scopes and not result.iam_failures:
-            self.last_success = result.finished_at
+        self.has_state = True
         log.info(
             "daemon.scan",
             scans=self.scans,
@@ -63,16 +87,26 @@ class Daemon:
             failed_scopes=len(result.failed_scopes),
         )
 
-    def _reload(self) -> None:
-        self.reload_requested = False
+    async def _reload(self, runner: web.AppRunner) -> None:
+        """SIGHUP: the config is read and checked at once; a bad one is logged and the old one
+        kept (listener included). A changed `daemon.listen` is bound before the old is closed."""
+        self.reload_requested.clear()
         try:
             config = load_config(self.config_path)
             sinks = build_sinks(config.alerts)
+            if config.store.path != self.config.store.path:
+                Store(config.store.path).close()  # usable, before it is relied on
+            site = None
+            if config.daemon.listen != self.config.daemon.listen:
+                site = await self._listen(runner, config.daemon.listen)
         except KmsAuditError as exc:
-            log.error("daemon.reload_failed", reason=str(exc))  # keep running on the old config
+            log.error("daemon.reload_failed", reason=str(exc), config=str(self.config_path))
             return
+        if site is not None and self._site is not None:
+            await self._site.stop()
+            self._site = site
         self.config, self.sinks = config, sinks
-        log.info("daemon.reloaded", config=str(self.config_path))
+        log.info("daemon.reloaded", config=str(self.config_path), listen=config.daemon.listen)
 
     async def _flush(self) -> None:
         if not self.sinks:
@@ -87,11 +121,27 @@ class Daemon:
         finally:
             store.close()
 
+    async def _until(self, moment: float) -> None:
+        """Sleep until `moment`, a stop or a reload request, whichever comes first."""
+        waiters = [asyncio.ensure_future(self.stopping.wait()), asyncio.ensure_future(self.reload_requested.wait())]
+        try:
+            await asyncio.wait(waiters, timeout=max(0.0, moment - time.time()), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+
+    def _next_scan(self, jitter: float) -> float:
+        """When the next scan is due, by the current schedule, from the end of the last one."""
+        if self.last_scan_end is None:
+            return time.time()
+        delay = self.config.seconds_to_next_scan(self.last_scan_end)
+        return self.last_scan_end + (delay if is_cron(self.config.scan.interval) else delay * jitter)
+
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
-        loop.add_signal_handler(signal.SIGHUP, lambda: setattr(self, "reload_requested", True))
+        loop.add_signal_handler(signal.SIGHUP, self.reload_requested.set)
         app = web.Application()
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/healthz", self._healthz)
@@ -101,23 +151,27 @@ class Daemon:
         store = Store(self.config.store.path)
         try:
             self.metrics.update(store)
+            self.has_state = store.latest_snapshot() is not None
         finally:
             store.close()
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
-        host, _, port = self.config.daemon.listen.rpartition(":")
         try:
-            await web.TCPSite(runner, host.strip("[]"), int(port)).start()
-        except OSError as exc:
+            self._site = await self._listen(runner, self.config.daemon.listen)
+        except UsageError:
             await runner.cleanup()
-            raise UsageError(
-                f"cannot listen on {self.config.daemon.listen} ([daemon] listen): {exc.strerror or exc}"
-            ) from None
+            raise
         log.info("daemon.started", listen=self.config.daemon.listen, interval=self.config.scan.interval)
+        jitter = 1.0
         try:
             while not self.stopping.is_set():
-                if self.reload_requested:
-                    self._reload()
+                if self.reload_requested.is_set():
+                    await self._reload(runner)  # a scan in progress has finished: this is between scans
+                    continue  # the schedule may have changed: wait anew
+                due = self._next_scan(jitter)
+                if time.time() < due:
+                    await self._until(due)
+                    continue
                 # One scan at a time: the next starts only after this one is stored.
                 scan = asyncio.create_task(self.scan_once())
                 stop = asyncio.create_task(self.stopping.wait())
@@ -131,13 +185,7 @@ class Daemon:
                     log.info("daemon.scan_cancelled")
                 except KmsAuditError as exc:
                     log.error("daemon.scan_failed", reason=str(exc))
-                if self.stopping.is_set():
-                    break
-                delay = self.config.seconds_to_next_scan(time.time())
-                if not is_cron(self.config.scan.interval):
-                    delay *= random.uniform(1 - JITTER, 1 + JITTER)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.stopping.wait(), delay)
+                jitter = random.uniform(1 - JITTER, 1 + JITTER)  # ±10 %: many daemons not in step
         finally:
             await self._flush()
             await runner.cleanup()

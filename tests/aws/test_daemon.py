@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from estate import Estate, config_text
-from loopback import free_port, get_until, http_get
+from loopback import free_port, get_until, http_get, wait_for
 from prometheus_client.parser import text_string_to_metric_families
 
 
@@ -94,3 +94,62 @@ def test_a_real_prometheus_scrapes_the_daemon(tmp_path: Path, estate: Estate, aw
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=15)
     assert proc.returncode == 0
+
+
+def test_sighup_reloads_at_once_rebinds_and_keeps_the_old_config_when_the_new_one_is_bad(
+    tmp_path: Path, estate: Estate, aws: str
+) -> None:
+    """Issue #13.8: SIGHUP was applied only at the next scheduled scan (up to the whole interval
+    later) and a changed `daemon.listen` was never rebound."""
+    old_port, new_port = free_port(), free_port()
+    config = tmp_path / "k.toml"
+    base = config_text(store=str(tmp_path / "k.db")).replace('interval = "15m"', 'interval = "1h"')
+    config.write_text(base + f'\n[daemon]\nlisten = "127.0.0.1:{old_port}"\n')
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kmsaudit", "daemon", "--config", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "AWS_ENDPOINT_URL": aws},
+    )
+    try:
+        assert get_until(f"http://127.0.0.1:{old_port}/readyz", lambda s, _: s == 200)[0] == 200
+        config.write_text(base + f'\n[daemon]\nlisten = "127.0.0.1:{new_port}"\n')
+        proc.send_signal(signal.SIGHUP)
+        # Long before the next scan (an hour away): the new address answers, the old one is gone.
+        assert get_until(f"http://127.0.0.1:{new_port}/healthz", lambda s, _: s == 200)[0] == 200
+        wait_for(lambda: _refused(old_port), what="the old listener to close")
+        config.write_text(base + "\n[daemon]\nlisten = 'not an address'\n")
+        proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: "daemon.reload_failed" in _drain(proc), what="the bad config to be refused")
+        assert http_get(f"http://127.0.0.1:{new_port}/healthz")[0] == 200  # still up, on the old config
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
+    assert proc.returncode == 0
+
+
+_seen: dict[int, str] = {}
+
+
+def _drain(proc: subprocess.Popen[str]) -> str:
+    """What the daemon logged so far (stderr read without blocking)."""
+    import fcntl
+
+    assert proc.stderr is not None
+    fd = proc.stderr.fileno()
+    fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_NONBLOCK)
+    try:
+        chunk = os.read(fd, 1 << 20).decode(errors="replace")
+    except BlockingIOError:
+        chunk = ""
+    _seen[proc.pid] = _seen.get(proc.pid, "") + chunk
+    return _seen[proc.pid]
+
+
+def _refused(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        s.settimeout(1)
+        return s.connect_ex(("127.0.0.1", port)) != 0
