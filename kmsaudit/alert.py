@@ -75,6 +75,19 @@ class HttpSink:
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise AlertError(f"{self.name}: {type(exc).__name__}") from None  # no URL in the message
 
+    async def probe(self, session: aiohttp.ClientSession) -> str:
+        """A dry request for `kmsaudit check`: any HTTP answer means the sink is reachable (a HEAD
+        sends no alert). The URL is a secret and is never part of the answer."""
+        try:
+            async with session.head(
+                self._url, allow_redirects=False, timeout=aiohttp.ClientTimeout(total=SEND_TIMEOUT_SECONDS)
+            ) as response:
+                return f"reachable (HTTP {response.status} to a HEAD request)"
+        except aiohttp.ClientConnectorError as exc:
+            raise AlertError(f"{self.name}: connection refused or unreachable ({type(exc).__name__})") from None
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise AlertError(f"{self.name}: {type(exc).__name__}") from None
+
 
 class SlackSink(HttpSink):
     """Slack incoming-webhook format."""
@@ -93,6 +106,21 @@ class AlertmanagerSink(HttpSink):
         super().__init__(settings)
         if not self._url.rstrip("/").endswith("/api/v2/alerts"):  # the URL may name the server only
             self._url = self._url.rstrip("/") + "/api/v2/alerts"
+
+    async def probe(self, session: aiohttp.ClientSession) -> str:
+        """Alertmanager has a read-only status endpoint: ask it."""
+        status_url = self._url.removesuffix("/alerts") + "/status"
+        try:
+            async with session.get(
+                status_url, allow_redirects=False, timeout=aiohttp.ClientTimeout(total=SEND_TIMEOUT_SECONDS)
+            ) as response:
+                if response.status >= 300:
+                    raise AlertError(f"{self.name}: Alertmanager status answered HTTP {response.status}")
+                return "Alertmanager status answered 200"
+        except aiohttp.ClientConnectorError as exc:
+            raise AlertError(f"{self.name}: connection refused or unreachable ({type(exc).__name__})") from None
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise AlertError(f"{self.name}: {type(exc).__name__}") from None
 
     def body(self, event: dict[str, Any]) -> Any:
         start = datetime.fromtimestamp(float(event.get("detected_at") or time.time()), UTC)

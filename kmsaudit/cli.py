@@ -112,6 +112,13 @@ def build_parser() -> argparse.ArgumentParser:
     hi = sub.add_parser("history", help="a key's policy versions, with a unified diff between them")
     _config_option(hi)
     hi.add_argument("key_arn", metavar="KEY_ARN")
+    ck = sub.add_parser(
+        "check",
+        help="pre-flight: credentials, identity and read permissions per account, store, sinks, listen address",
+        description="Check a deployment before its first scan; every failure comes with its fix. "
+        "Exit 0 when all checks pass, 4 otherwise.",
+    )
+    _config_option(ck)
     sn = sub.add_parser("snapshots", help="the stored snapshots: ids, dates, keys, findings, failed scopes")
     _config_option(sn)
     sn.add_argument("--format", choices=FORMATS, default="table")
@@ -181,6 +188,20 @@ def _history(args: argparse.Namespace) -> int:
             print(text)
         previous = lines
     return EXIT_OK
+
+
+def _check(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from kmsaudit.check import run_checks, write_checks
+    from kmsaudit.config import load_config
+    from kmsaudit.logging import configure
+
+    config = load_config(args.config)
+    configure(json_logs=None, level="error")
+    results = asyncio.run(run_checks(config))
+    write_checks(results, sys.stdout)
+    return EXIT_OK if all(r.ok for r in results) else EXIT_SCOPES_FAILED
 
 
 def _snapshots(args: argparse.Namespace) -> int:
@@ -362,6 +383,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _history(args)
         if args.command == "snapshots":
             return _snapshots(args)
+        if args.command == "check":
+            return _check(args)
     except KmsAuditError as exc:
         print(f"kmsaudit: error: {exc}", file=sys.stderr)
         return exc.exit_code

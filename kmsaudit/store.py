@@ -120,6 +120,30 @@ def _migration_3(db: sqlite_utils.Database) -> None:
 MIGRATIONS = {1: _migration_1, 2: _migration_2, 3: _migration_3}
 
 
+def check_location(path: str | Path) -> str:
+    """What `kmsaudit check` says of the store path, without creating or changing anything;
+    StoreUnusable when a scan could not use it."""
+    path = Path(path)
+    if path.exists() or path.is_symlink():
+        store = Store(path, create=False, read_only=True)
+        try:
+            snapshots = store.latest_snapshot() or 0
+        finally:
+            store.close()
+        for where in (path, path.parent):
+            if not os.access(where, os.W_OK):
+                raise StoreUnusable(f"{where}: not writable by this user")
+        return f"{path}: kmsaudit database, {snapshots} snapshots"
+    ancestor = path.parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise StoreUnusable(f"{ancestor}: is not a directory, so {path} cannot be created")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise StoreUnusable(f"{ancestor}: not writable by this user, so {path} cannot be created")
+    return f"{path}: will be created by the first scan"
+
+
 @dataclass(frozen=True, slots=True)
 class ScopeView:
     account: str
@@ -147,9 +171,13 @@ class Store:
     mode changed.
     """
 
-    def __init__(self, path: str | Path, *, create: bool = True) -> None:
+    def __init__(self, path: str | Path, *, create: bool = True, read_only: bool = False) -> None:
         self.path = Path(path)
-        created = self._check_path(create)
+        created = self._check_path(create and not read_only)
+        if read_only:  # a look (`kmsaudit check`): nothing created, migrated or chmod-ed
+            self._is_ours()
+            self.db = sqlite_utils.Database(sqlite3.connect(f"file:{self._uri()}?mode=ro", uri=True))
+            return
         try:
             if created:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -204,7 +232,7 @@ class Store:
         # With no WAL, an immutable look creates no -wal/-shm file (which SQLite would give the
         # database's mode, loose or not); with one (a crash left it), its pages must be read too.
         mode = "mode=ro" if Path(f"{self.path}-wal").exists() else "immutable=1"
-        look = sqlite3.connect(f"file:{urllib.parse.quote(str(self.path.absolute()))}?{mode}", uri=True)
+        look = sqlite3.connect(f"file:{self._uri()}?{mode}", uri=True)
         try:
             tables = {r[0] for r in look.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()}
             if not tables:
@@ -215,6 +243,9 @@ class Store:
         finally:
             look.close()
         return row is None or row[0] == "1"  # databases of earlier releases were always created by kmsaudit
+
+    def _uri(self) -> str:
+        return urllib.parse.quote(str(self.path.absolute()))
 
     def _warn_if_loose(self) -> None:
         info = self.path.stat()
