@@ -37,6 +37,11 @@ pytestmark = pytest.mark.skipif(shutil.which("promtool") is None, reason="promto
 Scrape = dict[str, float]  # series ('name{labels}') -> value
 
 
+# AWS unreachable: botocore would retry ten times with backoff (~75 s a scan); two attempts
+# show the same behaviour.
+FEW_RETRIES = "max_attempts = 2"
+
+
 def parse(text: str) -> Scrape:
     out = {}
     for family in text_string_to_metric_families(text):
@@ -121,7 +126,7 @@ def test_rules_over_a_daemons_recorded_scrapes(
     tmp_path: Path, estate: Estate, aws: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = tmp_path / "k.toml"
-    path.write_text(config_text(store=str(tmp_path / "k.db")))
+    path.write_text(config_text(store=str(tmp_path / "k.db"), extra=FEW_RETRIES))
     daemon = Daemon(path, load_config(path))
 
     def scan_and_scrape(endpoint: str) -> Scrape:
@@ -135,7 +140,7 @@ def test_rules_over_a_daemons_recorded_scrapes(
 
 def test_rules_over_cron_textfiles(tmp_path: Path, estate: Estate, aws: str) -> None:
     config = tmp_path / "k.toml"
-    config.write_text(config_text(store=str(tmp_path / "k.db")))
+    config.write_text(config_text(store=str(tmp_path / "k.db"), extra=FEW_RETRIES))
     textfile = tmp_path / "kmsaudit.prom"
 
     def scan_and_scrape(endpoint: str) -> Scrape:

@@ -17,6 +17,10 @@ from test_scan_cli import scan
 
 from kmsaudit.emulator import create_key, key_policy
 
+# AWS unreachable: botocore would retry ten times with backoff (~75 s a scan); two attempts
+# show the same behaviour.
+FEW_RETRIES = "max_attempts = 2"
+
 
 def samples(textfile: Path) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     return {
@@ -105,7 +109,7 @@ def test_every_scope_failing_is_said_and_the_metrics_keep_the_last_good_state(
     """#13.4: with the endpoint down the scan printed "No cross-account access found" and every
     kmsaudit_findings series vanished, so KmsAuditPublicKey resolved."""
     config = tmp_path / "k.toml"
-    config.write_text(config_text(store=str(tmp_path / "k.db")))
+    config.write_text(config_text(store=str(tmp_path / "k.db"), extra=FEW_RETRIES))
     textfile = tmp_path / "k.prom"
     assert scan(config, "--metrics-textfile", str(textfile), endpoint=aws).returncode == 0
     healthy = samples(textfile)
@@ -128,7 +132,7 @@ def test_textfile_drift_counters_start_at_zero_and_never_go_back(tmp_path: Path,
     """#13.5: in textfile mode kmsaudit_drift_events_total{kind="added",severity="high"} went 1,
     1, absent over three scans (each file held one run's counts): increase() missed events."""
     config = tmp_path / "k.toml"
-    config.write_text(config_text(store=str(tmp_path / "k.db")))
+    config.write_text(config_text(store=str(tmp_path / "k.db"), extra=FEW_RETRIES))
     textfile = tmp_path / "k.prom"
     added = ("kmsaudit_drift_events_total", (("kind", "added"), ("severity", "high")))
     seen = []
