@@ -15,7 +15,7 @@ from estate import Estate, config_text
 from prometheus_client.parser import text_string_to_metric_families
 from test_scan_cli import scan
 
-from kmsaudit.emulator import create_key, key_policy
+from kmsaudit.emulator import client, create_key, key_policy
 
 # AWS unreachable: botocore would retry ten times with backoff (~75 s a scan); two attempts
 # show the same behaviour.
@@ -137,10 +137,7 @@ def test_textfile_drift_counters_start_at_zero_and_never_go_back(tmp_path: Path,
     added = ("kmsaudit_drift_events_total", (("kind", "added"), ("severity", "high")))
     seen = []
     for step in range(3):
-        if step == 1:
-            boto3.client("kms", region_name="us-east-1")  # (ambient) unused; the change is below
-            from kmsaudit.emulator import client
-
+        if step == 1:  # a new external account trusted by a key: one `added` event, severity high
             kms = client("kms", "111111111111", "eu-west-1")
             doc = json.loads(kms.get_key_policy(KeyId=estate.ids["narrowed"], PolicyName="default")["Policy"])
             doc["Statement"].append(
