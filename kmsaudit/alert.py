@@ -156,7 +156,9 @@ def router(sinks: Sequence[HttpSink]) -> Any:
     """Which sinks an event goes to (used inside the snapshot's transaction)."""
 
     def route(event: DriftEvent) -> list[str]:
-        log.info(
+        # What pages people is a warning in the logs too (a log-only deployment sees it).
+        emit = log.warning if severity_rank(event.severity) >= severity_rank("high") else log.info
+        emit(
             "drift",
             kind=event.kind,
             severity=event.severity,

@@ -105,13 +105,13 @@ def build_parser() -> argparse.ArgumentParser:
     _config_option(fi)
     fi.add_argument("--format", choices=FORMATS, default="table")
     fi.add_argument("--snapshot", type=int, metavar="ID")
-    dr = sub.add_parser("drift", help="drift events (SPEC §5)")
+    dr = sub.add_parser("drift", help="drift events (README: Snapshots, drift and alerts)")
     _config_option(dr)
     dr.add_argument("--format", choices=FORMATS, default="table")
     dr.add_argument("--since", metavar="WHEN", help="a duration back from now (24h, 7d) or an ISO date-time")
     hi = sub.add_parser("history", help="a key's policy versions, with a unified diff between them")
     _config_option(hi)
-    hi.add_argument("key_arn", metavar="KEY_ARN")
+    hi.add_argument("key_arn", metavar="KEY", help="the key's ARN, its id, or one of its aliases (alias/name)")
     ck = sub.add_parser(
         "check",
         help="pre-flight: credentials, identity and read permissions per account, store, sinks, listen address",
@@ -152,9 +152,10 @@ def _store(args: argparse.Namespace) -> Store:
 
 
 def _findings(args: argparse.Namespace) -> int:
-    rows = _store(args).findings(args.snapshot)
-    findings = [Finding.from_dict(row) for row in rows]
-    write_findings(findings, args.format, sys.stdout, colour=sys.stdout.isatty())
+    store = _store(args)
+    findings = [Finding.from_dict(row) for row in store.findings(args.snapshot)]
+    names = store.key_names(args.snapshot) if args.format == "table" else None
+    write_findings(findings, args.format, sys.stdout, colour=sys.stdout.isatty(), names=names)
     return EXIT_OK
 
 
@@ -168,10 +169,15 @@ def _history(args: argparse.Namespace) -> int:
     import json
     from datetime import UTC, datetime
 
-    versions = _store(args).history(args.key_arn)
+    from kmsaudit.errors import UsageError
+
+    store = _store(args)
+    arns = store.find_keys(args.key_arn) or [args.key_arn]
+    if len(arns) > 1:
+        raise UsageError(f"{args.key_arn} names {len(arns)} keys (one per account and region): {', '.join(arns)}")
+    versions = store.history(arns[0])
     if not versions:
-        print(f"no policy recorded for {args.key_arn}", file=sys.stderr)
-        return EXIT_USAGE
+        raise UsageError(f"no policy recorded for {args.key_arn} (a key ARN, key id or alias of a scanned key)")
     previous: list[str] = []
     for version in versions:
         when = datetime.fromtimestamp(version["seen_at"], UTC).isoformat(timespec="seconds")
@@ -276,9 +282,12 @@ def _scan(args: argparse.Namespace) -> int:
         empty = f"No cross-account access found in the scopes read; {failed} failed (see below)."
     else:
         empty = "No cross-account access found."
-    write_findings(result.findings, args.format, sys.stdout, colour=sys.stdout.isatty(), empty=empty)
+    names = {
+        arn: {"aliases": aliases, "manager": manager} for s in result.scopes for arn, aliases, manager in s.key_names
+    }
+    write_findings(result.findings, args.format, sys.stdout, colour=sys.stdout.isatty(), empty=empty, names=names)
     if args.format == "table" and events:
-        print(f"\ndrift since the last complete scan ({len(events)} events):")
+        print(f"\ndrift since the last complete scan ({plural(len(events), 'event')}):")
         write_drift([e.to_dict() for e in events], "table", sys.stdout)
     for scope in result.failed_scopes:
         print(f"kmsaudit: scope {scope.account}/{scope.region} failed: {scope.error}", file=sys.stderr)
@@ -353,7 +362,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         return EXIT_OK
     write_findings(evaluation.findings, args.format, sys.stdout, colour=sys.stdout.isatty())
     if args.format == "table" and evaluation.lints:
-        print(f"{len(evaluation.lints)} lints (see them with --lints):")
+        print(f"{plural(len(evaluation.lints), 'lint')} (see them with --lints):")
         write_lints(evaluation.lints, "table", sys.stdout)
     return EXIT_FINDINGS if _fail_on((f.severity for f in evaluation.findings), args.fail_on) else EXIT_OK
 

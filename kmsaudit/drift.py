@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from kmsaudit.model import DriftEvent
@@ -29,12 +29,21 @@ class ScopeState:
 
     findings: Mapping[Slot, Mapping[str, Any]]
     keys: Mapping[str, str]  # key ARN -> sha256 of the policy text ("" when it could not be read)
+    # key ARN -> {"aliases": [...], "manager": "AWS"|"CUSTOMER"}, for keys with an alias or managed
+    # by AWS: what tables show beside an ARN. Not drift: a renamed key is the same key.
+    names: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     @classmethod
-    def build(cls, findings: Iterable[Mapping[str, Any]], key_policies: Iterable[tuple[str, str | None]]) -> ScopeState:
+    def build(
+        cls,
+        findings: Iterable[Mapping[str, Any]],
+        key_policies: Iterable[tuple[str, str | None]],
+        key_names: Iterable[tuple[str, tuple[str, ...], str]] = (),
+    ) -> ScopeState:
         return cls(
             findings={slot(f): f for f in findings},
             keys={arn: policy_hash(text) for arn, text in key_policies},
+            names={arn: {"aliases": list(aliases), "manager": manager} for arn, aliases, manager in key_names},
         )
 
     def carry(self, before: ScopeState | None, iam_failed: Iterable[str]) -> ScopeState:
@@ -56,17 +65,24 @@ class ScopeState:
                 and where[0] in self.keys
             ):
                 findings[where] = finding
-        return ScopeState(findings, self.keys)
+        return ScopeState(findings, self.keys, self.names)
 
     def digest(self) -> str:
         """Equal digests: no drift, nothing new to store."""
-        body = json.dumps(
-            {"f": sorted(self.findings.values(), key=lambda f: f["id"]), "k": sorted(self.keys.items())}, sort_keys=True
-        )
+        state: dict[str, Any] = {
+            "f": sorted(self.findings.values(), key=lambda f: f["id"]),
+            "k": sorted(self.keys.items()),
+        }
+        if self.names:  # absent when empty: states stored before names existed keep their digest
+            state["n"] = sorted(self.names.items())
+        body = json.dumps(state, sort_keys=True)
         return hashlib.sha256(body.encode()).hexdigest()
 
     def to_json(self) -> str:
-        return json.dumps({"findings": list(self.findings.values()), "keys": self.keys}, sort_keys=True)
+        body: dict[str, Any] = {"findings": list(self.findings.values()), "keys": self.keys}
+        if self.names:
+            body["names"] = self.names
+        return json.dumps(body, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> ScopeState:
@@ -74,6 +90,7 @@ class ScopeState:
         return cls(
             findings={slot(f): f for f in data["findings"]},
             keys=dict(data["keys"]),
+            names=dict(data.get("names", {})),
         )
 
 

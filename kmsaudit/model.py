@@ -230,6 +230,8 @@ class ScopeStatus:
     error_code: str = ""
     # (key ARN, key policy text or None if unreadable) of every key read: for drift and history
     key_policies: tuple[tuple[str, str | None], ...] = ()
+    # (key ARN, aliases, KeyManager) of the keys with an alias or managed by AWS: for people
+    key_names: tuple[tuple[str, tuple[str, ...], str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

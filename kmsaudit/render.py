@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TextIO
 
 from kmsaudit.model import Finding, Lint, severity_rank
@@ -20,11 +20,29 @@ def _short_actions(actions: Sequence[str]) -> str:
 
 
 def _condition_text(cond: dict[str, object]) -> str:
+    """Where a condition comes from (which policy and statement, Allow or Deny) and what it tests:
+    `key-policy "ViaS3" Allow if StringEquals kms:ViaService=s3.…`."""
     if "error" in cond:
         return f"error: {cond['error']}"
     values = cond.get("values", [])
     shown = ",".join(str(v) for v in values) if isinstance(values, list) else str(values)
-    return f"{cond.get('effect', '')} if {cond.get('operator')} {cond.get('key')}={shown}".strip()
+    if cond.get("source") == "grant":
+        where = f"grant {cond.get('grant_id', '')}".strip()
+    else:
+        sid = f' "{cond["sid"]}"' if cond.get("sid") else " (no Sid)"
+        where = f"{cond.get('source', '')}{sid} {cond.get('effect', '')}".strip()
+    return f"{where} if {cond.get('operator')} {cond.get('key')}={shown}"
+
+
+def key_label(arn: str, names: Mapping[str, Mapping[str, object]] | None) -> str:
+    """The key's ARN with its aliases, and `AWS managed` for the keys AWS manages."""
+    name = (names or {}).get(arn)
+    if not name:
+        return arn
+    extra = [str(a) for a in name.get("aliases", ()) or ()]  # type: ignore[attr-defined]
+    if name.get("manager") == "AWS":
+        extra.append("AWS managed")
+    return f"{arn}  ({', '.join(extra)})" if extra else arn
 
 
 def sort_findings(findings: Sequence[Finding]) -> list[Finding]:
@@ -47,8 +65,10 @@ def write_findings(
     out: TextIO,
     colour: bool = False,
     empty: str = "No cross-account access found.",
+    names: Mapping[str, Mapping[str, object]] | None = None,
 ) -> None:
-    """`empty`: what an empty table says (a scan whose scopes failed must not say all-clear)."""
+    """`empty`: what an empty table says (a scan whose scopes failed must not say all-clear).
+    `names`: key ARN -> aliases and manager, shown on each key's line."""
     ordered = sort_findings(findings)
     if fmt == "json":
         json.dump([f.to_dict() for f in ordered], out, indent=2)
@@ -74,7 +94,7 @@ def write_findings(
     for i, row in enumerate(rows):
         if i and ordered[i - 1].key_arn != current_key:
             current_key = ordered[i - 1].key_arn
-            out.write(f"\n{current_key}\n")
+            out.write(f"\n{key_label(current_key, names)}\n")
         cells = [row[c].ljust(widths[c]) for c in range(6)] + [row[6]]
         line = "  ".join(cells).rstrip()
         if colour and i:
@@ -86,8 +106,7 @@ def write_findings(
         counts[f.severity] = counts.get(f.severity, 0) + 1
     summary = ", ".join(f"{counts[s]} {s}" for s in ("critical", "high", "medium", "low") if s in counts)
     keys = len({f.key_arn for f in ordered})
-    plural = "s" if len(ordered) != 1 else ""
-    out.write(f"\n{len(ordered)} finding{plural} on {keys} key{'s' if keys != 1 else ''}: {summary}\n")
+    out.write(f"\n{plural(len(ordered), 'finding')} on {plural(keys, 'key')}: {summary}\n")
 
 
 def write_lints(lints: Sequence[Lint], fmt: str, out: TextIO) -> None:
@@ -117,19 +136,24 @@ def write_drift(events: Sequence[dict[str, object]], fmt: str, out: TextIO) -> N
     if not events:
         out.write("No drift.\n")
         return
+    rows = [("DETECTED (UTC)", "SEVERITY", "KIND", "KEY OR SCOPE", "PRINCIPAL", "CHANGE")]
     for e in events:
         before, after = e.get("before"), e.get("after")
         change = ""
         if isinstance(before, dict) and isinstance(after, dict) and "actions" in after:
             gained = sorted(set(after.get("actions", [])) - set(before.get("actions", [])))
             lost = sorted(set(before.get("actions", [])) - set(after.get("actions", [])))
-            change = " ".join([*(f"+{a}" for a in gained), *(f"-{a}" for a in lost)])
+            change = " ".join([*(f"+{a}" for a in gained), *(f"-{a}" for a in lost)]) or "conditions changed"
         elif isinstance(after, dict) and "actions" in after:
             change = _short_actions(after["actions"])
         elif isinstance(after, dict) and "error" in after:
             change = str(after["error"])
-        where = e.get("key_arn") or f"{e.get('account')}/{e.get('region')}"
-        out.write(f"{e.get('severity')!s:8}  {e.get('kind')!s:14}  {where}  {e.get('principal') or ''}  {change}\n")
+        where = str(e.get("key_arn") or f"{e.get('account')}/{e.get('region')}")
+        when = _when(e.get("detected_at"))
+        rows.append((when, str(e.get("severity")), str(e.get("kind")), where, str(e.get("principal") or "-"), change))
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    for row in rows:
+        out.write(("  ".join(row[i].ljust(widths[i]) for i in range(5)) + "  " + row[5]).rstrip() + "\n")
 
 
 def _when(seconds: object) -> str:

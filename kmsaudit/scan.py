@@ -43,8 +43,11 @@ async def run_scan(
             (k.arn, k.policy if isinstance(k.policy, str) or k.policy is None else json.dumps(k.policy, sort_keys=True))
             for k in scope.keys
         )
+        names = tuple((k.arn, k.aliases, k.key_manager) for k in scope.keys if k.aliases or k.key_manager != "CUSTOMER")
         statuses.append(
-            ScopeStatus(scope.account, scope.region, scope.ok, len(scope.keys), scope.error, scope.error_code, policies)
+            ScopeStatus(
+                scope.account, scope.region, scope.ok, len(scope.keys), scope.error, scope.error_code, policies, names
+            )
         )
         if not scope.ok:
             continue

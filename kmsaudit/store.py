@@ -332,9 +332,9 @@ class Store:
                 digest = None
                 if scope.ok:
                     before = self.last_good_state(scope.account, scope.region)
-                    state = ScopeState.build(by_scope.get((scope.account, scope.region), []), scope.key_policies).carry(
-                        before, result.iam_failures
-                    )
+                    state = ScopeState.build(
+                        by_scope.get((scope.account, scope.region), []), scope.key_policies, scope.key_names
+                    ).carry(before, result.iam_failures)
                     digest = state.digest()
                     events += diff_scope(
                         scope.account, scope.region, before, state, snapshot_id=snapshot_id, detected_at=now
@@ -489,6 +489,26 @@ class Store:
             )
             for account, region, ok, error_code, finished_at, body in rows
         ]
+
+    def key_names(self, snapshot_id: int | None = None) -> dict[str, Mapping[str, Any]]:
+        """Key ARN -> {"aliases", "manager"} of the keys with an alias or managed by AWS."""
+        names: dict[str, Mapping[str, Any]] = {}
+        for scope in self.scope_view(snapshot_id):
+            if scope.state is not None:
+                names.update(scope.state.names)
+        return names
+
+    def find_keys(self, text: str) -> list[str]:
+        """Key ARNs named by `text`: an ARN, a key id, or an alias (`alias/name`: one key per
+        account and region can have it), among the latest snapshot's keys."""
+        found: list[str] = []
+        for scope in self.scope_view():
+            if scope.state is None:
+                continue
+            for arn in scope.state.keys:
+                if text in (arn, arn.rsplit("/", 1)[-1]) or text in scope.state.names.get(arn, {}).get("aliases", ()):
+                    found.append(arn)
+        return sorted(found)
 
     def findings(self, snapshot_id: int | None = None) -> list[dict[str, Any]]:
         """Findings of a snapshot; a scope that failed in it shows its last good state."""

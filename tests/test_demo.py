@@ -60,8 +60,11 @@ def test_demo_shows_findings_drift_and_the_delivered_alert_then_serves(tmp_path:
     assert "rds.us-east-1.amazonaws.com" not in scan1.split("Not cross-account")[0]
     assert re.search(r"^Not cross-account \(lint service-grant\): .*rds\.us-east-1\.amazonaws\.com", scan1, re.M)
     drift = out.split("== Scan 2")[1].split("== Alerts")[0]
-    assert re.search(r"^high +added +arn:aws:kms:eu-west-1:\d{12}:key/\S+ +arn:aws:iam::666677778888:root", drift, re.M)
-    assert re.search(r"^high +added +.* arn:aws:iam::777788889999:role/Backup", drift, re.M)
+    assert re.search(r"^DETECTED \(UTC\) +SEVERITY +KIND", drift, re.M)  # a header, then a time on each row
+    assert re.search(
+        r"^\S+ \S+ +high +added +arn:aws:kms:eu-west-1:\d{12}:key/\S+ +arn:aws:iam::666677778888:root", drift, re.M
+    )
+    assert re.search(r"^\S+ \S+ +high +added +.* arn:aws:iam::777788889999:role/Backup", drift, re.M)
     assert "the local webhook received 2" in out
     # The commands it suggests work on what it left behind, without the emulator.
     config = tmp_path / "demo" / "kmsaudit.toml"

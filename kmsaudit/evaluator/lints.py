@@ -87,7 +87,8 @@ def key_policy_lints(key: KeyRecord, policy: Policy) -> list[Lint]:
                 lints.append(
                     Lint(
                         "ineffective-cross-account-action",
-                        f"{text} is allowed to {who}, but it never works across accounts (003_…txt)",
+                        f"{text} is allowed to {who}, but it never works across accounts (only cryptographic "
+                        "operations, DescribeKey, GetPublicKey, GetKeyRotationStatus and the grant operations do)",
                         key_arn=key.arn,
                         account=key.account,
                         principal=who,

@@ -113,7 +113,7 @@ def test_cli_findings_drift_and_history(tmp_path: Path, estate: Estate, aws: str
     scan = kmsaudit("scan", "--fail-on", "critical")
     assert scan.returncode == 0, scan.stderr  # the drift is "high": below critical
     assert f"snapshot 2 in {tmp_path / 'k.db'}" in scan.stdout
-    assert "drift since the last complete scan (1 events)" in scan.stdout
+    assert "drift since the last complete scan (1 event):" in scan.stdout
     drift = json.loads(kmsaudit("drift", "--format", "json").stdout)
     assert [(e["kind"], e["principal"], e["severity"]) for e in drift] == [
         ("added", f"arn:aws:iam::{PARTNER}:root", "high")
@@ -129,3 +129,10 @@ def test_cli_findings_drift_and_history(tmp_path: Path, estate: Estate, aws: str
     assert history.returncode == 0
     added_lines = [line for line in history.stdout.splitlines() if line.startswith("+")]
     assert any(f'"arn:aws:iam::{PARTNER}:root"' in line for line in added_lines)
+    # Issue #13: a key is found by its alias or its id too, and the tables show the alias.
+    by_alias = kmsaudit("history", "alias/shared")
+    assert by_alias.returncode == 0 and by_alias.stdout == kmsaudit("history", estate.keys["shared"]).stdout
+    assert kmsaudit("history", estate.ids["narrowed"]).stdout == history.stdout
+    unknown = kmsaudit("history", "alias/nope")
+    assert unknown.returncode == 2 and "alias/nope" in unknown.stderr
+    assert f"{estate.keys['shared']}  (alias/shared)" in kmsaudit("findings").stdout

@@ -1,0 +1,89 @@
+"""What people read (issue #13): tables with headers and times, conditions that say where they
+come from, keys with their aliases, AWS-managed keys marked, plurals."""
+
+from __future__ import annotations
+
+import io
+import re
+
+from kmsaudit.model import Finding
+from kmsaudit.render import write_drift, write_findings
+
+KEY = "arn:aws:kms:us-east-1:111122223333:key/k1"
+
+
+def finding(**overrides: object) -> Finding:
+    base = dict(
+        key_arn=KEY,
+        key_account="111122223333",
+        region="us-east-1",
+        principal="*",
+        principal_account="*",
+        access="public",
+        zone="external",
+        via=("key-policy",),
+        actions=("kms:Decrypt",),
+        conditional=True,
+        conditions=(
+            {
+                "source": "key-policy",
+                "effect": "Allow",
+                "sid": "ViaS3",
+                "operator": "StringEquals",
+                "key": "kms:ViaService",
+                "values": ["s3.us-east-1.amazonaws.com"],
+            },
+            {
+                "source": "key-policy",
+                "effect": "Deny",
+                "operator": "Bool",
+                "key": "aws:SecureTransport",
+                "values": ["false"],
+            },
+        ),
+        severity="high",
+    )
+    base.update(overrides)
+    return Finding(**base)  # type: ignore[arg-type]
+
+
+def test_the_findings_table_names_each_conditions_statement_and_effect() -> None:
+    out = io.StringIO()
+    write_findings([finding()], "table", out)
+    text = out.getvalue()
+    assert 'key-policy "ViaS3" Allow if StringEquals kms:ViaService=s3.us-east-1.amazonaws.com' in text
+    assert "key-policy (no Sid) Deny if Bool aws:SecureTransport=false" in text
+    assert text.rstrip().endswith("1 finding on 1 key: 1 high")
+
+
+def test_keys_show_their_aliases_and_aws_managed_keys_are_marked() -> None:
+    out = io.StringIO()
+    other = "arn:aws:kms:us-east-1:111122223333:key/k2"
+    names = {
+        KEY: {"aliases": ["alias/app"], "manager": "CUSTOMER"},
+        other: {"aliases": ["alias/aws/ebs"], "manager": "AWS"},
+    }
+    write_findings([finding(), finding(key_arn=other)], "table", out, names=names)
+    text = out.getvalue()
+    assert f"{KEY}  (alias/app)" in text
+    assert f"{other}  (alias/aws/ebs, AWS managed)" in text
+    assert "2 findings on 2 keys" in text
+
+
+def test_the_drift_table_has_a_header_and_a_time_column() -> None:
+    out = io.StringIO()
+    event = {
+        "kind": "added",
+        "key_arn": KEY,
+        "principal": "arn:aws:iam::444455556666:root",
+        "before": None,
+        "after": {"actions": ["kms:Decrypt"]},
+        "severity": "high",
+        "detected_at": 1795000000.0,
+    }
+    write_drift([event], "table", out)
+    header, row = out.getvalue().splitlines()
+    assert re.match(r"DETECTED \(UTC\) +SEVERITY +KIND +KEY OR SCOPE +PRINCIPAL +CHANGE", header)
+    assert re.match(
+        r"2026-11-18 \d\d:\d\d:\d\d +high +added +arn:aws:kms:\S+ +arn:aws:iam::444455556666:root +Decrypt", row
+    )
