@@ -94,6 +94,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="write the scan's metrics to PATH atomically (node_exporter's textfile collector)",
     )
+    sc.add_argument(
+        "--metrics-textfile-mode",
+        type=_octal_mode,
+        default=0o644,
+        metavar="MODE",
+        help="file mode of the textfile, octal (default 0644: node_exporter reads it as another user)",
+    )
     sc.add_argument("--pushgateway", metavar="URL", help="push the scan's metrics to a Prometheus Pushgateway")
     da = sub.add_parser("daemon", help="scan on a schedule until SIGTERM; serve /metrics, /healthz, /readyz")
     _config_option(da)
@@ -123,6 +130,16 @@ def build_parser() -> argparse.ArgumentParser:
     _config_option(sn)
     sn.add_argument("--format", choices=FORMATS, default="table")
     return parser
+
+
+def _octal_mode(text: str) -> int:
+    try:
+        mode = int(text, 8)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an octal file mode such as 0644") from None
+    if not 0 <= mode <= 0o777:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a file mode (0000 to 0777)")
+    return mode
 
 
 def _since(text: str | None) -> float | None:
@@ -274,7 +291,7 @@ def _scan(args: argparse.Namespace) -> int:
     finally:
         progress.close()
     result, events = recorded.result, recorded.events
-    _export_metrics(metrics, args.metrics_textfile, args.pushgateway)
+    _export_metrics(metrics, args.metrics_textfile, args.metrics_textfile_mode, args.pushgateway)
     failed = len(result.failed_scopes)
     if failed == len(result.scopes):
         empty = f"No scope could be read: nothing was audited ({failed} failed; see below and `kmsaudit findings`)."
@@ -318,14 +335,14 @@ def _scan(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _export_metrics(metrics: Metrics, textfile: str | None, pushgateway: str | None) -> None:
+def _export_metrics(metrics: Metrics, textfile: str | None, mode: int, pushgateway: str | None) -> None:
     from prometheus_client import push_to_gateway
 
     from kmsaudit.errors import UsageError
 
     if textfile:
         try:
-            metrics.write_textfile(textfile)
+            metrics.write_textfile(textfile, mode)
         except OSError as exc:
             raise UsageError(f"--metrics-textfile {textfile}: {exc.strerror or exc}") from None
     if pushgateway:

@@ -16,6 +16,7 @@ What the metrics say comes from the snapshot database, never from one scan alone
 from __future__ import annotations
 
 import collections
+import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -152,6 +153,9 @@ class Metrics:
         for labels, n in counts.items():
             self.findings.labels(*labels).set(n)
 
-    def write_textfile(self, path: str | Path) -> None:
-        """Atomic (temporary file + rename), for node_exporter's textfile collector."""
+    def write_textfile(self, path: str | Path, mode: int = 0o644) -> None:
+        """Atomic (temporary file + rename), for node_exporter's textfile collector, with an
+        explicit mode: node_exporter runs as another user, and kmsaudit's umask (0077 under the
+        shipped units, for the database) would make the file unreadable to it (issue #19)."""
         write_to_textfile(str(path), self.registry)
+        os.chmod(path, mode)

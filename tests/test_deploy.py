@@ -46,6 +46,7 @@ def test_kubernetes_manifests_reference_what_exists() -> None:
         "PersistentVolumeClaim",
         "ServiceAccount",
         "CronJob",
+        "Secret",
     }
     for workload in [*by_kind["Deployment"].values(), *by_kind["CronJob"].values()]:
         spec = workload["spec"]
@@ -59,6 +60,15 @@ def test_kubernetes_manifests_reference_what_exists() -> None:
                 assert volume["persistentVolumeClaim"]["claimName"] in by_kind["PersistentVolumeClaim"]
         for container in pod["spec"]["containers"]:
             assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    # Both pods get a writable /tmp (the root filesystem is read-only) and the sinks' secrets.
+    for workload in [*by_kind["Deployment"].values(), *by_kind["CronJob"].values()]:
+        spec = workload["spec"]
+        pod = spec["jobTemplate"]["spec"]["template"] if workload["kind"] == "CronJob" else spec["template"]
+        mounts = {m["mountPath"]: m["name"] for c in pod["spec"]["containers"] for m in c["volumeMounts"]}
+        volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+        assert "emptyDir" in volumes[mounts["/tmp"]], workload["metadata"]["name"]
+        secrets = {e["secretRef"]["name"] for c in pod["spec"]["containers"] for e in c.get("envFrom", [])}
+        assert secrets and secrets <= set(by_kind["Secret"]), workload["metadata"]["name"]
     deployment = by_kind["Deployment"]["kmsaudit"]
     pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
     service = by_kind["Service"]["kmsaudit"]
@@ -131,8 +141,29 @@ def test_systemd_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
 
     installed = Path(sys.executable).with_name("kmsaudit")
     assert installed.exists()
-    for unit in (DEPLOY / "systemd").iterdir():  # the units as shipped, pointed at this install
+    for unit in [*(DEPLOY / "systemd").glob("*.service"), *(DEPLOY / "systemd").glob("*.timer")]:
         (tmp_path / unit.name).write_text(unit.read_text().replace("/usr/local/bin/kmsaudit", str(installed)))
     units = sorted(str(p) for p in tmp_path.iterdir())
     proc = subprocess.run(["systemd-analyze", "verify", *units], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_cron_and_systemd_scans_leave_a_textfile_node_exporter_can_read_and_rotate_their_logs() -> None:
+    """Issue #13/#19: the scan unit may run where node_exporter is absent (`-` makes the path
+    optional) and names the textfile's mode; the crontab's log files are rotated."""
+    unit = (DEPLOY / "systemd" / "kmsaudit-scan.service").read_text()
+    assert "ReadWritePaths=-/var/lib/node_exporter/textfile_collector" in unit
+    assert "--metrics-textfile-mode 0644" in unit
+    crontab = (DEPLOY / "cron" / "kmsaudit.crontab").read_text()
+    logs = set(re.findall(r">>\s*(/var/log/\S+)", crontab))
+    rotate = (DEPLOY / "cron" / "kmsaudit.logrotate").read_text()
+    assert logs and all(log in rotate or "/var/log/kmsaudit/*" in rotate for log in logs)
+    assert "cron.d" in crontab  # the format (with its user field) is stated
+
+
+def test_the_stale_scan_alert_names_the_interval_it_assumes() -> None:
+    text = (DEPLOY / "prometheus" / "kmsaudit-rules.yml").read_text()
+    rules = yaml.safe_load(text)
+    stale = next(r for g in rules["groups"] for r in g["rules"] if r["alert"] == "KmsAuditScanStale")
+    threshold = int(re.search(r"> (\d+)", stale["expr"]).group(1))  # type: ignore[union-attr]
+    assert f"{threshold // 60} minutes" in text and "interval" in text  # stated beside it, for editing

@@ -60,3 +60,38 @@ def test_scan_writes_the_spec_metrics_to_a_textfile(tmp_path: Path, estate: Esta
     ops = {labels["operation"] for labels, _ in samples["kmsaudit_aws_requests_total"]}
     assert {"ListKeys", "GetKeyPolicy", "ListGrants", "GetAccountAuthorizationDetails", "AssumeRole"} <= ops
     assert not list(tmp_path.glob("kmsaudit.prom.*"))  # the temporary file was renamed, not left behind
+
+
+def test_the_textfile_is_readable_by_node_exporter_under_a_strict_umask(
+    tmp_path: Path, estate: Estate, aws: str
+) -> None:
+    """Issue #19.3: under the shipped unit's UMask=0077 the .prom file was 0600, owned by kmsaudit:
+    node_exporter could not read it and every series was silently absent."""
+    import stat
+
+    config = tmp_path / "k.toml"
+    config.write_text(config_text(store=str(tmp_path / "k.db")))
+    textfile = tmp_path / "kmsaudit.prom"
+    proc = subprocess.run(
+        [
+            "sh",
+            "-c",
+            'umask 077 && exec "$@"',
+            "sh",
+            sys.executable,
+            "-m",
+            "kmsaudit",
+            "scan",
+            "--config",
+            str(config),
+            "--metrics-textfile",
+            str(textfile),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "AWS_ENDPOINT_URL": aws},
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert stat.S_IMODE(textfile.stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "k.db").stat().st_mode) == 0o600  # the database stays private
