@@ -379,7 +379,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         return EXIT_OK
     write_findings(evaluation.findings, args.format, sys.stdout, colour=sys.stdout.isatty())
     if args.format == "table" and evaluation.lints:
-        print(f"{plural(len(evaluation.lints), 'lint')} (see them with --lints):")
+        lints = plural(len(evaluation.lints), "lint")
+        print(f"\n{lints} (only these with --lints, or as JSON with --lints --format json):")
         write_lints(evaluation.lints, "table", sys.stdout)
     return EXIT_FINDINGS if _fail_on((f.severity for f in evaluation.findings), args.fail_on) else EXIT_OK
 

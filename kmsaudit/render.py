@@ -27,7 +27,8 @@ def _condition_text(cond: dict[str, object]) -> str:
     values = cond.get("values", [])
     shown = ",".join(str(v) for v in values) if isinstance(values, list) else str(values)
     if cond.get("source") == "grant":
-        where = f"grant {cond.get('grant_id', '')}".strip()
+        grant = str(cond.get("grant_id", ""))
+        where = f"grant {grant[:12]}{'…' if len(grant) > 12 else ''}".strip()  # ids are 64 hex digits
     else:
         sid = f' "{cond["sid"]}"' if cond.get("sid") else " (no Sid)"
         where = f"{cond.get('source', '')}{sid} {cond.get('effect', '')}".strip()

@@ -85,3 +85,39 @@ def test_interval_may_be_a_cron_expression(tmp_path: Path) -> None:
     path.write_text(GOOD.replace("[scan]", '[scan]\ninterval = "61 * * * *"'))
     with pytest.raises(ConfigError, match=r"scan\.interval"):
         load_config(path)
+
+
+def test_the_readme_configuration_table_lists_every_key() -> None:
+    """Issue #13: the config reference lists every key the config accepts."""
+    import re
+    from pathlib import Path
+
+    from pydantic import BaseModel
+
+    from kmsaudit.config import Config
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    table = readme.split("| key | default | meaning |", 1)[1].split("\n\n", 1)[0]
+    rows = [line.split("|")[1] for line in table.splitlines() if line.startswith("| `")]
+    documented = set()
+    for cell in rows:
+        names = re.findall(r"`([\w.\[\]]+)`", cell)
+        head = names[0].rsplit(".", 1)[0] if "." in names[0] else ""
+        documented.update(n if not n.startswith(".") else head + n for n in names)
+
+    def keys(model: type[BaseModel], prefix: str) -> set[str]:
+        found = set()
+        for name, field in model.model_fields.items():
+            annotation = field.annotation
+            args = getattr(annotation, "__args__", ())
+            nested = next((a for a in (annotation, *args) if isinstance(a, type) and issubclass(a, BaseModel)), None)
+            path = f"{prefix}{name}"
+            if nested is not None:
+                is_list = getattr(annotation, "__origin__", None) is list
+                found |= keys(nested, f"{path}[]." if is_list else f"{path}.")
+            else:
+                found.add(path)
+        return found
+
+    missing = keys(Config, "") - documented
+    assert not missing, f"keys missing from README's configuration table: {sorted(missing)}"
