@@ -298,3 +298,6 @@ class Evaluation:
     findings: tuple[Finding, ...] = ()
     lints: tuple[Lint, ...] = ()
     decisions: int = 0  # (key, principal) pairs decided; for benchmarks and logs
+    # (key ARN, canonical policy text) of every key: what is hashed, stored and compared (SPEC
+    # §5); the raw text when it is not a policy, None when it could not be read
+    policies: tuple[tuple[str, str | None], ...] = ()

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -39,17 +38,8 @@ async def run_scan(
     statuses: list[ScopeStatus] = []
     keys = 0
     async for scope in collector.scopes():
-        policies = tuple(
-            (k.arn, k.policy if isinstance(k.policy, str) or k.policy is None else json.dumps(k.policy, sort_keys=True))
-            for k in scope.keys
-        )
-        names = tuple((k.arn, k.aliases, k.key_manager) for k in scope.keys if k.aliases or k.key_manager != "CUSTOMER")
-        statuses.append(
-            ScopeStatus(
-                scope.account, scope.region, scope.ok, len(scope.keys), scope.error, scope.error_code, policies, names
-            )
-        )
         if not scope.ok:
+            statuses.append(ScopeStatus(scope.account, scope.region, False, 0, scope.error, scope.error_code))
             continue
         keys += len(scope.keys)
         assert collector.audit_scope is not None
@@ -57,6 +47,11 @@ async def run_scan(
         evaluation = await asyncio.to_thread(evaluate_keys, scope.keys, collector.audit_scope)
         findings.extend(evaluation.findings)
         lints.extend(lint for lint in evaluation.lints if lint.key_arn)
+        names = tuple((k.arn, k.aliases, k.key_manager) for k in scope.keys if k.aliases or k.key_manager != "CUSTOMER")
+        # The policies as the evaluator read them, in canonical form: KMS's reordering is no change.
+        statuses.append(
+            ScopeStatus(scope.account, scope.region, True, len(scope.keys), "", "", evaluation.policies, names)
+        )
     if collector.audit_scope is not None:
         lints.extend(lint for lint in collector.audit_scope.lints)
     if collector.organization_error:

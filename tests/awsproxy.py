@@ -6,6 +6,9 @@
 - `vanish`: answer NotFoundException for per-key reads of these key ids (deleted mid-scan);
 - `deny_key_policy`: answer AccessDeniedException to DescribeKey and GetKeyPolicy of these keys;
 - `deny_operations`: answer AccessDenied to these operations (e.g. DescribeOrganization);
+- `reorder_policies`: answer GetKeyPolicy with the same policy in a new order on every call —
+  statements, lists and object keys shuffled, re-indented with KMS's `" : "` (aws-cli#9456);
+- `fail_keys`: answer HTTP 500 to every per-key read of these key ids (retries never help);
 - `latency`: seconds added to every request (a central auditor far from its regions);
 - `quotas`: requests/s per (credentials, region, operation), ThrottlingException beyond.
 
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import re
 import threading
 import time
@@ -61,6 +65,8 @@ class AwsProxy:
         vanish: set[str] | None = None,
         deny_key_policy: set[str] | None = None,
         deny_operations: set[str] | None = None,
+        reorder_policies: bool = False,
+        fail_keys: set[str] | None = None,
         latency: float = 0.0,
         quotas: dict[str, float] | None = None,
     ) -> None:
@@ -70,6 +76,9 @@ class AwsProxy:
         self.vanish = vanish or set()
         self.deny_key_policy = deny_key_policy or set()
         self.deny_operations = deny_operations or set()
+        self.reorder_policies = reorder_policies
+        self.fail_keys = fail_keys or set()
+        self._shuffler = random.Random(20261127)
         self.latency = latency
         self.quotas = quotas or {}
         self.operations: list[tuple[str, str]] = []
@@ -162,12 +171,36 @@ class AwsProxy:
                 return json_error(400, "NotFoundException", f"Key '{key}' does not exist")
             if operation in ("GetKeyPolicy", "DescribeKey") and key in self.deny_key_policy:
                 return json_error(400, "AccessDeniedException", f"not authorized to perform kms:{operation}")
+            if key in self.fail_keys:
+                return json_error(500, "KMSInternalException", "internal error")
         if self.page_size and operation in KMS_PAGED:
             return await self._kms_page(request, params, operation)
         if self.page_size and operation == "GetAccountAuthorizationDetails":
             return await self._iam_page(request, params)
         status, headers, data = await self._forward(request, body)
+        if self.reorder_policies and operation == "GetKeyPolicy" and status == 200:
+            data = self._reordered(data)
         return web.Response(status=status, headers=headers, body=data)
+
+    def _shuffle(self, doc: Any) -> Any:
+        if isinstance(doc, dict):
+            items = [(k, self._shuffle(v)) for k, v in doc.items()]
+            self._shuffler.shuffle(items)
+            return dict(items)
+        if isinstance(doc, list):
+            items = [self._shuffle(v) for v in doc]
+            self._shuffler.shuffle(items)
+            return items
+        return doc
+
+    def _reordered(self, data: bytes) -> bytes:
+        answer = json.loads(data)
+        try:
+            policy = json.loads(answer["Policy"])
+        except (KeyError, ValueError):
+            return data  # not JSON (moto stores any text): returned as it is, as KMS would
+        answer["Policy"] = json.dumps(self._shuffle(policy), indent=2, separators=(",", " : "))
+        return json.dumps(answer).encode()
 
     async def _kms_page(self, request: web.Request, params: dict[str, Any], operation: str) -> web.Response:
         start = int(params.pop("Marker", 0) or 0)

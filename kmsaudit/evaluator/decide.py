@@ -443,16 +443,28 @@ def _services(
     return decisions
 
 
-def evaluate_key(key: KeyRecord, scope: AuditScope) -> tuple[list[Finding], list[Lint], int]:
-    """Every external principal's access to one key, the key's lints, and decisions made."""
+def _raw_text(policy: Any) -> str | None:
+    if policy is None or isinstance(policy, str):
+        return policy
+    try:
+        return json.dumps(policy, sort_keys=True, default=str)
+    except (TypeError, ValueError, RecursionError):
+        return repr(policy)
+
+
+def evaluate_key(key: KeyRecord, scope: AuditScope) -> tuple[list[Finding], list[Lint], int, str | None]:
+    """Every external principal's access to one key, the key's lints, the decisions made, and
+    the canonical text of its policy (the raw text if it is not one; None if none was read)."""
     out = _Collector(key, scope)
     lints: list[Lint] = []
     decisions = 0
     extra: list[Finding] = []
+    canonical = _raw_text(key.policy)
     try:
         if key.policy is None:
             raise PolicyParseError("; ".join(key.errors) or "no key policy was collected")
         policy = parse_policy(key.policy)
+        canonical = policy.canonical or canonical
         stmts = tuple(s for s in policy.statements if resource_matches(s, key.arn))
         lints.extend(key_policy_lints(key, policy))
     except PolicyParseError as exc:
@@ -611,7 +623,7 @@ def evaluate_key(key: KeyRecord, scope: AuditScope) -> tuple[list[Finding], list
             own = tuple(s for s in grantee_iam.statements if resource_matches(s, key.arn))
             acc = apply_denies(acc, own, subject, ctx, "iam-policy")
         out.add(principal, account or "*", "effective", acc, VIA_GRANT)
-    return extra + out.findings(), lints, decisions
+    return extra + out.findings(), lints, decisions, canonical
 
 
 def evaluate_keys(keys: Iterable[KeyRecord], scope: AuditScope) -> Evaluation:
@@ -629,12 +641,14 @@ def evaluate_keys(keys: Iterable[KeyRecord], scope: AuditScope) -> Evaluation:
         findings: list[Finding] = []
         lints: list[Lint] = list(scope.lints)
         decisions = 0
+        policies: list[tuple[str, str | None]] = []
         for key in keys:
-            f, lint, n = evaluate_key(key, scope)
+            f, lint, n, canonical = evaluate_key(key, scope)
             findings.extend(f)
             lints.extend(lint)
             decisions += n
-        return Evaluation(tuple(findings), tuple(lints), decisions)
+            policies.append((key.arn, canonical))
+        return Evaluation(tuple(findings), tuple(lints), decisions, tuple(policies))
     finally:
         if paused:
             gc.enable()

@@ -10,6 +10,7 @@ from functools import lru_cache
 from typing import Any, TypeVar
 
 from kmsaudit.evaluator.actions import ALL_MASK, CROSS_ACCOUNT_MASK, names, pattern_mask
+from kmsaudit.evaluator.canonical import canonical_statement, document_text
 from kmsaudit.evaluator.match import PrincipalRef, parse_principal, wildcard
 from kmsaudit.evaluator.memo import MISSING, Memo
 
@@ -128,8 +129,9 @@ class Statement:
 
 @dataclass(frozen=True, slots=True)
 class Policy:
-    statements: tuple[Statement, ...]
+    statements: tuple[Statement, ...]  # in canonical order (canonical.py): as KMS's order is not
     problems: tuple[str, ...] = ()  # statements skipped and why (reported as lints)
+    canonical: str | None = None  # the canonical text (canonical.py); None if it cannot be made
 
 
 def _as_list(raw: Any) -> list[Any]:
@@ -290,20 +292,30 @@ def _statement(raw: Any) -> tuple[Statement | None, tuple[str, ...]]:
     return stmt, tuple(problems)
 
 
-_STATEMENTS = Memo(50_000)  # repr of a statement -> (Statement | None, problems)
+Parsed = tuple[Statement | None, tuple[str, ...], str | None]  # statement, problems, canonical text
+_STATEMENTS = Memo(50_000)  # repr of a statement as written -> Parsed
+_CANONICAL = Memo(50_000)  # canonical text of a statement -> Parsed
 
 
-def _cached_statement(raw: Any) -> tuple[Statement | None, tuple[str, ...]]:
-    """Statements repeat across key policies (defaults, console templates): parse each once."""
-    if not isinstance(raw, dict):
-        return _statement(raw)
+def _cached_statement(raw: Any) -> Parsed:
+    """Statements repeat across key policies (defaults, console templates): parse each once. The
+    same statement reshuffled (KMS returns lists and keys in a new order on every call) is found
+    by its canonical text, and is compiled from its canonical form: what the evaluator decides and
+    reports of it never depends on the order AWS chose."""
     try:
         marker = repr(raw)
     except (RecursionError, ValueError):
-        return _statement(raw)
-    found: tuple[Statement | None, tuple[str, ...]] | None = _STATEMENTS.get(marker)
+        return (*_statement(raw), None)
+    found: Parsed | None = _STATEMENTS.get(marker)
     if found is None:
-        found = _STATEMENTS[marker] = _statement(raw)
+        try:
+            canon, text = canonical_statement(raw)
+        except (RecursionError, ValueError, TypeError):
+            return (*_statement(raw), None)
+        found = _CANONICAL.get(text)
+        if found is None:
+            found = _CANONICAL[text] = (*_statement(canon), text)
+        _STATEMENTS[marker] = found
     return found
 
 
@@ -326,16 +338,23 @@ def load_document(raw: Any) -> dict[str, Any]:
 
 def _parse(raw: Any) -> Policy:
     doc = load_document(raw)
+    parsed = [_cached_statement(item) for item in _as_list(doc.get("Statement"))]
+    canonical = None
+    if all(text is not None for _, _, text in parsed):
+        parsed.sort(key=lambda p: p[2] or "")  # canonical order
+        try:
+            canonical = document_text(doc, [text or "" for _, _, text in parsed])
+        except (RecursionError, ValueError, TypeError):
+            canonical = None
     problems: list[str] = []
     statements = []
-    for i, item in enumerate(_as_list(doc.get("Statement"))):
-        stmt, found = _cached_statement(item)
+    for i, (stmt, found, _) in enumerate(parsed):
         if stmt is not None:
             statements.append(stmt)
         if found:
             sid = f" ({stmt.sid[:60]})" if stmt is not None and stmt.sid else ""
             problems.extend(f"statement {i}{sid}: {problem}" for problem in found)
-    return Policy(tuple(statements), tuple(problems))
+    return Policy(tuple(statements), tuple(problems), canonical)
 
 
 @lru_cache(maxsize=8192)
@@ -359,9 +378,22 @@ def parse_policy(raw: Any) -> Policy:
         raise PolicyParseError("nested too deeply") from None
 
 
+def canonical_policy(raw: str | None) -> str | None:
+    """The canonical text of a key policy (SPEC §5: what is hashed, stored and compared), or
+    `raw` itself when it is not a policy object (an unparseable text is kept as it is)."""
+    if raw is None:
+        return None
+    try:
+        policy = parse_policy(raw)
+    except PolicyParseError:
+        return raw
+    return policy.canonical if policy.canonical is not None else raw
+
+
 def clear_caches() -> None:
     """Forget every parsed statement, policy and pattern (benchmarks start cold with this)."""
     _STATEMENTS.clear()
+    _CANONICAL.clear()
     _PARTS.clear()
     for cached in (_parse_text, _actions, pattern_mask, names, wildcard):
         cached.cache_clear()
