@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import sys
 import time
@@ -183,10 +182,10 @@ def _drift(args: argparse.Namespace) -> int:
 
 def _history(args: argparse.Namespace) -> int:
     import difflib
-    import json
     from datetime import UTC, datetime
 
     from kmsaudit.errors import UsageError
+    from kmsaudit.evaluator.canonical import pretty_policy
 
     store = _store(args)
     arns = store.find_keys(args.key_arn) or [args.key_arn]
@@ -199,10 +198,7 @@ def _history(args: argparse.Namespace) -> int:
     for version in versions:
         when = datetime.fromtimestamp(version["seen_at"], UTC).isoformat(timespec="seconds")
         print(f"== snapshot {version['snapshot_id']} at {when}: policy sha256 {version['sha256'][:16]}")
-        text = version["text"]
-        with contextlib.suppress(ValueError):
-            text = json.dumps(json.loads(text), indent=2, sort_keys=True) if text else "(unreadable)"
-        lines = text.splitlines()
+        lines = pretty_policy(version["text"] or None).splitlines()  # canonical: a reordering is no diff
         if previous:
             sys.stdout.writelines(
                 line + "\n" for line in difflib.unified_diff(previous, lines, "before", "after", lineterm="")

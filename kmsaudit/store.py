@@ -30,7 +30,7 @@ from kmsaudit.model import ORGANIZATION, DriftEvent, ScanResult
 
 log = structlog.get_logger("kmsaudit.store")
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 # (metric name, labels, increment): what one scan adds to the cumulative counters
 CounterIncrements = Iterable[tuple[str, tuple[tuple[str, str], ...], float]]
 
@@ -117,7 +117,37 @@ def _migration_3(db: sqlite_utils.Database) -> None:
     db.table("counters").create({"name": str, "labels": str, "value": float}, pk=("name", "labels"))
 
 
-MIGRATIONS = {1: _migration_1, 2: _migration_2, 3: _migration_3}
+def _migration_4(db: sqlite_utils.Database) -> None:
+    """Key policies in canonical form (issue #14): earlier releases stored and hashed them as KMS
+    returned them, in a new order on every call. Their texts, versions and the hashes in every
+    scope state are rewritten canonically, so the first scan after the upgrade sees unchanged
+    policies as unchanged."""
+    from kmsaudit.evaluator.policy import canonical_policy
+
+    rehash: dict[str, str] = {}
+    for sha, text in db.execute("SELECT sha256, text FROM policies").fetchall():
+        canonical = canonical_policy(text) or text
+        rehash[sha] = policy_hash(canonical)
+        db.execute("DELETE FROM policies WHERE sha256 = ?", [sha])
+        db.execute("INSERT OR IGNORE INTO policies (sha256, text) VALUES (?, ?)", [rehash[sha], canonical])
+    db.conn.executemany(
+        "UPDATE policy_versions SET sha256 = ? WHERE sha256 = ?",
+        [(new, old) for old, new in rehash.items() if new != old],
+    )
+    for digest, body in db.execute("SELECT digest, body FROM states").fetchall():
+        state = ScopeState.from_json(_unpack(body))
+        rewritten = ScopeState(state.findings, {arn: rehash.get(h, h) for arn, h in state.keys.items()}, state.names)
+        new_digest = rewritten.digest()
+        if new_digest == digest:
+            continue
+        db.execute(
+            "INSERT OR IGNORE INTO states (digest, body) VALUES (?, ?)", [new_digest, _pack(rewritten.to_json())]
+        )
+        db.execute("UPDATE scopes SET state = ? WHERE state = ?", [new_digest, digest])
+        db.execute("DELETE FROM states WHERE digest = ?", [digest])
+
+
+MIGRATIONS = {1: _migration_1, 2: _migration_2, 3: _migration_3, 4: _migration_4}
 
 
 def check_location(path: str | Path) -> str:
