@@ -204,7 +204,7 @@ def _history(args: argparse.Namespace) -> int:
                 line + "\n" for line in difflib.unified_diff(previous, lines, "before", "after", lineterm="")
             )
         else:
-            print(text)
+            print("\n".join(lines))
         previous = lines
     return EXIT_OK
 
