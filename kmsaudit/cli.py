@@ -304,6 +304,9 @@ def _scan(args: argparse.Namespace) -> int:
         write_drift([e.to_dict() for e in events], "table", sys.stdout)
     for scope in result.failed_scopes:
         print(f"kmsaudit: scope {scope.account}/{scope.region} failed: {scope.error}", file=sys.stderr)
+    for scope in result.scopes:
+        for arn, code in scope.unreadable:
+            print(f"kmsaudit: key {arn} could not be read ({code}): its last known findings are kept", file=sys.stderr)
     for account, reason in sorted(result.iam_failures.items()):
         print(f"kmsaudit: IAM of {account} could not be read (no effective findings for it): {reason}", file=sys.stderr)
     if recorded.pending_alerts:

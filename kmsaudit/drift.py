@@ -32,6 +32,8 @@ class ScopeState:
     # key ARN -> {"aliases": [...], "manager": "AWS"|"CUSTOMER"}, for keys with an alias or managed
     # by AWS: what tables show beside an ARN. Not drift: a renamed key is the same key.
     names: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    # key ARN -> error code, for keys whose reads failed after every retry (SPEC §5)
+    unreadable: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def build(
@@ -39,33 +41,45 @@ class ScopeState:
         findings: Iterable[Mapping[str, Any]],
         key_policies: Iterable[tuple[str, str | None]],
         key_names: Iterable[tuple[str, tuple[str, ...], str]] = (),
+        unreadable: Iterable[tuple[str, str]] = (),
     ) -> ScopeState:
         return cls(
             findings={slot(f): f for f in findings},
             keys={arn: policy_hash(text) for arn, text in key_policies},
             names={arn: {"aliases": list(aliases), "manager": manager} for arn, aliases, manager in key_names},
+            unreadable=dict(unreadable),
         )
 
     def carry(self, before: ScopeState | None, iam_failed: Iterable[str]) -> ScopeState:
-        """Keep the effective access of principals whose account's IAM could not be read.
-
-        Without their IAM those findings cannot be computed; dropping them would read as access
-        removed (SPEC §5: a failure must never look like that). The last good ones carry over.
+        """Keep what this scan could not read from the last good state (SPEC §5: a failure must
+        never look like access removed):
+        - the effective access of principals whose account's IAM could not be read;
+        - every finding, the policy hash and the name of a key whose reads failed.
         """
         failed = set(iam_failed)
-        if before is None or not failed:
+        if before is None or not (failed or self.unreadable):
             return self
         findings = dict(self.findings)
+        keys = dict(self.keys)
+        names = dict(self.names)
         for where, finding in before.findings.items():
-            if (
-                where not in findings
-                and finding.get("access") == "effective"
+            if where in findings:
+                continue
+            unread_key = where[0] in self.unreadable and finding.get("kind") != "unparseable"
+            unread_iam = (
+                finding.get("access") == "effective"
                 and finding.get("principal_account") in failed
                 and "iam-policy" in finding.get("via", ())
                 and where[0] in self.keys
-            ):
+            )
+            if unread_key or unread_iam:
                 findings[where] = finding
-        return ScopeState(findings, self.keys, self.names)
+        for arn in self.unreadable:
+            if arn in before.keys:
+                keys[arn] = before.keys[arn]
+            if arn in before.names and arn not in names:
+                names[arn] = before.names[arn]
+        return ScopeState(findings, keys, names, self.unreadable)
 
     def digest(self) -> str:
         """Equal digests: no drift, nothing new to store."""
@@ -75,6 +89,8 @@ class ScopeState:
         }
         if self.names:  # absent when empty: states stored before names existed keep their digest
             state["n"] = sorted(self.names.items())
+        if self.unreadable:
+            state["u"] = sorted(self.unreadable.items())
         body = json.dumps(state, sort_keys=True)
         return hashlib.sha256(body.encode()).hexdigest()
 
@@ -82,6 +98,8 @@ class ScopeState:
         body: dict[str, Any] = {"findings": list(self.findings.values()), "keys": self.keys}
         if self.names:
             body["names"] = self.names
+        if self.unreadable:
+            body["unreadable"] = self.unreadable
         return json.dumps(body, sort_keys=True)
 
     @classmethod
@@ -91,6 +109,7 @@ class ScopeState:
             findings={slot(f): f for f in data["findings"]},
             keys=dict(data["keys"]),
             names=dict(data.get("names", {})),
+            unreadable=dict(data.get("unreadable", {})),
         )
 
 
@@ -128,6 +147,14 @@ def diff_scope(
             DriftEvent(kind, key_arn, principal, old, new, severity, account, region, snapshot_id, detected_at)
         )
 
+    # Keys not read this time (SPEC §5): one event when a key becomes unreadable and one when it
+    # is read again; its unparseable marker is neither `added` nor `removed`, its access carried.
+    for arn in sorted(set(after.unreadable) - set(before.unreadable)):
+        event("key-unreadable", arn, "", None, {"code": after.unreadable[arn]}, "medium")
+    for arn in sorted(set(before.unreadable) - set(after.unreadable)):
+        if arn in after.keys:
+            event("key-readable", arn, "", {"code": before.unreadable[arn]}, None, _EVENT_SEVERITY_FLOOR)
+    not_read = set(after.unreadable) | set(before.unreadable)
     unreadable = {where[0] for where, f in after.findings.items() if f.get("kind") == "unparseable"}
     for arn in sorted(set(after.keys) - set(before.keys)):
         event("key-created", arn, "", None, {"policy_sha256": after.keys[arn]}, _EVENT_SEVERITY_FLOOR)
@@ -138,6 +165,8 @@ def diff_scope(
     for where in sorted(set(before.findings) | set(after.findings)):
         old, new = before.findings.get(where), after.findings.get(where)
         key_arn, principal = where[0], where[1]
+        if key_arn in not_read and "unparseable" in ((old or {}).get("kind"), (new or {}).get("kind")):
+            continue  # said by key-unreadable / key-readable
         if old is None and new is not None:
             event("added", key_arn, principal, None, dict(new), str(new["severity"]))
         elif new is None and old is not None:

@@ -124,6 +124,12 @@ class Metrics:
         self.keys = Gauge(
             "kmsaudit_keys", "KMS keys in the scope's last good state.", ["account", "region"], registry=r
         )
+        self.keys_unreadable = Gauge(
+            "kmsaudit_keys_unreadable",
+            "Keys whose reads failed after every retry: their last good state is shown.",
+            ["account", "region"],
+            registry=r,
+        )
         self.findings = Gauge(
             "kmsaudit_findings",
             "Findings of the latest snapshot (a failed scope's last good state included).",
@@ -137,7 +143,8 @@ class Metrics:
         self.totals = store.counter_totals()
         view = store.scope_view(snapshot_id)
         snapshot = store.snapshot(snapshot_id)
-        for gauge in (self.last_scan, self.last_success, self.scope_up, self.keys, self.findings):
+        gauges = (self.last_scan, self.last_success, self.scope_up, self.keys, self.keys_unreadable, self.findings)
+        for gauge in gauges:
             gauge.clear()  # scopes no longer configured go away (issue #19)
         counts: collections.Counter[tuple[str, str, str]] = collections.Counter()
         for scope in view:
@@ -149,6 +156,7 @@ class Metrics:
                 self.last_success.labels(*where).set(scope.last_good_at)
             if scope.state is not None:
                 self.keys.labels(*where).set(len(scope.state.keys))
+                self.keys_unreadable.labels(*where).set(len(scope.state.unreadable))
                 counts.update((f["access"], f["zone"], f["severity"]) for f in scope.state.findings.values())
         for labels, n in counts.items():
             self.findings.labels(*labels).set(n)

@@ -75,6 +75,9 @@ class KeyRecord:
     grants: tuple[Grant, ...] = ()
     # Reads that failed for this key alone (e.g. the key policy denies the audit role).
     errors: tuple[str, ...] = ()
+    # The error code when one of the key's reads still failed after every retry: the key is not
+    # evaluated from half its data; its last good state is kept (SPEC §5, key-unreadable).
+    unreadable: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,6 +235,8 @@ class ScopeStatus:
     key_policies: tuple[tuple[str, str | None], ...] = ()
     # (key ARN, aliases, KeyManager) of the keys with an alias or managed by AWS: for people
     key_names: tuple[tuple[str, tuple[str, ...], str], ...] = ()
+    # (key ARN, error code) of the keys whose reads failed after every retry
+    unreadable: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,7 +263,7 @@ class ScanResult:
 class DriftEvent:
     """A change between a scope's last complete snapshot and now (SPEC §5, a contract)."""
 
-    kind: str  # added | removed | widened | narrowed | policy-changed | key-created | key-deleted | scope-failed
+    kind: str  # one of DRIFT_KINDS
     key_arn: str
     principal: str
     before: Any

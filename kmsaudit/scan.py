@@ -49,8 +49,11 @@ async def run_scan(
         lints.extend(lint for lint in evaluation.lints if lint.key_arn)
         names = tuple((k.arn, k.aliases, k.key_manager) for k in scope.keys if k.aliases or k.key_manager != "CUSTOMER")
         # The policies as the evaluator read them, in canonical form: KMS's reordering is no change.
+        unreadable = tuple((k.arn, k.unreadable) for k in scope.keys if k.unreadable)
         statuses.append(
-            ScopeStatus(scope.account, scope.region, True, len(scope.keys), "", "", evaluation.policies, names)
+            ScopeStatus(
+                scope.account, scope.region, True, len(scope.keys), "", "", evaluation.policies, names, unreadable
+            )
         )
     if collector.audit_scope is not None:
         lints.extend(lint for lint in collector.audit_scope.lints)

@@ -363,7 +363,10 @@ class Store:
                 if scope.ok:
                     before = self.last_good_state(scope.account, scope.region)
                     state = ScopeState.build(
-                        by_scope.get((scope.account, scope.region), []), scope.key_policies, scope.key_names
+                        by_scope.get((scope.account, scope.region), []),
+                        scope.key_policies,
+                        scope.key_names,
+                        scope.unreadable,
                     ).carry(before, result.iam_failures)
                     digest = state.digest()
                     events += diff_scope(

@@ -89,3 +89,17 @@ def test_one_service_acting_for_two_accounts_is_two_findings_in_the_stored_state
     b, c = f(principal=logs, account="444455556666"), f(principal=logs, account="777788889999")
     assert len(state(b, c).findings) == 2
     assert kinds(state(b), state(b, c)) == [("added", "high")]
+
+
+def test_an_unreadable_key_keeps_its_findings_and_is_said_once() -> None:
+    """SPEC §5: one key that cannot be read keeps its last good state and gives one
+    key-unreadable event (not one per scan), then key-readable when it recovers."""
+    good = state(f(), f(principal="arn:aws:iam::777788889999:root", account="777788889999"))
+    marker = f(principal="*", access="unknown", kind="unparseable", actions=(), account="*")
+    blind = ScopeState.build([marker], [(K1, None)], unreadable=[(K1, "aws-error")]).carry(good, set())
+    assert set(blind.findings) > set(good.findings)  # every finding kept, and the marker
+    assert blind.keys == good.keys  # its policy hash too: no policy-changed
+    assert kinds(good, blind) == [("key-unreadable", "medium")]
+    still = ScopeState.build([marker], [(K1, None)], unreadable=[(K1, "aws-error")]).carry(blind, set())
+    assert kinds(blind, still) == [] and still.digest() == blind.digest()  # nothing new while it lasts
+    assert kinds(still, good) == [("key-readable", "low")]  # and no added/removed either way

@@ -11,7 +11,6 @@ from botocore.exceptions import ClientError
 
 from kmsaudit.collect.api import Api
 from kmsaudit.collect.errors import convert, error_code, is_missing
-from kmsaudit.errors import AccessDenied
 from kmsaudit.model import Grant, KeyRecord
 
 log = structlog.get_logger("kmsaudit.collect")
@@ -48,19 +47,26 @@ async def _read_key(
         log.info("key.vanished", account=account, region=region, key_id=key_id)
         return None
     errors: list[str] = []
+    codes: list[str] = []
     for result, operation in zip(
         results, ("DescribeKey", "GetKeyPolicy", "ListGrants", "ListResourceTags"), strict=True
     ):
-        if isinstance(result, ClientError):
-            if operation == "DescribeKey" or not is_missing(result):
-                raise convert(result, operation)
-            errors.append(f"{operation}: {error_code(result)}")  # e.g. a key pending deletion
-        elif isinstance(result, AccessDenied):
-            # This key's policy shuts the audit role out: the key is reported (as unreadable),
-            # not skipped, and the rest of the scope is still audited.
-            errors.append(str(result))
+        if isinstance(result, ClientError):  # a code `call` leaves to us (the key's state)
+            errors.append(f"{operation}: {error_code(result)}")
+            if not is_missing(result):
+                codes.append(error_code(result))
+        elif isinstance(result, Exception):
+            # This key alone could not be read (its policy shuts the audit role out, or reads keep
+            # failing after every retry): the key is reported unreadable and keeps its last good
+            # state; the rest of the scope is still audited (SPEC §5).
+            failure = convert(result, operation)
+            errors.append(str(failure))
+            codes.append(failure.code)
         elif isinstance(result, BaseException):
-            raise result if isinstance(result, Exception) else convert(result, operation)
+            raise result
+    unreadable = codes[0] if codes else ""
+    if unreadable:
+        log.warning("key.unreadable", account=account, region=region, key_id=key_id, code=unreadable)
     meta = describe["KeyMetadata"] if isinstance(describe, dict) else {}
     return KeyRecord(
         arn=str(meta.get("Arn") or key_arn),
@@ -81,6 +87,7 @@ async def _read_key(
         else (),
         grants=tuple(_grant(g) for g in grants) if isinstance(grants, list) else (),
         errors=tuple(errors),
+        unreadable=unreadable,
     )
 
 

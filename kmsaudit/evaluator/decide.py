@@ -459,9 +459,9 @@ def evaluate_key(key: KeyRecord, scope: AuditScope) -> tuple[list[Finding], list
     lints: list[Lint] = []
     decisions = 0
     extra: list[Finding] = []
-    canonical = _raw_text(key.policy)
+    canonical = None if key.unreadable else _raw_text(key.policy)
     try:
-        if key.policy is None:
+        if key.policy is None or key.unreadable:  # never decided from half a key's data
             raise PolicyParseError("; ".join(key.errors) or "no key policy was collected")
         policy = parse_policy(key.policy)
         canonical = policy.canonical or canonical
@@ -598,7 +598,7 @@ def evaluate_key(key: KeyRecord, scope: AuditScope) -> tuple[list[Finding], list
             out.add(cp.source.arn, account, "effective", eff, VIA_IAM)
 
     # Grants: direct access for the grantee, no policy needed (SPEC §2.8).
-    for grant in key.grants:
+    for grant in () if key.unreadable else key.grants:
         grantee = grant.grantee_principal or ""
         if is_service_principal(grantee):
             # The service acts for the account that issued the grant (SPEC §2.8).

@@ -87,3 +87,41 @@ def test_a_real_change_through_the_reordering_proxy_is_still_drift(tmp_path: Pat
     finally:
         store.close()
     assert ("widened", role(B, "Reader")) in events
+
+
+def test_one_key_that_keeps_failing_does_not_blind_its_region(tmp_path: Path, estate: Estate, aws: str) -> None:
+    """SPEC §5, issue #14: a key whose reads answer 500 after every retry is recorded unreadable,
+    keeps its last good findings, gives one key-unreadable event (not one per scan) and
+    key-readable when it recovers; the other keys of its region are still audited."""
+    config = tmp_path / "k.toml"
+    config.write_text(config_text(store=str(tmp_path / "k.db"), extra="max_attempts = 2"))
+    bad, neighbour = estate.ids["shared"], estate.keys["granted"]  # both in A/us-east-1
+    first = scan(config, aws)
+    assert first.returncode == 0
+    baseline = {f["id"] for f in json.loads(first.stdout)}
+    assert any(f["key_arn"] == estate.keys["shared"] for f in json.loads(first.stdout))
+
+    proxy = AwsProxy(aws, fail_keys={bad})
+    url = proxy.start()
+    try:
+        runs = [scan(config, url) for _ in range(2)]
+    finally:
+        proxy.stop()
+    for run in runs:
+        assert run.returncode == 0, run.stderr  # the scope is not failed for one key
+        assert f"key {estate.keys['shared']} could not be read" in run.stderr
+        assert any(f["key_arn"] == neighbour for f in json.loads(run.stdout))  # its neighbours audited
+    recovered = scan(config, aws)
+    assert recovered.returncode == 0
+
+    store = Store(tmp_path / "k.db", create=False)
+    try:
+        events = [(e["kind"], e["key_arn"]) for e in store.drift()]
+        kept = {f["id"] for f in store.findings(2)}
+        now = {f["id"] for f in store.findings()}
+    finally:
+        store.close()
+    shared = estate.keys["shared"]
+    assert events == [("key-unreadable", shared), ("key-readable", shared)]
+    assert baseline <= kept  # while unreadable, its findings were still reported
+    assert now == baseline

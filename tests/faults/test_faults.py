@@ -106,15 +106,16 @@ def _kms(operation: str, account: str, region: str, *, paged: bool = False) -> A
 
 
 # One persistent fault per case; (account, region) is the scope it must fail, or (account, "global")
-# for the account's IAM, whose failure must carry its principals' access over.
+# for the account's IAM, whose failure must carry its principals' access over, or (account,
+# "keys:REGION") for a per-key read: those keys are unreadable, their scope is not failed (SPEC §5).
 PERSISTENT = [
-    pytest.param("throttle", _kms("GetKeyPolicy", A, "us-east-1"), (A, "us-east-1"), id="throttled-GetKeyPolicy"),
+    pytest.param("throttle", _kms("GetKeyPolicy", A, "us-east-1"), (A, "keys:us-east-1"), id="throttled-GetKeyPolicy"),
     pytest.param("503", _kms("ListKeys", A, "eu-west-1", paged=True), (A, "eu-west-1"), id="503-on-page-2-ListKeys"),
-    pytest.param("500", _kms("ListGrants", A, "us-east-1"), (A, "us-east-1"), id="500-ListGrants"),
+    pytest.param("500", _kms("ListGrants", A, "us-east-1"), (A, "keys:us-east-1"), id="500-ListGrants"),
     pytest.param("reset", _kms("ListAliases", B, "us-east-1"), (B, "us-east-1"), id="reset-ListAliases"),
-    pytest.param("slow", _kms("DescribeKey", C, "eu-west-1"), (C, "eu-west-1"), id="slow-DescribeKey"),
+    pytest.param("slow", _kms("DescribeKey", C, "eu-west-1"), (C, "keys:eu-west-1"), id="slow-DescribeKey"),
     pytest.param(
-        "truncated", _kms("ListResourceTags", B, "us-east-1"), (B, "us-east-1"), id="truncated-ListResourceTags"
+        "truncated", _kms("ListResourceTags", B, "us-east-1"), (B, "keys:us-east-1"), id="truncated-ListResourceTags"
     ),
     pytest.param(
         "503",
@@ -155,6 +156,19 @@ async def test_a_fault_retries_cannot_absorb_fails_its_scope_and_nothing_else(
 
     account, region = target
     failed = {(s.account, s.region) for s in faulty.failed_scopes}
+    if region.startswith("keys:"):
+        # Per-key reads: the scope is read, its keys are recorded unreadable and evaluated from
+        # nothing half-read; their last good state carries over (SPEC §5).
+        region = region.removeprefix("keys:")
+        assert not failed and not faulty.iam_failures
+        (scope,) = [s for s in faulty.scopes if (s.account, s.region) == (account, region)]
+        assert scope.unreadable and len(scope.unreadable) == scope.keys
+        assert {json.loads(f)["kind"] for f in _scope_of(faulty, account, region)} == {"unparseable"}
+        _, events = store.save_scan(faulty)
+        assert {e.kind for e in events} == {"key-unreadable"} and len(events) == scope.keys
+        assert set(before) <= {f["id"] for f in store.findings()}  # carried, with the unreadable markers
+        report.add(persistent_faults=1, persistent_faults_reported_failed=1, faults_injected=rule.hits)
+        return
     if region == "global":
         assert not failed and set(faulty.iam_failures) == {account}
     elif region == "*":
