@@ -43,6 +43,7 @@ class HttpSink:
     def __init__(self, settings: AlertSinkSettings) -> None:
         self.name = settings.name
         self.min_severity = settings.min_severity
+        self.on_baseline = settings.on_baseline
         url = os.environ.get(settings.url_env, "")
         if not url.startswith(("http://", "https://")):
             raise ConfigError(f"alerts.{settings.name}: ${settings.url_env} must hold an http(s) URL")
@@ -169,6 +170,18 @@ def router(sinks: Sequence[HttpSink]) -> Any:
             event_id=event.id,
         )
         return [sink.name for sink in sinks if sink.wants(event)]
+
+    return route
+
+
+def baseline_router(sinks: Sequence[HttpSink]) -> Any:
+    """The sinks that want a scope's first scan (`on_baseline`), by severity."""
+    wanting = [sink for sink in sinks if sink.on_baseline]
+    if not wanting:
+        return None
+
+    def route(event: DriftEvent) -> list[str]:
+        return [sink.name for sink in wanting if sink.wants(event)]
 
     return route
 

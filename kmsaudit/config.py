@@ -166,6 +166,9 @@ class AlertSinkSettings(_Strict):
     url_env: str = Field(pattern=r"^[A-Z_][A-Z0-9_]*$", description="environment variable holding the URL")
     min_severity: Literal["low", "medium", "high", "critical"] = "high"
     hmac_secret_env: str | None = Field(None, pattern=r"^[A-Z_][A-Z0-9_]*$")
+    # Also alert on a scope's first scan (its findings at or above min_severity, as `added`
+    # events marked `baseline`): for teams that want the first day's public keys paged.
+    on_baseline: bool = False
 
 
 class DaemonSettings(_Strict):

@@ -213,3 +213,26 @@ def scope_failed(
         snapshot_id,
         detected_at,
     )
+
+
+def baseline_events(
+    account: str, region: str, state: ScopeState, snapshot_id: int, detected_at: float
+) -> list[DriftEvent]:
+    """A scope's first scan, for the sinks that page it (`on_baseline`): an `added` event per
+    finding. Not drift: they are alerted, never stored as events or counted."""
+    return [
+        DriftEvent(
+            "added",
+            f["key_arn"],
+            f["principal"],
+            None,
+            dict(f),
+            str(f["severity"]),
+            account,
+            region,
+            snapshot_id,
+            detected_at,
+        )
+        for f in sorted(state.findings.values(), key=lambda f: str(f.get("id", "")))
+        if f.get("kind", "access") == "access"
+    ]

@@ -276,9 +276,14 @@ class DriftEvent:
 
     @property
     def id(self) -> str:
-        """Stable across restarts: the idempotency key of the alert it raises."""
-        raw = "\x1f".join((str(self.snapshot_id), self.kind, self.key_arn, self.principal, self.account, self.region))
-        return hashlib.sha256(raw.encode()).hexdigest()[:32]
+        """Stable across restarts: the idempotency key of the alert it raises. The finding's access
+        level and account are part of it: one principal may gain `potential` and `effective`
+        access (or a service act for two accounts) in one scan, two events (issue #19)."""
+        parts = [str(self.snapshot_id), self.kind, self.key_arn, self.principal, self.account, self.region]
+        finding = self.after if isinstance(self.after, dict) else self.before if isinstance(self.before, dict) else {}
+        if "access" in finding:
+            parts += [str(finding["access"]), str(finding.get("principal_account", ""))]
+        return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
 
     def to_dict(self) -> dict[str, Any]:
         return {

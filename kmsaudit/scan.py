@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import structlog
 
-from kmsaudit.alert import HttpSink, deliver, router
+from kmsaudit.alert import HttpSink, baseline_router, deliver, router
 from kmsaudit.collect import Collector
 from kmsaudit.collect.api import RequestObserver
 from kmsaudit.config import Config
@@ -115,7 +115,9 @@ async def scan_and_record(
     store = Store(config.store.path)  # an unusable path is the user's to fix, before any AWS call
     try:
         result = await run_scan(config, progress=progress)
-        snapshot_id, events = store.save_scan(result, route=router(sinks), count=scan_counters)
+        snapshot_id, events = store.save_scan(
+            result, route=router(sinks), count=scan_counters, route_baseline=baseline_router(sinks)
+        )
         store.prune(config.store.retention_days)
         pending = (await deliver(store, sinks))[1] if sinks else 0
         if metrics is not None:

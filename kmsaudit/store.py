@@ -24,7 +24,7 @@ from typing import Any
 import sqlite_utils
 import structlog
 
-from kmsaudit.drift import ScopeState, diff_scope, policy_hash, scope_failed
+from kmsaudit.drift import ScopeState, baseline_events, diff_scope, policy_hash, scope_failed
 from kmsaudit.errors import SnapshotNotFound, StoreError, StoreUnusable
 from kmsaudit.model import ORGANIZATION, DriftEvent, ScanResult
 
@@ -328,10 +328,13 @@ class Store:
         detected_at: float | None = None,
         route: Callable[[DriftEvent], Iterable[str]] | None = None,
         count: Callable[[ScanResult, list[DriftEvent]], CounterIncrements] | None = None,
+        route_baseline: Callable[[DriftEvent], Iterable[str]] | None = None,
     ) -> tuple[int, list[DriftEvent]]:
         """Store the snapshot and its drift in one transaction; returns (snapshot id, drift).
         `route` picks each event's alert sinks (the outbox); `count` gives the scan's increments of
         the cumulative counters. Both are written in the same transaction, or not at all.
+        `route_baseline` picks the sinks that want a scope's first scan (`on_baseline`): each of
+        its findings goes to them as an `added` alert marked `baseline`, never as drift.
 
         Plain statements inside one `with conn:`: sqlite-utils' insert() commits on its own,
         which would let a crash leave half a snapshot (tests/faults/test_crash.py kills a writer to see).
@@ -341,6 +344,7 @@ class Store:
         for finding in result.findings:
             by_scope.setdefault((finding.key_account, finding.region), []).append(finding.to_dict())
         events: list[DriftEvent] = []
+        baseline: list[DriftEvent] = []
         sql = self.db.conn
         with self._transaction():
             cursor = sql.execute(
@@ -372,6 +376,8 @@ class Store:
                     events += diff_scope(
                         scope.account, scope.region, before, state, snapshot_id=snapshot_id, detected_at=now
                     )
+                    if before is None and route_baseline is not None:
+                        baseline += baseline_events(scope.account, scope.region, state, snapshot_id, now)
                     sql.execute(
                         "INSERT OR IGNORE INTO states (digest, body) VALUES (?, ?)", [digest, _pack(state.to_json())]
                     )
@@ -439,12 +445,18 @@ class Store:
                     " ON CONFLICT (name, labels) DO UPDATE SET value = value + excluded.value",
                     [(name, json.dumps(labels), value) for name, labels, value in count(result, events) if value],
                 )
-            if route is not None:  # alerts are enqueued with the snapshot, or not at all
-                sql.executemany(
-                    "INSERT OR IGNORE INTO outbox (event_id, sink, snapshot_id, payload, created_at, attempts,"
-                    " next_attempt_at) VALUES (?, ?, ?, ?, ?, 0, ?)",
-                    [(e.id, sink, snapshot_id, json.dumps(e.to_dict()), now, now) for e in events for sink in route(e)],
-                )
+            outbox = [(e, sink, e.to_dict()) for e in events for sink in (route(e) if route else ())]
+            outbox += (
+                [(e, sink, {**e.to_dict(), "baseline": True}) for e in baseline for sink in route_baseline(e)]
+                if route_baseline is not None
+                else []
+            )
+            # Alerts are enqueued with the snapshot, or not at all.
+            sql.executemany(
+                "INSERT OR IGNORE INTO outbox (event_id, sink, snapshot_id, payload, created_at, attempts,"
+                " next_attempt_at) VALUES (?, ?, ?, ?, ?, 0, ?)",
+                [(e.id, sink, snapshot_id, json.dumps(payload), now, now) for e, sink, payload in outbox],
+            )
         return snapshot_id, events
 
     def _carry_unscanned(self, snapshot_id: int, result: ScanResult) -> None:

@@ -101,3 +101,44 @@ def test_a_version_1_database_is_migrated_in_place(tmp_path: Path) -> None:
     assert {"outbox", "counters"} <= set(store.db.table_names())
     store.save_scan(scan(3), route=lambda e: ["x"])
     assert store.integrity() == "ok"
+
+
+def _with_effective(result: ScanResult, principal: str) -> ScanResult:
+    """The same scan, `principal` also holding a grant (effective) where it is named (potential)."""
+    extra = tuple(
+        f._replace(principal=principal, principal_account=principal.split(":")[4], access=access, via=via)
+        for f in result.findings[:1]
+        for access, via in (("potential", ("key-policy",)), ("effective", ("grant",)))
+    )
+    return ScanResult(
+        result.findings + extra,
+        result.lints,
+        result.scopes,
+        started_at=result.started_at,
+        finished_at=result.finished_at,
+    )
+
+
+def test_two_events_for_one_principal_with_two_access_levels_are_two_alerts(tmp_path: Path) -> None:
+    """Issue #19.6: the drift event id left out `access`; one principal with `effective` (a grant)
+    and `potential` (the key policy) added in one scan kept one drift row and one outbox row."""
+    store = Store(tmp_path / "k.db")
+    store.save_scan(scan(1))
+    _, events = store.save_scan(_with_effective(scan(1), "arn:aws:iam::999988887777:root"), route=lambda e: ["hook"])
+    assert sorted((e.kind, e.after["access"]) for e in events) == [("added", "effective"), ("added", "potential")]
+    assert len({e.id for e in events}) == 2
+    assert store.pending_alerts() == 2
+    assert len(store.drift()) == 2
+
+
+def test_on_baseline_sinks_get_the_first_scans_findings_and_the_drift_stays_empty(tmp_path: Path) -> None:
+    """Issue #14: `on_baseline` pages a scope's first scan (the first day's public keys) without
+    calling it drift: the events go to those sinks' outbox only."""
+    store = Store(tmp_path / "k.db")
+    _, events = store.save_scan(scan(3), route=lambda e: ["hook"], route_baseline=lambda e: ["pager"])
+    assert events == [] and store.drift() == []  # the first scan is still a baseline
+    due = store.due_alerts(time.time() + 1)
+    assert {(a["sink"], a["event"]["kind"], a["event"]["baseline"]) for a in due} == {("pager", "added", True)}
+    assert len(due) == 3  # one per finding of the baseline
+    _, events = store.save_scan(scan(3), route=lambda e: ["hook"], route_baseline=lambda e: ["pager"])
+    assert events == [] and len(store.due_alerts(time.time() + 1)) == 3  # a second scan is no baseline
