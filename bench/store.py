@@ -1,7 +1,10 @@
-"""Store benchmark (issue #4): write a 10,000-key / 50,000-finding snapshot, drift between two
-such snapshots, and the growth of 100 scans of an unchanged estate. Not a test.
+"""Store benchmark (issues #4, #14): write a 10,000-key / 50,000-finding snapshot, drift between
+two such snapshots, the growth of 100 scans of an unchanged estate, and bench/evaluator.py's
+estate scanned again and again through a source that reorders every key policy as real KMS
+does (aws-cli#9456): drift events, new state rows and database growth (expected 0, 0, ~0), and
+what the canonical form costs beside the evaluation. Not a test.
 
-    python bench/store.py [--keys 10000] [--findings-per-key 5] [--scans 100]
+    python bench/store.py [--keys 10000] [--findings-per-key 5] [--scans 100] [--reordered-scans 20]
 """
 
 from __future__ import annotations
@@ -91,6 +94,7 @@ def main() -> None:
     ap.add_argument("--keys", type=int, default=10_000)
     ap.add_argument("--findings-per-key", type=int, default=5)
     ap.add_argument("--scans", type=int, default=100)
+    ap.add_argument("--reordered-scans", type=int, default=20)
     args = ap.parse_args()
     base = estate(args.keys, args.findings_per_key)
     changed = estate(args.keys, args.findings_per_key, variant=1)
@@ -138,6 +142,120 @@ def main() -> None:
     print(
         f"{args.scans} scans of the unchanged estate: database grew by {grown / 1e6:.2f} MB "
         f"(target < 20 MB), {(time.perf_counter() - t0) / args.scans:.2f} s a scan; total {size(path) / 1e6:.1f} MB"
+    )
+    store.close()
+    reordered_scans(args.keys, args.reordered_scans)
+
+
+def _kms_order(seed: int):  # type: ignore[no-untyped-def]
+    """What GetKeyPolicy does to a policy on every call: lists and keys shuffled, KMS's layout."""
+    import random
+
+    rnd = random.Random(seed)
+
+    def shuffle(doc):  # type: ignore[no-untyped-def]
+        if isinstance(doc, dict):
+            items = [(k, shuffle(v)) for k, v in doc.items()]
+            rnd.shuffle(items)
+            return dict(items)
+        if isinstance(doc, list):
+            items = [shuffle(v) for v in doc]
+            rnd.shuffle(items)
+            return items
+        return doc
+
+    return lambda text: json.dumps(shuffle(json.loads(text)), indent=2, separators=(",", " : "))
+
+
+def reordered_scans(n_keys: int, scans: int) -> None:
+    import dataclasses
+    import gc
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from evaluator import EXTERNAL, build_estate  # bench/evaluator.py
+
+    from kmsaudit.evaluator import AuditScope, clear_caches, evaluate_keys
+    from kmsaudit.evaluator.canonical import canonical_statement, document_text
+
+    keys, principals = build_estate(n_keys, 2000, 5000, 7)
+    path = Path(tempfile.mkdtemp()) / "reordered.db"
+    store = Store(path)
+    events_total = 0
+    evaluation_times: list[float] = []
+    canonical_times: list[float] = []
+    rows = start = 0
+    for n in range(scans + 1):
+        reorder = _kms_order(n)
+        texts = [reorder(k.policy) for k in keys]
+        batch = [dataclasses.replace(k, policy=t) for k, t in zip(keys, texts, strict=True)]
+        clear_caches()
+        gc.collect()
+        t0 = time.perf_counter()
+        evaluation = evaluate_keys(batch, AuditScope(principals, audited_accounts=EXTERNAL))
+        evaluation_times.append(time.perf_counter() - t0)
+        # The canonical form's own work in that evaluation (the parse decodes JSON anyway):
+        # every statement's canonical text, then the policy's.
+        decoded = [json.loads(t) for t in texts]
+        t0 = time.perf_counter()
+        for doc in decoded:
+            document_text(doc, sorted(canonical_statement(s)[1] for s in doc["Statement"]))
+        canonical_times.append(time.perf_counter() - t0)
+        by_scope: dict[tuple[str, str], list[tuple[str, str | None]]] = {}
+        for key, (arn, text) in zip(batch, evaluation.policies, strict=True):
+            by_scope.setdefault((key.account, key.region), []).append((arn, text))
+        scopes = tuple(
+            ScopeStatus(account, region, True, len(policies), key_policies=tuple(policies))
+            for (account, region), policies in sorted(by_scope.items())
+        )
+        now = time.time()
+        result = ScanResult(evaluation.findings, (), scopes, started_at=now - 1, finished_at=now, keys=len(batch))
+        _, events = store.save_scan(result)
+        if n == 0:  # the baseline; what follows must add nothing
+            store.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            start = size(path)
+            rows = store.db.execute("SELECT count(*) FROM states").fetchone()[0]
+            continue
+        events_total += len(events)
+    store.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    new_rows = store.db.execute("SELECT count(*) FROM states").fetchone()[0] - rows
+    evaluation, canonical = min(evaluation_times), min(canonical_times)
+    print(
+        f"{scans} scans of {len(keys)} keys, every policy reordered as KMS returns it: {events_total} drift events, "
+        f"{new_rows} new state rows, database grew by {(size(path) - start) / 1e3:.1f} kB (expected 0, 0, ~0)"
+    )
+    print(
+        f"canonical form: {canonical:.2f} s of its own work per scan against {evaluation:.2f} s of evaluation "
+        f"({canonical / evaluation:.1%}; target < 5 %; best of {scans + 1})"
+    )
+    # What it adds to a scan: the same reordered estate evaluated with statements keyed by their
+    # raw text (the parser before the canonical form: every reshuffled statement compiled anew),
+    # interleaved with the canonical parser, best of three each.
+    from kmsaudit.evaluator import policy as parser
+
+    def timed(raw_keys: bool) -> float:
+        saved = (parser.canonical_statement, parser.document_text)
+        if raw_keys:
+            parser.canonical_statement = lambda raw: (raw, repr(raw))  # type: ignore[assignment]
+            parser.document_text = lambda doc, texts: ""  # type: ignore[assignment]
+        try:
+            batch = [dataclasses.replace(k, policy=_kms_order(99)(k.policy)) for k in keys]
+            clear_caches()
+            gc.collect()
+            t0 = time.perf_counter()
+            evaluate_keys(batch, AuditScope(principals, audited_accounts=EXTERNAL))
+            return time.perf_counter() - t0
+        finally:
+            parser.canonical_statement, parser.document_text = saved
+
+    with_canonical, raw = [], []
+    for _ in range(3):
+        raw.append(timed(True))
+        with_canonical.append(timed(False))
+    added = min(with_canonical) - min(raw)
+    print(
+        f"evaluation of the reordered estate: {min(with_canonical):.2f} s with the canonical form, {min(raw):.2f} s "
+        f"keying statements by their raw text: canonicalisation adds {added:+.2f} s to a scan "
+        f"({added / min(raw):+.1%} of the evaluation; target < 5 %)"
     )
 
 

@@ -27,26 +27,30 @@ def _text(value: Any) -> str:
 
 def _sorted(values: Any) -> Any:
     """A list IAM reads as a set, in a canonical order; anything else unchanged."""
-    if isinstance(values, list):
-        return sorted(values, key=_text)
-    return values
+    if type(values) is not list:
+        return values
+    try:
+        return sorted(values)  # strings, nearly always: their own order
+    except TypeError:
+        return sorted(values, key=_text)  # mixed types (a hand-written oddity): by their JSON
 
 
 def _statement(stmt: Any) -> Any:
-    if not isinstance(stmt, dict):
+    if type(stmt) is not dict:
         return stmt
     out = dict(stmt)
     for field in _SET_VALUED:
-        if field in out:
-            out[field] = _sorted(out[field])
+        values = out.get(field)
+        if type(values) is list:
+            out[field] = _sorted(values)
     for field in ("Principal", "NotPrincipal"):
         principal = out.get(field)
-        if isinstance(principal, dict):
+        if type(principal) is dict:
             out[field] = {kind: _sorted(values) for kind, values in principal.items()}
     condition = out.get("Condition")
-    if isinstance(condition, dict):
+    if type(condition) is dict:
         out["Condition"] = {
-            operator: {key: _sorted(values) for key, values in block.items()} if isinstance(block, dict) else block
+            operator: {key: _sorted(values) for key, values in block.items()} if type(block) is dict else block
             for operator, block in condition.items()
         }
     return out
