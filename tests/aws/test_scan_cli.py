@@ -6,11 +6,24 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 from awsproxy import AwsProxy
 from estate import A, B, C, D, Estate, config_text, role
 from helpers import CONTRACT_FIELDS
+
+
+@pytest.fixture
+def aws(aws: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """Every request of these tests through a proxy that answers as real KMS does (DESIGN.md):
+    each key policy in a new order and layout, and lists in pages of two (issue #14)."""
+    proxy = AwsProxy(aws, reorder_policies=True, page_size=2)
+    url = proxy.start()
+    monkeypatch.setenv("AWS_ENDPOINT_URL", url)
+    yield url
+    proxy.stop()
 
 
 def scan(config: Path, *args: str, endpoint: str) -> subprocess.CompletedProcess[str]:

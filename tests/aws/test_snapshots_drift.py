@@ -7,6 +7,7 @@ import os
 import stat
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,17 @@ from estate import A, B, Estate, client, config_text, key_policy, role
 from kmsaudit.config import load_config
 from kmsaudit.scan import run_scan
 from kmsaudit.store import Store
+
+
+@pytest.fixture
+def aws(aws: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """Every request of these tests through a proxy that answers as real KMS does (DESIGN.md):
+    each key policy in a new order and layout, and lists in pages of two (issue #14)."""
+    proxy = AwsProxy(aws, reorder_policies=True, page_size=2)
+    url = proxy.start()
+    monkeypatch.setenv("AWS_ENDPOINT_URL", url)
+    yield url
+    proxy.stop()
 
 
 async def _scan(tmp_path: Path, store: Store) -> list:
