@@ -8,6 +8,7 @@ Secrets (webhook URLs, HMAC keys) come from environment variables and are never 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -61,16 +62,28 @@ class HttpSink:
     def body(self, event: dict[str, Any]) -> Any:
         return event
 
-    async def send(self, session: aiohttp.ClientSession, event: dict[str, Any]) -> None:
+    async def send(
+        self, session: aiohttp.ClientSession, event: dict[str, Any], timeout: float = SEND_TIMEOUT_SECONDS
+    ) -> None:
         data = json.dumps(self.body(event), sort_keys=True).encode()
         headers = {"Content-Type": "application/json", "Idempotency-Key": str(event["id"]), "User-Agent": "kmsaudit"}
         if self._secret:
             digest = hmac.new(self._secret, data, hashlib.sha256).hexdigest()
             headers["X-Kmsaudit-Signature"] = f"sha256={digest}"
         try:
+            # Never follow a redirect: aiohttp would turn the POST into a bodiless GET, and an SSO
+            # proxy's login page would answer 200 for an alert nobody received (issue #19).
             async with session.post(
-                self._url, data=data, headers=headers, timeout=aiohttp.ClientTimeout(total=SEND_TIMEOUT_SECONDS)
+                self._url,
+                data=data,
+                headers=headers,
+                timeout=aiohttp.ClientTimeout(total=timeout),
+                allow_redirects=False,
             ) as response:
+                if 300 <= response.status < 400:
+                    raise AlertError(
+                        f"{self.name}: redirected (HTTP {response.status}): a sink must answer 2xx at the URL given"
+                    )
                 if response.status >= 300:
                     raise AlertError(f"{self.name}: HTTP {response.status}")
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
@@ -194,30 +207,44 @@ def backoff(attempts: int) -> float:
 async def deliver(
     store: Store, sinks: Sequence[HttpSink], *, now: float | None = None, deadline_seconds: float = 30.0
 ) -> tuple[int, int]:
-    """Send what is due; returns (delivered, still pending). Never raises for a sink's failure."""
+    """Send what is due; returns (delivered, still pending). Never raises for a sink's failure.
+
+    Each sink is delivered to on its own, concurrently, within `deadline_seconds`: a slow or dead
+    sink cannot starve the others (issue #19). A sink that fails stops its round at once; its
+    other alerts stay due, and the one it failed waits for its backoff."""
     by_name = {sink.name: sink for sink in sinks}
-    delivered = 0
-    started = time.monotonic()
+    due: dict[str, list[dict[str, Any]]] = {}
+    for item in store.due_alerts(now if now is not None else time.time()):
+        if item["sink"] in by_name:  # a sink removed from the config: its rows wait, visible in the database
+            due.setdefault(item["sink"], []).append(item)
+    deadline = time.monotonic() + deadline_seconds
     async with aiohttp.ClientSession() as session:
-        for item in store.due_alerts(now if now is not None else time.time()):
-            if time.monotonic() - started > deadline_seconds:
-                break
-            sink = by_name.get(item["sink"])
-            if sink is None:
-                continue  # a sink removed from the config: its rows wait, visible in the database
-            try:
-                await sink.send(session, item["event"])
-            except AlertError as exc:
-                retry_at = time.time() + backoff(item["attempts"])
-                store.mark_failed(item["event_id"], item["sink"], str(exc), retry_at)
-                log.warning(
-                    "alert.failed",
-                    sink=sink.name,
-                    event_id=item["event_id"],
-                    reason=str(exc),
-                    attempts=item["attempts"] + 1,
-                )
-                continue
-            store.mark_delivered(item["event_id"], item["sink"], time.time())
-            delivered += 1
-    return delivered, store.pending_alerts()
+        counts = await asyncio.gather(
+            *(_deliver_to(store, session, by_name[name], items, deadline) for name, items in due.items())
+        )
+    return sum(counts), store.pending_alerts()
+
+
+async def _deliver_to(
+    store: Store, session: aiohttp.ClientSession, sink: HttpSink, items: list[dict[str, Any]], deadline: float
+) -> int:
+    delivered = 0
+    for item in items:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        try:
+            await sink.send(session, item["event"], timeout=min(SEND_TIMEOUT_SECONDS, left))
+        except AlertError as exc:
+            store.mark_failed(item["event_id"], sink.name, str(exc), time.time() + backoff(item["attempts"]))
+            log.warning(
+                "alert.failed",
+                sink=sink.name,
+                event_id=item["event_id"],
+                reason=str(exc),
+                attempts=item["attempts"] + 1,
+            )
+            break  # this sink is not answering: the rest of its queue waits, the other sinks go on
+        store.mark_delivered(item["event_id"], sink.name, time.time())
+        delivered += 1
+    return delivered

@@ -585,9 +585,11 @@ class Store:
 
     # -- the alert outbox --------------------------------------------------------------------
     def due_alerts(self, now: float, limit: int = 500) -> list[dict[str, Any]]:
+        """Up to `limit` due alerts per sink, oldest first (one sink's backlog never hides another's)."""
         rows = self.db.execute(
-            "SELECT event_id, sink, payload, attempts FROM outbox WHERE delivered_at IS NULL AND next_attempt_at <= ?"
-            " ORDER BY created_at, event_id LIMIT ?",
+            "SELECT event_id, sink, payload, attempts FROM (SELECT *, row_number() OVER"
+            " (PARTITION BY sink ORDER BY created_at, event_id) AS n FROM outbox"
+            " WHERE delivered_at IS NULL AND next_attempt_at <= ?) WHERE n <= ? ORDER BY created_at, event_id",
             [now, limit],
         ).fetchall()
         return [{"event_id": r[0], "sink": r[1], "event": json.loads(r[2]), "attempts": r[3]} for r in rows]

@@ -82,6 +82,7 @@ class AwsProxy:
         self.latency = latency
         self.quotas = quotas or {}
         self.operations: list[tuple[str, str]] = []
+        self.params: list[tuple[str, dict[str, Any]]] = []  # (operation, its parameters) as received
         self.throttled = 0
         self.throttled_by_operation: dict[str, int] = {}
         self._windows: dict[tuple[str, str, str], deque[float]] = {}
@@ -159,6 +160,7 @@ class AwsProxy:
             self.throttled_by_operation[operation] = self.throttled_by_operation.get(operation, 0) + 1
             return json_error(400, "ThrottlingException", "Rate exceeded")
         self.operations.append((service, operation))
+        self.params.append((operation, dict(params)))
         if operation in self.deny_operations:
             if request.headers.get("X-Amz-Target"):
                 return json_error(400, "AccessDeniedException", f"not authorized to perform {operation}")

@@ -8,10 +8,12 @@ import aiohttp
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
+    ConnectTimeoutError,
     HTTPClientError,
     NoCredentialsError,
     NoRegionError,
     PartialCredentialsError,
+    ReadTimeoutError,
 )
 from botocore.exceptions import (
     ConnectionError as BotoConnectionError,
@@ -86,14 +88,16 @@ def convert(exc: BaseException, operation: str) -> CollectError:
         return CollectError(f"{operation}: no AWS credentials found", code="credentials")
     if isinstance(exc, NoRegionError):
         return CollectError(f"{operation}: no region", code="config")
+    # Before the network errors: on Python 3.11 a TimeoutError is an OSError, and botocore's
+    # timeouts are connection errors, but a timeout is what it is (issue #19).
+    if isinstance(exc, asyncio.TimeoutError | TimeoutError | ReadTimeoutError | ConnectTimeoutError):
+        return CollectError(f"{operation}: timed out", code="timeout")
     if isinstance(exc, ResponseParserError):
         return CollectError(
             f"{operation}: the endpoint answered something that is not an AWS response", code="bad-response"
         )
     if isinstance(exc, BotoConnectionError | HTTPClientError | aiohttp.ClientError | OSError):
         return CollectError(f"{operation}: network error: {type(exc).__name__}", code="network")
-    if isinstance(exc, asyncio.TimeoutError | TimeoutError):
-        return CollectError(f"{operation}: timed out", code="timeout")
     if isinstance(exc, BotoCoreError):
         return CollectError(f"{operation}: {type(exc).__name__}: {str(exc)[:200]}", code="botocore")
     return CollectError(f"{operation}: unexpected {type(exc).__name__}: {str(exc)[:200]}", code="unexpected")

@@ -15,6 +15,9 @@ from kmsaudit.model import Grant, KeyRecord
 
 log = structlog.get_logger("kmsaudit.collect")
 KEY_WORKERS = 32  # keys read at once per scope; each key's four reads run concurrently
+# The largest pages AWS serves (its defaults are 100/50/50): a key with 50,000 grants is 500
+# ListGrants calls at the slowest quota, not 1,000 (issue #19).
+PAGE_LIMITS = {"ListKeys": 1000, "ListAliases": 100, "ListGrants": 100, "ListResourceTags": 50}
 
 
 def _grant(raw: dict[str, Any]) -> Grant:
@@ -37,8 +40,10 @@ async def _read_key(
     results = await asyncio.gather(
         api.call(kms, account, region, "DescribeKey", KeyId=key_arn),
         api.call(kms, account, region, "GetKeyPolicy", KeyId=key_arn, PolicyName="default"),
-        api.pages(kms, account, region, "ListGrants", "Grants", KeyId=key_arn),
-        api.pages(kms, account, region, "ListResourceTags", "Tags", KeyId=key_arn),
+        api.pages(kms, account, region, "ListGrants", "Grants", KeyId=key_arn, Limit=PAGE_LIMITS["ListGrants"]),
+        api.pages(
+            kms, account, region, "ListResourceTags", "Tags", KeyId=key_arn, Limit=PAGE_LIMITS["ListResourceTags"]
+        ),
         return_exceptions=True,
     )
     describe, policy, grants, tags = results
@@ -96,8 +101,8 @@ async def collect_region(
 ) -> list[KeyRecord]:
     """Every key of the scope. Raises CollectError if the scope cannot be read completely."""
     listed, alias_list = await asyncio.gather(
-        api.pages(kms, account, region, "ListKeys", "Keys"),
-        api.pages(kms, account, region, "ListAliases", "Aliases"),
+        api.pages(kms, account, region, "ListKeys", "Keys", Limit=PAGE_LIMITS["ListKeys"]),
+        api.pages(kms, account, region, "ListAliases", "Aliases", Limit=PAGE_LIMITS["ListAliases"]),
     )
     aliases: dict[str, list[str]] = {}
     for alias in alias_list:

@@ -207,3 +207,23 @@ async def test_throttling_is_retried_counted_and_never_a_failure(
     assert proxy.throttled > 0 and result.throttled == proxy.throttled  # every throttle seen and counted
     assert not result.failed_scopes
     assert _table(result) == _expected(estate)  # identical to an unthrottled scan
+
+
+async def test_lists_are_read_in_the_largest_pages_aws_allows(
+    estate: Estate, aws: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Issue #19.13: ListGrants, ListAliases and ListKeys were paged without Limit (AWS's defaults,
+    50/50/100 an answer): a key with 50,000 grants cost twice the ListGrants calls, at the slowest
+    quota. The maxima are 100, 100 and 1,000."""
+    proxy = AwsProxy(aws)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.start())
+    try:
+        path = tmp_path / "k.toml"
+        path.write_text(config_text())
+        await run_scan(load_config(path))
+    finally:
+        proxy.stop()
+    limits = {
+        op: {p.get("Limit") for o, p in proxy.params if o == op} for op in ("ListKeys", "ListAliases", "ListGrants")
+    }
+    assert limits == {"ListKeys": {1000}, "ListAliases": {100}, "ListGrants": {100}}

@@ -1,0 +1,141 @@
+"""Issue #19: what on-call would be paged for next. Each test reproduced the defect it names on
+main (commit a2fe9df) before its fix: real SQLite files, real local HTTP servers (one that never
+answers, one that redirects)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+from botocore.exceptions import ConnectTimeoutError, ReadTimeoutError
+from loopback import LocalReceiver
+from test_store import scan
+
+from kmsaudit.alert import build_sinks, deliver, router
+from kmsaudit.collect.errors import convert
+from kmsaudit.config import AlertSinkSettings
+from kmsaudit.store import Store
+
+
+class Recorder(LocalReceiver):
+    def __init__(self) -> None:
+        super().__init__()
+        self.keys: list[str] = []
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        await request.read()
+        self.keys.append(request.headers["Idempotency-Key"])
+        return web.Response(status=200)
+
+
+class Redirecting(LocalReceiver):
+    """An SSO proxy in front of a webhook: 302 to a login page, which answers 200."""
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        await request.read()
+        if request.path == "/login":
+            return web.Response(status=200, text="<html>sign in</html>")
+        raise web.HTTPFound("/login")
+
+    def start(self) -> int:
+        async def go() -> int:
+            app = web.Application()
+            app.router.add_route("*", "/{tail:.*}", self._handle)
+            self.runner = web.AppRunner(app)
+            await self.runner.setup()
+            await web.TCPSite(self.runner, "127.0.0.1", 0).start()
+            return int(self.runner.addresses[0][1])
+
+        self.port = asyncio.run_coroutine_threadsafe(go(), self.loop).result(10)
+        return self.port
+
+
+class Blackhole:
+    """Accepts connections and never answers (a sink behind a dead load balancer)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(100)
+        self.port = self.sock.getsockname()[1]
+        self.held: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.held.append(conn)
+
+    def close(self) -> None:
+        self.sock.close()
+        for conn in self.held:
+            conn.close()
+
+
+def sinks(monkeypatch: pytest.MonkeyPatch, **urls: str) -> list:
+    settings = []
+    for name, url in urls.items():
+        monkeypatch.setenv(f"KMSAUDIT_T_{name.upper()}", url)
+        settings.append(AlertSinkSettings(name=name, type="webhook", url_env=f"KMSAUDIT_T_{name.upper()}"))
+    return build_sinks(settings)
+
+
+def test_12_a_timeout_is_labelled_timeout_not_network() -> None:
+    """On Python 3.11 TimeoutError is an OSError: timeouts were labelled `network`."""
+    assert convert(TimeoutError(), "ListKeys").code == "timeout"
+    assert convert(ReadTimeoutError(endpoint_url="https://kms.us-east-1.amazonaws.com"), "ListKeys").code == "timeout"
+    assert (
+        convert(ConnectTimeoutError(endpoint_url="https://kms.us-east-1.amazonaws.com"), "ListKeys").code == "timeout"
+    )
+    assert convert(ConnectionRefusedError(), "ListKeys").code == "network"
+
+
+def test_5_a_redirect_is_a_failed_delivery_not_a_delivered_alert(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """aiohttp followed a 302 by turning the POST into a bodiless GET; the login page's 200
+    marked the alert delivered. Redirects are refused and reported."""
+    receiver = Redirecting()
+    port = receiver.start()
+    try:
+        hooks = sinks(monkeypatch, hook=f"http://127.0.0.1:{port}/hook")
+        store = Store(tmp_path / "k.db")
+        store.save_scan(scan(2))
+        store.save_scan(scan(2, extra_principal="arn:aws:iam::999988887777:root"), route=router(hooks))
+        delivered, pending = asyncio.run(deliver(store, hooks))
+    finally:
+        receiver.stop()
+    assert (delivered, pending) == (0, 2)
+    errors = [row[0] for row in store.db.execute("SELECT last_error FROM outbox").fetchall() if row[0]]
+    assert errors and all("redirected (HTTP 302)" in error for error in errors)
+    assert store.db.execute("SELECT count(*) FROM outbox WHERE delivered_at IS NOT NULL").fetchone()[0] == 0
+
+
+def test_2_a_blackholed_sink_does_not_starve_a_healthy_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rows went one by one, 10 s timeout each, within one 30 s budget: with one sink blackholed
+    the other got ~3 alerts a scan. Each sink now has its own delivery and budget."""
+    healthy, hole = Recorder(), Blackhole()
+    port = healthy.start()
+    try:
+        both = sinks(monkeypatch, dead=f"http://127.0.0.1:{hole.port}/x", pager=f"http://127.0.0.1:{port}/x")
+        store = Store(tmp_path / "k.db")
+        store.save_scan(scan(20))
+        _, events = store.save_scan(scan(20, extra_principal="arn:aws:iam::999988887777:root"), route=router(both))
+        started = time.monotonic()
+        delivered, pending = asyncio.run(deliver(store, both, deadline_seconds=3.0))
+        elapsed = time.monotonic() - started
+    finally:
+        healthy.stop()
+        hole.close()
+    assert len(events) == 20
+    assert sorted(healthy.keys) == sorted(e.id for e in events)  # every one, within one delivery
+    assert delivered == 20 and pending == 20  # the blackholed sink's wait for a later try
+    assert elapsed < 30  # bounded by the budget, not by 20 timeouts in a row
