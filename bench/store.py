@@ -95,6 +95,8 @@ def main() -> None:
     ap.add_argument("--findings-per-key", type=int, default=5)
     ap.add_argument("--scans", type=int, default=100)
     ap.add_argument("--reordered-scans", type=int, default=20)
+    ap.add_argument("--retention-scans", type=int, default=1000)
+    ap.add_argument("--retention-scopes", type=int, default=100)
     args = ap.parse_args()
     base = estate(args.keys, args.findings_per_key)
     changed = estate(args.keys, args.findings_per_key, variant=1)
@@ -145,6 +147,7 @@ def main() -> None:
     )
     store.close()
     reordered_scans(args.keys, args.reordered_scans)
+    retention(args.retention_scans, args.retention_scopes, 1.0)
 
 
 def _kms_order(seed: int):  # type: ignore[no-untyped-def]
@@ -257,6 +260,92 @@ def reordered_scans(n_keys: int, scans: int) -> None:
         f"keying statements by their raw text: canonicalisation adds {added:+.2f} s to a scan "
         f"({added / min(raw):+.1%} of the evaluation; target < 5 %)"
     )
+
+
+def retention(scans: int, scopes: int, keep_days: float) -> None:
+    """Issue #19: a daemon's database over `scans` scans of `scopes` scopes every 15 minutes with
+    retention active: its size against the live data (what `VACUUM INTO` leaves), and the longest
+    stall of the event loop while pruning, pruned as the pipeline does (a worker thread)."""
+    import asyncio
+    import shutil
+
+    path = Path(tempfile.mkdtemp()) / "retention.db"
+    store = Store(path)
+    start = 1_800_000_000.0
+    stalls: list[float] = []
+    peak = 0
+    for n in range(scans):
+        now = start + n * 900
+        findings, statuses = [], []
+        for j in range(scopes):
+            account, region = f"3000000{j:05d}", "us-east-1"
+            policies = []
+            for i in range(10):
+                arn = f"arn:aws:kms:{region}:{account}:key/{i:08d}"
+                policies.append((arn, json.dumps({"Statement": [{"Sid": str(i), "Effect": "Allow"}]})))
+                principal = f"arn:aws:iam::20000000{(n // 50 + i) % 10:04d}:root"  # changes every 50 scans
+                findings.append(
+                    Finding(
+                        arn,
+                        account,
+                        region,
+                        principal,
+                        principal.split(":")[4],
+                        "potential",
+                        "external",
+                        ("key-policy",),
+                        ("kms:Decrypt",),
+                        False,
+                        (),
+                        "high",
+                    )
+                )
+            statuses.append(ScopeStatus(account, region, True, 10, key_policies=tuple(policies)))
+        store.save_scan(
+            ScanResult(tuple(findings), (), tuple(statuses), started_at=now - 5, finished_at=now), detected_at=now
+        )
+
+        async def pruned_while_ticking(now: float = now) -> float:
+            worst, last, done = 0.0, time.perf_counter(), False
+
+            async def tick() -> None:
+                nonlocal worst, last
+                while not done:
+                    await asyncio.sleep(0.005)
+                    t = time.perf_counter()
+                    worst, last = max(worst, t - last - 0.005), t
+
+            ticker = asyncio.create_task(tick())
+            await asyncio.to_thread(_prune_at, path, keep_days, now)
+            done = True
+            await ticker
+            return worst
+
+        stalls.append(asyncio.run(pruned_while_ticking()))
+        peak = max(peak, size(path))
+    total = size(path)
+    live = Path(tempfile.mkdtemp()) / "live.db"
+    store.db.execute(f"VACUUM INTO '{live}'")
+    store.close()
+    kept = Store(live, create=False, read_only=True)
+    snapshots = kept.db.execute("SELECT count(*) FROM snapshots").fetchone()[0]
+    kept.close()
+    print(
+        f"{scans} scans × {scopes} scopes, retention {keep_days:g} days: database + WAL {total / 1e6:.2f} MB "
+        f"(peak {peak / 1e6:.2f} MB) against {size(live) / 1e6:.2f} MB of live data ({snapshots} snapshots kept): "
+        f"{total / size(live):.2f}× (target ≤ 2×); longest event-loop stall while pruning "
+        f"{max(stalls) * 1e3:.1f} ms (target < 100 ms)"
+    )
+    shutil.rmtree(path.parent, ignore_errors=True)
+
+
+def _prune_at(path: Path, keep_days: float, now: float) -> None:
+    """What the pipeline's `scan.prune` does, at a given time: its own connection, in a thread."""
+    store = Store(path, create=False)
+    try:
+        store.prune(keep_days, now=now)
+    finally:
+        store.close()
 
 
 if __name__ == "__main__":

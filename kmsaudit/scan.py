@@ -16,6 +16,7 @@ from kmsaudit.alert import HttpSink, baseline_router, deliver, router
 from kmsaudit.collect import Collector
 from kmsaudit.collect.api import RequestObserver
 from kmsaudit.config import Config
+from kmsaudit.errors import StoreError
 from kmsaudit.evaluator import evaluate_keys
 from kmsaudit.metrics import Metrics, scan_counters
 from kmsaudit.model import ORGANIZATION, DriftEvent, Finding, Lint, ScanResult, ScopeStatus
@@ -94,6 +95,14 @@ async def run_scan(
     return result
 
 
+def prune(path: str, retention_days: float) -> int:
+    store = Store(path, create=False)
+    try:
+        return store.prune(retention_days)
+    finally:
+        store.close()
+
+
 @dataclass(frozen=True, slots=True)
 class Recorded:
     result: ScanResult
@@ -118,7 +127,10 @@ async def scan_and_record(
         snapshot_id, events = store.save_scan(
             result, route=router(sinks), count=scan_counters, route_baseline=baseline_router(sinks)
         )
-        store.prune(config.store.retention_days)
+        try:  # off the event loop (the daemon's /healthz, the sinks' deliveries), on its own connection
+            await asyncio.to_thread(prune, config.store.path, config.store.retention_days)
+        except StoreError as exc:
+            log.error("store.prune_failed", reason=str(exc))  # the next scan prunes again; nothing lost
         pending = (await deliver(store, sinks))[1] if sinks else 0
         if metrics is not None:
             metrics.update(store, snapshot_id)

@@ -31,6 +31,9 @@ from kmsaudit.model import ORGANIZATION, DriftEvent, ScanResult
 log = structlog.get_logger("kmsaudit.store")
 
 SCHEMA_VERSION = 4
+BUSY_TIMEOUT_MS = 10_000
+PRUNE_BATCH = 50  # snapshots forgotten per transaction: short write locks, a small WAL
+VACUUM_PAGES = 2_000  # free pages given back to the file system per step
 # (metric name, labels, increment): what one scan adds to the cumulative counters
 CounterIncrements = Iterable[tuple[str, tuple[tuple[str, str], ...], float]]
 
@@ -218,9 +221,11 @@ class Store:
             elif not ours:
                 self._warn_if_loose()
             self.db = sqlite_utils.Database(self.path)
+            if created:  # free pages given back a few at a time after retention (issue #19)
+                self.db.execute("PRAGMA auto_vacuum=INCREMENTAL")
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA foreign_keys=ON")
-            self.db.execute("PRAGMA busy_timeout=10000")
+            self.busy_timeout(BUSY_TIMEOUT_MS)
             self._migrate()
             if created or not ours:  # who made the file decides whose mode it is
                 with self.db.conn:
@@ -273,6 +278,10 @@ class Store:
         finally:
             look.close()
         return row is None or row[0] == "1"  # databases of earlier releases were always created by kmsaudit
+
+    def busy_timeout(self, milliseconds: int) -> None:
+        """How long a statement waits for another writer's lock before failing."""
+        self.db.execute(f"PRAGMA busy_timeout={int(milliseconds)}")
 
     def _uri(self) -> str:
         return urllib.parse.quote(str(self.path.absolute()))
@@ -614,13 +623,18 @@ class Store:
             )
 
     def prune(self, retention_days: float, now: float | None = None) -> int:
-        """Forget snapshots older than the retention, and reclaim the space.
+        """Forget snapshots older than the retention, and give the space back; returns how many.
 
         Kept whatever their age: the last complete state of every scope (drift compares with it)
         and the latest policy version of every key (history starts from it).
-        """
+
+        In small transactions (a few snapshots each), then free pages are given back step by step
+        (`incremental_vacuum`, where the database allows it) and the WAL truncated: never a full
+        VACUUM, which copies the whole database into the WAL (twice the disk) and holds the lock
+        for its whole length. Any failure (disk full, a lock held too long) is a StoreError: the
+        next prune starts over where this one stopped (issue #19)."""
         cutoff = (now if now is not None else time.time()) - retention_days * 86400
-        with self._transaction():
+        try:
             keep = "SELECT max(snapshot_id) FROM scopes WHERE ok = 1 GROUP BY account, region"
             old = [
                 r[0]
@@ -630,23 +644,35 @@ class Store:
                     [cutoff],
                 ).fetchall()
             ]
-            for chunk in range(0, len(old), 500):
-                ids = old[chunk : chunk + 500]
+            for chunk in range(0, len(old), PRUNE_BATCH):
+                ids = old[chunk : chunk + PRUNE_BATCH]
                 marks = ",".join("?" * len(ids))
-                self.db.execute(f"DELETE FROM drift WHERE snapshot_id IN ({marks})", ids)
-                self.db.execute(f"DELETE FROM scopes WHERE snapshot_id IN ({marks})", ids)
+                with self._transaction():
+                    self.db.execute(f"DELETE FROM drift WHERE snapshot_id IN ({marks})", ids)
+                    self.db.execute(f"DELETE FROM scopes WHERE snapshot_id IN ({marks})", ids)
+                    self.db.execute(
+                        f"DELETE FROM policy_versions WHERE snapshot_id IN ({marks}) AND snapshot_id < "
+                        "(SELECT max(v.snapshot_id) FROM policy_versions v WHERE v.key_arn = policy_versions.key_arn)",
+                        ids,
+                    )
+                    self.db.execute(f"DELETE FROM snapshots WHERE id IN ({marks})", ids)
+            with self._transaction():
+                self.db.execute("DELETE FROM outbox WHERE delivered_at IS NOT NULL AND delivered_at < ?", [cutoff])
                 self.db.execute(
-                    f"DELETE FROM policy_versions WHERE snapshot_id IN ({marks}) AND snapshot_id < "
-                    "(SELECT max(v.snapshot_id) FROM policy_versions v WHERE v.key_arn = policy_versions.key_arn)",
-                    ids,
+                    "DELETE FROM states WHERE digest NOT IN (SELECT state FROM scopes WHERE state IS NOT NULL)"
                 )
-                self.db.execute(f"DELETE FROM snapshots WHERE id IN ({marks})", ids)
-            self.db.execute("DELETE FROM outbox WHERE delivered_at IS NOT NULL AND delivered_at < ?", [cutoff])
-            self.db.execute("DELETE FROM states WHERE digest NOT IN (SELECT state FROM scopes WHERE state IS NOT NULL)")
-            self.db.execute("DELETE FROM policies WHERE sha256 NOT IN (SELECT sha256 FROM policy_versions)")
-        if old:
-            self.db.execute("VACUUM")
+                self.db.execute("DELETE FROM policies WHERE sha256 NOT IN (SELECT sha256 FROM policy_versions)")
+            self._give_space_back()  # also what an interrupted prune left to give back
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: retention stopped: {exc}") from None
         return len(old)
+
+    def _give_space_back(self) -> None:
+        if self.db.execute("PRAGMA auto_vacuum").fetchone()[0] == 2:  # INCREMENTAL
+            while self.db.execute("PRAGMA freelist_count").fetchone()[0]:
+                self.db.execute(f"PRAGMA incremental_vacuum({VACUUM_PAGES})").fetchall()
+        # Databases of earlier releases reuse their free pages instead: bounded, not shrunk.
+        self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
 
     def integrity(self) -> str:
         return str(self.db.execute("PRAGMA integrity_check").fetchone()[0])

@@ -139,3 +139,47 @@ def test_2_a_blackholed_sink_does_not_starve_a_healthy_one(tmp_path: Path, monke
     assert sorted(healthy.keys) == sorted(e.id for e in events)  # every one, within one delivery
     assert delivered == 20 and pending == 20  # the blackholed sink's wait for a later try
     assert elapsed < 30  # bounded by the budget, not by 20 timeouts in a row
+
+
+def test_1_retention_failing_is_a_store_error_and_the_database_stays_bounded(tmp_path: Path) -> None:
+    """A failed VACUUM (disk full, a lock) was an sqlite3 error, not a StoreError: the daemon died
+    with a traceback, and delivery and metrics never ran. Pruning now runs in small transactions,
+    gives space back incrementally, and fails as a StoreError; the next prune finishes the job."""
+    import os
+    import sqlite3
+
+    from kmsaudit.errors import StoreError
+
+    path = tmp_path / "k.db"
+    store = Store(path)
+    day, now = 86400.0, 1_800_000_000.0
+    for i in range(60):  # two months of daily scans, each with a new principal
+        result = scan(40, finished_at=now - (60 - i) * day, extra_principal=f"arn:aws:iam::{100000000000 + i}:root")
+        store.save_scan(result, detected_at=result.finished_at)
+    store.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    before = os.path.getsize(path)
+
+    # Another writer takes the lock just as the space is being given back (VACUUM on 0.1.0,
+    # incremental_vacuum now), and keeps it longer than the store waits.
+    blocker = sqlite3.connect(path, timeout=0.1, isolation_level=None)
+
+    def lock_when_reclaiming(statement: str) -> None:
+        if "vacuum" in statement.lower() and not blocker.in_transaction:
+            blocker.execute("BEGIN IMMEDIATE")
+
+    store.db.execute("PRAGMA busy_timeout=200")
+    store.db.conn.set_trace_callback(lock_when_reclaiming)
+    try:
+        with pytest.raises(StoreError, match="locked"):
+            store.prune(7, now=now)
+    finally:
+        store.db.conn.set_trace_callback(None)
+        blocker.rollback()
+        blocker.close()
+    store.prune(7, now=now)  # the next one finishes what the interrupted one started
+    assert store.db.execute("SELECT count(*) FROM snapshots").fetchone()[0] <= 8
+    assert store.integrity() == "ok"
+    wal = f"{path}-wal"
+    total = os.path.getsize(path) + (os.path.getsize(wal) if os.path.exists(wal) else 0)
+    assert total < before  # space given back and the WAL truncated: never twice the data on disk
+    store.close()
