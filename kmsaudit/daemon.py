@@ -14,7 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from kmsaudit.alert import build_sinks, deliver
 from kmsaudit.config import Config, is_cron, load_config
-from kmsaudit.errors import KmsAuditError, UsageError
+from kmsaudit.errors import KmsAuditError, StoreBusy, UsageError
 from kmsaudit.metrics import Metrics
 from kmsaudit.scan import scan_and_record
 from kmsaudit.store import Store
@@ -183,6 +183,8 @@ class Daemon:
                     await scan
                 except asyncio.CancelledError:
                     log.info("daemon.scan_cancelled")
+                except StoreBusy as exc:
+                    log.warning("daemon.scan_skipped", reason=str(exc))  # another writer: try at the next
                 except KmsAuditError as exc:
                     log.error("daemon.scan_failed", reason=str(exc))
                 jitter = random.uniform(1 - JITTER, 1 + JITTER)  # ±10 %: many daemons not in step

@@ -52,6 +52,12 @@ class StoreUnusable(StoreError):
     exit_code = 2
 
 
+class StoreBusy(StoreError):
+    """Another kmsaudit is writing to the database (exit 2: two writers are configured)."""
+
+    exit_code = 2
+
+
 class SnapshotNotFound(StoreError):
     """A snapshot asked for by id is not in the database (exit 2)."""
 

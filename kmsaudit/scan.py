@@ -20,7 +20,7 @@ from kmsaudit.errors import StoreError
 from kmsaudit.evaluator import evaluate_keys
 from kmsaudit.metrics import Metrics, scan_counters
 from kmsaudit.model import ORGANIZATION, DriftEvent, Finding, Lint, ScanResult, ScopeStatus
-from kmsaudit.store import Store
+from kmsaudit.store import Store, writer_lock
 
 log = structlog.get_logger("kmsaudit.scan")
 
@@ -123,17 +123,29 @@ async def scan_and_record(
     the database (so a failed scope shows its last good state there too)."""
     store = Store(config.store.path)  # an unusable path is the user's to fix, before any AWS call
     try:
-        result = await run_scan(config, progress=progress)
-        snapshot_id, events = store.save_scan(
-            result, route=router(sinks), count=scan_counters, route_baseline=baseline_router(sinks)
-        )
-        try:  # off the event loop (the daemon's /healthz, the sinks' deliveries), on its own connection
-            await asyncio.to_thread(prune, config.store.path, config.store.retention_days)
-        except StoreError as exc:
-            log.error("store.prune_failed", reason=str(exc))  # the next scan prunes again; nothing lost
-        pending = (await deliver(store, sinks))[1] if sinks else 0
-        if metrics is not None:
-            metrics.update(store, snapshot_id)
+        with writer_lock(config.store.path):  # one writer at a time, for the whole pass
+            return await _record(config, sinks, store, metrics, progress)
     finally:
         store.close()
+
+
+async def _record(
+    config: Config,
+    sinks: Sequence[HttpSink],
+    store: Store,
+    metrics: Metrics | None,
+    progress: Callable[[str, int], None] | None,
+) -> Recorded:
+    """The pipeline once, the writer lock held (scan_and_record)."""
+    result = await run_scan(config, progress=progress)
+    snapshot_id, events = store.save_scan(
+        result, route=router(sinks), count=scan_counters, route_baseline=baseline_router(sinks)
+    )
+    try:  # off the event loop (the daemon's /healthz, the sinks' deliveries), on its own connection
+        await asyncio.to_thread(prune, config.store.path, config.store.retention_days)
+    except StoreError as exc:
+        log.error("store.prune_failed", reason=str(exc))  # the next scan prunes again; nothing lost
+    pending = (await deliver(store, sinks))[1] if sinks else 0
+    if metrics is not None:
+        metrics.update(store, snapshot_id)
     return Recorded(result, snapshot_id, events, pending)

@@ -8,6 +8,7 @@ A whole snapshot, with its drift events, is written in one transaction.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import sqlite3
@@ -25,7 +26,7 @@ import sqlite_utils
 import structlog
 
 from kmsaudit.drift import ScopeState, baseline_events, diff_scope, policy_hash, scope_failed
-from kmsaudit.errors import SnapshotNotFound, StoreError, StoreUnusable
+from kmsaudit.errors import SnapshotNotFound, StoreBusy, StoreError, StoreUnusable
 from kmsaudit.model import ORGANIZATION, DriftEvent, ScanResult
 
 log = structlog.get_logger("kmsaudit.store")
@@ -151,6 +152,38 @@ def _migration_4(db: sqlite_utils.Database) -> None:
 
 
 MIGRATIONS = {1: _migration_1, 2: _migration_2, 3: _migration_3, 4: _migration_4}
+
+
+@contextmanager
+def writer_lock(path: str | Path) -> Iterator[None]:
+    """One writer at a time (issue #19): scans that overlap would commit out of order and make
+    drift flip. A lock file beside the database, held for a whole scan by `kmsaudit scan`, cron
+    and the daemon alike; StoreBusy names the holder. Readers need no lock (SQLite's WAL)."""
+    lock = Path(f"{path}.lock")
+    try:
+        handle = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise StoreUnusable(f"{lock}: cannot create the writer lock: {exc.strerror or exc}") from None
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(handle, 200, 0).decode(errors="replace").strip() or "another process"
+            raise StoreBusy(
+                f"{path}: another kmsaudit is writing to this database ({holder}); one writer at a time: "
+                "let it finish, and do not run the daemon and a scheduled scan on one database"
+            ) from None
+        os.ftruncate(handle, 0)
+        os.pwrite(
+            handle, f"pid {os.getpid()}, since {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime())} UTC".encode(), 0
+        )
+        try:
+            yield
+        finally:
+            os.ftruncate(handle, 0)
+            fcntl.flock(handle, fcntl.LOCK_UN)
+    finally:
+        os.close(handle)
 
 
 def check_location(path: str | Path) -> str:
@@ -324,9 +357,12 @@ class Store:
 
     # -- writing ---------------------------------------------------------------------------
     def last_good_state(self, account: str, region: str) -> ScopeState | None:
+        """The scope's state of the most recent collection that read it completely (by when it
+        was collected, not when it was committed: issue #19)."""
         row = self.db.execute(
             "SELECT states.body FROM scopes JOIN states ON states.digest = scopes.state "
-            "WHERE account = ? AND region = ? AND ok = 1 ORDER BY snapshot_id DESC LIMIT 1",
+            "JOIN snapshots ON snapshots.id = scopes.snapshot_id "
+            "WHERE account = ? AND region = ? AND ok = 1 ORDER BY snapshots.started_at DESC, snapshot_id DESC LIMIT 1",
             [account, region],
         ).fetchone()
         return ScopeState.from_json(_unpack(row[0])) if row else None
