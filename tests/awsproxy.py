@@ -83,6 +83,8 @@ class AwsProxy:
         self.quotas = quotas or {}
         self.operations: list[tuple[str, str]] = []
         self.params: list[tuple[str, dict[str, Any]]] = []  # (operation, its parameters) as received
+        self.in_flight: dict[str, int] = {}  # operation -> requests being answered now
+        self.max_in_flight: dict[str, int] = {}  # and the most at once
         self.throttled = 0
         self.throttled_by_operation: dict[str, int] = {}
         self._windows: dict[tuple[str, str, str], deque[float]] = {}
@@ -152,6 +154,15 @@ class AwsProxy:
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
+        operation = self._identify(request, body)[1]
+        self.in_flight[operation] = self.in_flight.get(operation, 0) + 1
+        self.max_in_flight[operation] = max(self.max_in_flight.get(operation, 0), self.in_flight[operation])
+        try:
+            return await self._answer(request, body)
+        finally:
+            self.in_flight[operation] -= 1
+
+    async def _answer(self, request: web.Request, body: bytes) -> web.StreamResponse:
         service, operation, key_id, region, params = self._identify(request, body)
         if self.latency:
             await asyncio.sleep(self.latency)

@@ -183,3 +183,29 @@ def test_1_retention_failing_is_a_store_error_and_the_database_stays_bounded(tmp
     total = os.path.getsize(path) + (os.path.getsize(wal) if os.path.exists(wal) else 0)
     assert total < before  # space given back and the WAL truncated: never twice the data on disk
     store.close()
+
+
+async def test_9_a_throttled_scope_cannot_take_every_request_slot() -> None:
+    """The `concurrency` slot was held through botocore's backoff sleeps: one throttled scope
+    could hold all of them and stall every other scope. A scope now holds at most its share."""
+    from kmsaudit.collect.api import Api
+    from kmsaudit.config import ScanSettings
+
+    api = Api(ScanSettings(concurrency=8))
+    done = {"throttled": 0}
+
+    class Throttled:  # every call spends a while in botocore's retries
+        async def describe_key(self, **_: object) -> dict[str, object]:
+            await asyncio.sleep(0.2)
+            done["throttled"] += 1
+            return {}
+
+    class Healthy:
+        async def describe_key(self, **_: object) -> dict[str, object]:
+            return {"done_before_me": done["throttled"]}
+
+    slow = [asyncio.create_task(api.call(Throttled(), "111111111111", "us-east-1", "DescribeKey")) for _ in range(16)]
+    await asyncio.sleep(0.01)  # they have taken what they can
+    answer = await api.call(Healthy(), "222222222222", "eu-west-1", "DescribeKey")
+    assert answer == {"done_before_me": 0}  # served at once, not after the throttled scope's calls
+    await asyncio.gather(*slow)

@@ -48,6 +48,10 @@ class Api:
     def __init__(self, settings: ScanSettings, observer: RequestObserver | None = None) -> None:
         self.settings = settings
         self._in_flight = asyncio.Semaphore(settings.concurrency)
+        # A scope's share of the slots: botocore's retries (backoff sleeps, up to 20 s) happen
+        # inside a call, so one throttled scope could otherwise hold every slot (issue #19).
+        self._scope_share = max(2, settings.concurrency // 4)
+        self._scope_slots: dict[tuple[str, str], asyncio.Semaphore] = {}
         self._throttlers: dict[tuple[str, str, str], Throttler] = {}
         self._base_periods: dict[tuple[str, str, str], float] = {}
         self._observer = observer
@@ -75,8 +79,9 @@ class Api:
         """A response-received handler for one scope's client: AIMD on the pacers.
 
         A throttling answer means somebody else shares the quota (cross-account callers count
-        against the caller) or the clocks disagree: slow that operation down by a tenth; each
-        success wins back a little, never beyond the configured rate.
+        against the caller) or the clocks disagree: slow that operation down by a tenth (to a
+        sixteenth of the rate at most); each success wins back a little, never beyond the
+        configured rate.
         """
 
         def feedback(event_name: str = "", **kwargs: Any) -> None:
@@ -87,8 +92,8 @@ class Api:
                 return
             code = _response_code(kwargs)
             base = self._base_periods[slot]
-            if code in THROTTLE_CODES:
-                throttler.period = min(base * 2, throttler.period * 1.1)
+            if code in THROTTLE_CODES:  # down to a sixteenth of the rate under sustained throttling
+                throttler.period = min(base * 16, throttler.period * 1.1)
             elif not code and throttler.period > base:
                 throttler.period = max(base, throttler.period * 0.97)
 
@@ -123,7 +128,10 @@ class Api:
         throttler = self._throttler(account, region, operation)
         if throttler is not None:
             await throttler.acquire()  # type: ignore[no-untyped-call]
-        async with self._in_flight:
+        share = self._scope_slots.get((account, region))
+        if share is None:
+            share = self._scope_slots[(account, region)] = asyncio.Semaphore(self._scope_share)
+        async with share, self._in_flight:
             try:
                 response: dict[str, Any] = await getattr(client, snake(operation))(**params)
             except ClientError as exc:

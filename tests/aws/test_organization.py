@@ -68,3 +68,25 @@ async def test_organization_accounts_scps_and_perimeter(tmp_path: Path, aws: str
     assert ("*", "public") not in found and ("*", "potential") not in found
     potential = found[(f"arn:aws:iam::{user}:root", "potential")]
     assert set(potential.actions) == {"kms:Decrypt", "kms:Encrypt"} and not potential.conditional
+
+
+async def test_organization_discovery_reads_accounts_concurrently(tmp_path: Path, aws: str, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Issue #19.14: discovery read each account's parents and policies one account after the
+    other (~3 calls each): minutes before the first KMS request in a 1,000-account organization."""
+    from awsproxy import AwsProxy
+
+    orgs = boto3.client("organizations", region_name="us-east-1")
+    orgs.create_organization(FeatureSet="ALL")
+    for i in range(6):
+        orgs.create_account(AccountName=f"a{i}", Email=f"a{i}@example.com")
+    proxy = AwsProxy(aws, latency=0.1)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.start())
+    try:
+        path = tmp_path / "org.toml"
+        path.write_text('[scan]\nregions = ["us-east-1"]\n[organization]\nrole_name = "KmsAuditReadOnly"\n')
+        result = await run_scan(load_config(path))
+    finally:
+        proxy.stop()
+    assert len({s.account for s in result.scopes}) == 7 and not result.failed_scopes
+    assert proxy.max_in_flight["ListParents"] > 1
+    assert proxy.max_in_flight["ListPoliciesForTarget"] > 1
