@@ -75,6 +75,7 @@ class ScanSettings(_Strict):
     regions: list[str] = Field(default_factory=lambda: ["us-east-1"], min_length=1)
     interval: str = "15m"
     concurrency: int = Field(64, ge=1, le=1024, description="AWS requests in flight at most")
+    scopes_at_once: int = Field(16, ge=1, le=1024, description="account × region scopes read at the same time")
     retry_mode: Literal["standard", "adaptive"] = "standard"
     max_attempts: int = Field(10, ge=1, le=30)
     quota_margin: float = Field(0.8, gt=0, le=1, description="fraction of each quota kmsaudit uses")

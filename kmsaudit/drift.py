@@ -42,10 +42,14 @@ class ScopeState:
         key_policies: Iterable[tuple[str, str | None]],
         key_names: Iterable[tuple[str, tuple[str, ...], str]] = (),
         unreadable: Iterable[tuple[str, str]] = (),
+        key_hashes: Iterable[tuple[str, str]] = (),
     ) -> ScopeState:
+        """`key_hashes`, when given, are every key's policy hash (`key_policies` then holds only
+        the texts that changed); otherwise the hashes are those of `key_policies`."""
+        keys = dict(key_hashes) or {arn: policy_hash(text) for arn, text in key_policies}
         return cls(
             findings={slot(f): f for f in findings},
-            keys={arn: policy_hash(text) for arn, text in key_policies},
+            keys=keys,
             names={arn: {"aliases": list(aliases), "manager": manager} for arn, aliases, manager in key_names},
             unreadable=dict(unreadable),
         )

@@ -231,8 +231,11 @@ class ScopeStatus:
     keys: int = 0
     error: str = ""
     error_code: str = ""
-    # (key ARN, key policy text or None if unreadable) of every key read: for drift and history
+    # (key ARN, key policy text or None if unreadable): for drift and history. With `key_hashes`,
+    # only the keys whose policy changed since the last good state keep their text (memory).
     key_policies: tuple[tuple[str, str | None], ...] = ()
+    # (key ARN, policy hash) of every key read, when the texts above are only the changed ones
+    key_hashes: tuple[tuple[str, str], ...] = ()
     # (key ARN, aliases, KeyManager) of the keys with an alias or managed by AWS: for people
     key_names: tuple[tuple[str, tuple[str, ...], str], ...] = ()
     # (key ARN, error code) of the keys whose reads failed after every retry

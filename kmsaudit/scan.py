@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import structlog
@@ -16,6 +16,7 @@ from kmsaudit.alert import HttpSink, baseline_router, deliver, router
 from kmsaudit.collect import Collector
 from kmsaudit.collect.api import RequestObserver
 from kmsaudit.config import Config
+from kmsaudit.drift import policy_hash
 from kmsaudit.errors import StoreError
 from kmsaudit.evaluator import evaluate_keys
 from kmsaudit.metrics import Metrics, scan_counters
@@ -31,7 +32,10 @@ async def run_scan(
     observer: RequestObserver | None = None,
     progress: Callable[[str, int], None] | None = None,
     collector: Collector | None = None,
+    known: Mapping[str, str] | None = None,
 ) -> ScanResult:
+    """One collection and evaluation. `known`: key ARN -> policy hash of the last good states;
+    with it, only the policies that changed keep their text until the snapshot is written."""
     started = time.time()
     collector = collector or Collector(config, observer=observer, progress=progress)
     findings: list[Finding] = []
@@ -51,9 +55,21 @@ async def run_scan(
         names = tuple((k.arn, k.aliases, k.key_manager) for k in scope.keys if k.aliases or k.key_manager != "CUSTOMER")
         # The policies as the evaluator read them, in canonical form: KMS's reordering is no change.
         unreadable = tuple((k.arn, k.unreadable) for k in scope.keys if k.unreadable)
+        hashes: tuple[tuple[str, str], ...] = ()
+        texts = evaluation.policies
+        if known is not None:
+            hashes = tuple((arn, policy_hash(text)) for arn, text in texts)
+            texts = tuple(pair for pair, (_, digest) in zip(texts, hashes, strict=True) if known.get(pair[0]) != digest)
         statuses.append(
             ScopeStatus(
-                scope.account, scope.region, True, len(scope.keys), "", "", evaluation.policies, names, unreadable
+                scope.account,
+                scope.region,
+                True,
+                len(scope.keys),
+                key_policies=texts,
+                key_hashes=hashes,
+                key_names=names,
+                unreadable=unreadable,
             )
         )
     if collector.audit_scope is not None:
@@ -137,7 +153,7 @@ async def _record(
     progress: Callable[[str, int], None] | None,
 ) -> Recorded:
     """The pipeline once, the writer lock held (scan_and_record)."""
-    result = await run_scan(config, progress=progress)
+    result = await run_scan(config, progress=progress, known=store.known_policies())
     snapshot_id, events = store.save_scan(
         result, route=router(sinks), count=scan_counters, route_baseline=baseline_router(sinks)
     )

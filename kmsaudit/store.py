@@ -416,6 +416,7 @@ class Store:
                         scope.key_policies,
                         scope.key_names,
                         scope.unreadable,
+                        scope.key_hashes,
                     ).carry(before, result.iam_failures)
                     digest = state.digest()
                     events += diff_scope(
@@ -519,6 +520,19 @@ class Store:
             " VALUES (?, ?, ?, 0, 'not scanned: organization discovery failed', 'organization', 0, NULL)",
             [(snapshot_id, account, region) for account, region in previous if (account, region) not in scanned],
         )
+
+    def known_policies(self) -> dict[str, str]:
+        """Key ARN -> policy hash, in every scope's last good state: a scan keeps the text of a
+        policy only when its hash is not this (issue #19: memory)."""
+        known: dict[str, str] = {}
+        rows = self.db.execute(
+            "SELECT st.body FROM states st WHERE st.digest IN (SELECT s.state FROM scopes s WHERE s.ok = 1 AND "
+            "s.snapshot_id = (SELECT max(p.snapshot_id) FROM scopes p WHERE p.account = s.account "
+            "AND p.region = s.region AND p.ok = 1))"
+        ).fetchall()
+        for (body,) in rows:
+            known.update(ScopeState.from_json(_unpack(body)).keys)
+        return known
 
     def counter_totals(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
         """The cumulative counters: (name, labels) -> value."""

@@ -55,6 +55,8 @@ class Collector:
         self.targets: list[Target] = []
         self.audit_scope: AuditScope | None = None
         self._identities: dict[str, asyncio.Future[AioSession]] = {}
+        # Scopes read at the same time: each holds its keys until evaluated (issue #19: memory).
+        self._scopes_at_once = asyncio.Semaphore(config.scan.scopes_at_once)
 
     def _tick(self, what: str, n: int = 1) -> None:
         if self.progress is not None:
@@ -116,6 +118,10 @@ class Collector:
             log.error("iam.failed", account=target.account, reason=str(exc), code=exc.code)
 
     async def _scope(self, sessions: Sessions, target: Target, region: str) -> ScopeResult:
+        async with self._scopes_at_once:
+            return await self._read_scope(sessions, target, region)
+
+    async def _read_scope(self, sessions: Sessions, target: Target, region: str) -> ScopeResult:
         started = time.monotonic()
         try:
             session = await self._session(sessions, target)

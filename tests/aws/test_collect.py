@@ -227,3 +227,31 @@ async def test_lists_are_read_in_the_largest_pages_aws_allows(
         op: {p.get("Limit") for o, p in proxy.params if o == op} for op in ("ListKeys", "ListAliases", "ListGrants")
     }
     assert limits == {"ListKeys": {1000}, "ListAliases": {100}, "ListGrants": {100}}
+
+
+async def test_a_scan_keeps_policy_texts_only_for_changed_keys_and_bounds_scopes_at_once(
+    estate: Estate, aws: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Issue #19.10: every key's policy text stayed in memory until the scan ended, and every
+    scope's collection started at once. Unchanged policies now keep only their hash, and at most
+    `scan.scopes_at_once` scopes are read at the same time."""
+    from kmsaudit.store import Store
+
+    store = Store(tmp_path / "k.db")
+    path = tmp_path / "k.toml"
+    path.write_text(config_text(extra="scopes_at_once = 2"))
+    first = await run_scan(load_config(path))
+    store.save_scan(first)
+    assert sum(len(s.key_policies) for s in first.scopes) == 6  # a first scan: every text is new
+
+    proxy = AwsProxy(aws, latency=0.1)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.start())
+    try:
+        second = await run_scan(load_config(path), known=store.known_policies())
+    finally:
+        proxy.stop()
+    assert sum(len(s.key_policies) for s in second.scopes) == 0  # nothing changed: no text kept
+    assert sum(len(s.key_hashes) for s in second.scopes) == 6
+    _, events = store.save_scan(second)
+    assert events == []
+    assert proxy.max_in_flight["ListKeys"] <= 2
