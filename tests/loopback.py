@@ -79,3 +79,41 @@ class LocalReceiver:
     def stop(self) -> None:
         asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(10)
         self.loop.call_soon_threadsafe(self.loop.stop)
+
+
+class RecordingReceiver(LocalReceiver):
+    """Answers 200 and records each delivery's Idempotency-Key."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.keys: list[str] = []
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        await request.read()
+        self.keys.append(request.headers.get("Idempotency-Key", ""))
+        return web.Response(status=200)
+
+
+class Blackhole:
+    """Accepts connections and never answers (a sink behind a dead load balancer)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(100)
+        self.port = int(self.sock.getsockname()[1])
+        self.held: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.held.append(conn)
+
+    def close(self) -> None:
+        self.sock.close()
+        for conn in self.held:
+            conn.close()

@@ -5,32 +5,19 @@ answers, one that redirects)."""
 from __future__ import annotations
 
 import asyncio
-import socket
-import threading
 import time
 from pathlib import Path
 
 import pytest
 from aiohttp import web
 from botocore.exceptions import ConnectTimeoutError, ReadTimeoutError
-from loopback import LocalReceiver
+from loopback import Blackhole, LocalReceiver, RecordingReceiver
 from test_store import scan
 
 from kmsaudit.alert import build_sinks, deliver, router
 from kmsaudit.collect.errors import convert
 from kmsaudit.config import AlertSinkSettings
 from kmsaudit.store import Store
-
-
-class Recorder(LocalReceiver):
-    def __init__(self) -> None:
-        super().__init__()
-        self.keys: list[str] = []
-
-    async def _handle(self, request: web.Request) -> web.Response:
-        await request.read()
-        self.keys.append(request.headers["Idempotency-Key"])
-        return web.Response(status=200)
 
 
 class Redirecting(LocalReceiver):
@@ -53,31 +40,6 @@ class Redirecting(LocalReceiver):
 
         self.port = asyncio.run_coroutine_threadsafe(go(), self.loop).result(10)
         return self.port
-
-
-class Blackhole:
-    """Accepts connections and never answers (a sink behind a dead load balancer)."""
-
-    def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(100)
-        self.port = self.sock.getsockname()[1]
-        self.held: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.held.append(conn)
-
-    def close(self) -> None:
-        self.sock.close()
-        for conn in self.held:
-            conn.close()
 
 
 def sinks(monkeypatch: pytest.MonkeyPatch, **urls: str) -> list:
@@ -122,7 +84,7 @@ def test_5_a_redirect_is_a_failed_delivery_not_a_delivered_alert(
 def test_2_a_blackholed_sink_does_not_starve_a_healthy_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Rows went one by one, 10 s timeout each, within one 30 s budget: with one sink blackholed
     the other got ~3 alerts a scan. Each sink now has its own delivery and budget."""
-    healthy, hole = Recorder(), Blackhole()
+    healthy, hole = RecordingReceiver(), Blackhole()
     port = healthy.start()
     try:
         both = sinks(monkeypatch, dead=f"http://127.0.0.1:{hole.port}/x", pager=f"http://127.0.0.1:{port}/x")
