@@ -171,3 +171,23 @@ async def test_9_a_throttled_scope_cannot_take_every_request_slot() -> None:
     answer = await api.call(Healthy(), "222222222222", "eu-west-1", "DescribeKey")
     assert answer == {"done_before_me": 0}  # served at once, not after the throttled scope's calls
     await asyncio.gather(*slow)
+
+
+def test_11_gauges_of_scopes_no_longer_configured_disappear(tmp_path: Path) -> None:
+    """Gauges of accounts or regions removed from the config were exported until a restart, so
+    KmsAuditScanStale fired for them forever."""
+    from prometheus_client import generate_latest
+
+    from kmsaudit.metrics import Metrics
+    from kmsaudit.model import ScanResult, ScopeStatus
+
+    store = Store(tmp_path / "k.db")
+    both = scan(2)
+    gone = ScopeStatus("999999999999", "eu-west-1", True, 2, key_policies=both.scopes[0].key_policies)
+    store.save_scan(ScanResult(both.findings, (), (*both.scopes, gone), started_at=1.0, finished_at=2.0))
+    metrics = Metrics()
+    metrics.update(store)
+    assert b'account="999999999999"' in generate_latest(metrics.registry)
+    store.save_scan(scan(2))  # the account was removed from the config
+    metrics.update(store)
+    assert b'account="999999999999"' not in generate_latest(metrics.registry)

@@ -153,3 +153,25 @@ def _refused(port: int) -> bool:
     with socket.socket() as s:
         s.settimeout(1)
         return s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def test_readyz_is_ready_although_one_scope_fails(tmp_path: Path, estate: Estate, aws: str) -> None:
+    """Issue #19.11: /readyz answered 503 whenever any one scope failed (one region not enabled:
+    the pod was never Ready). Failed scopes are in the metrics and alerts; readiness is about
+    having a snapshot to serve."""
+    from awsproxy import AwsProxy
+
+    proxy = AwsProxy(aws, deny_assume={"333333333333"})
+    url = proxy.start()
+    try:
+        proc, base = _start_daemon(tmp_path, url)
+        try:
+            status, _ = get_until(f"{base}/readyz", lambda s, _: s == 200, attempts=150)
+            assert status == 200
+            _, metrics = http_get(f"{base}/metrics")
+            assert 'kmsaudit_scope_up{account="333333333333",region="us-east-1"} 0.0' in metrics
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.communicate(timeout=30)
+    finally:
+        proxy.stop()
