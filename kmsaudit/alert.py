@@ -32,6 +32,13 @@ MAX_BACKOFF_SECONDS = 3600.0
 SEND_TIMEOUT_SECONDS = 10.0
 
 
+def is_accepted(event: DriftEvent) -> bool:
+    """An event about accepted access (README "Accepting known access"): stored, never alerted,
+    never counted for --fail-on. An `acceptance-expired` event is about access no longer accepted."""
+    finding = event.after if isinstance(event.after, dict) else event.before
+    return isinstance(finding, dict) and bool(finding.get("accepted"))
+
+
 def _summary(event: dict[str, Any]) -> str:
     where = event.get("key_arn") or f"{event.get('account')}/{event.get('region')}"
     who = f" {event['principal']}" if event.get("principal") else ""
@@ -57,7 +64,7 @@ class HttpSink:
         return f"{type(self).__name__}({self.name!r})"
 
     def wants(self, event: DriftEvent) -> bool:
-        return severity_rank(event.severity) >= severity_rank(self.min_severity)
+        return not is_accepted(event) and severity_rank(event.severity) >= severity_rank(self.min_severity)
 
     def body(self, event: dict[str, Any]) -> Any:
         return event
@@ -110,6 +117,8 @@ class SlackSink(HttpSink):
         after = event.get("after") if isinstance(event.get("after"), dict) else {}
         actions = ", ".join(after.get("actions", [])) if after else ""
         text = _summary(event) + (f"\nactions: {actions}" if actions else "")
+        if after and after.get("outgrew"):
+            text += f"\nbeyond acceptance entry {after['outgrew']}"
         return {"text": text}
 
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import re
 import time
 import tomllib
+from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -172,6 +173,71 @@ class AlertSinkSettings(_Strict):
     on_baseline: bool = False
 
 
+ACCEPT_ID = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
+AccessLevel = Literal["public", "potential", "effective"]
+_NOT_PUBLIC: tuple[AccessLevel, ...] = ("potential", "effective")
+_KEY_FORMS = re.compile(r"^(arn:[^\s]{1,2000}|alias/[\w/+=,.@:-]{1,250}|tag:[^=\s]{1,128}=.{0,256})$")
+_PRINCIPAL_FORMS = re.compile(r"^(arn:[^\s]{1,2000}|\d{12}|\*|org:o-[a-z0-9]{10,32})$")
+
+
+class AcceptSettings(_Strict):
+    """One piece of known-good access (README "Accepting known access"): narrow, owned, reasoned
+    and expiring. A finding is accepted when it is within every bound here."""
+
+    id: str = Field(pattern=ACCEPT_ID)
+    keys: list[str] = Field(min_length=1, max_length=1000)  # key ARN globs, alias/NAME, tag:KEY=VALUE
+    principals: list[str] = Field(min_length=1, max_length=1000)  # ARN globs, an account id, org:o-…
+    actions: list[str] = Field(min_length=1, max_length=100)  # the most it accepts (kms:Decrypt, kms:Get*)
+    access: list[AccessLevel] = Field(default_factory=lambda: list(_NOT_PUBLIC), min_length=1)
+    conditional: bool | None = None  # true: only while the access stays conditional
+    allow_public: bool = False
+    reason: str = Field(min_length=1, max_length=500)
+    owner: str = Field(min_length=1, max_length=200)
+    expires: date  # a TOML date (2027-06-30) or such a string; required
+    ticket: str | None = Field(None, max_length=200)
+
+    @field_validator("keys")
+    @classmethod
+    def _keys(cls, value: list[str]) -> list[str]:
+        for key in value:
+            if not _KEY_FORMS.match(key):
+                raise ValueError(f"{key[:80]!r} is not a key ARN (glob), alias/NAME or tag:KEY=VALUE")
+        return value
+
+    @field_validator("principals")
+    @classmethod
+    def _principals(cls, value: list[str]) -> list[str]:
+        for principal in value:
+            if not _PRINCIPAL_FORMS.match(principal):
+                raise ValueError(f"{principal[:80]!r} is not a principal ARN (glob), an account id or org:o-…")
+        return value
+
+    @field_validator("actions")
+    @classmethod
+    def _actions(cls, value: list[str]) -> list[str]:
+        from kmsaudit.evaluator.actions import pattern_mask
+
+        for action in value:
+            if not pattern_mask(action):
+                raise ValueError(f"{action[:80]!r} matches no KMS action")
+        return value
+
+    @model_validator(mode="after")
+    def _public(self) -> AcceptSettings:
+        if "public" in self.access and not self.allow_public:
+            raise ValueError(f"entry {self.id!r} accepts public access: set allow_public = true if that is meant")
+        return self
+
+
+class AcceptanceSettings(_Strict):
+    files: list[str] = Field(default_factory=list, max_length=100)  # more [[accept]] tables, one file each
+    max_days: int = Field(365, ge=1, le=3650)  # how far ahead `expires` may be
+
+
+class _AcceptFile(_Strict):
+    accept: list[AcceptSettings] = Field(default_factory=list, max_length=100_000)
+
+
 class DaemonSettings(_Strict):
     listen: str = Field("127.0.0.1:9465", pattern=r"^(\[[0-9a-fA-F:]+\]|[\w.-]+):\d{1,5}$")
 
@@ -184,6 +250,8 @@ class Config(_Strict):
     store: StoreSettings = Field(default_factory=StoreSettings)
     daemon: DaemonSettings = Field(default_factory=DaemonSettings)
     alerts: list[AlertSinkSettings] = Field(default_factory=list)
+    acceptance: AcceptanceSettings = Field(default_factory=AcceptanceSettings)
+    accept: list[AcceptSettings] = Field(default_factory=list, max_length=100_000)
 
     @model_validator(mode="after")
     def _accounts(self) -> Config:
@@ -201,10 +269,14 @@ class Config(_Strict):
 
     def relative_to(self, folder: Path) -> Config:
         """Paths in the config are relative to the config file's folder (SPEC §7)."""
-        store = Path(self.store.path).expanduser()
-        if store.is_absolute():
-            return self
-        return self.model_copy(update={"store": self.store.model_copy(update={"path": str(folder / store)})})
+
+        def resolved(path: str) -> str:
+            p = Path(path).expanduser()
+            return str(p if p.is_absolute() else folder / p)
+
+        store = self.store.model_copy(update={"path": resolved(self.store.path)})
+        acceptance = self.acceptance.model_copy(update={"files": [resolved(f) for f in self.acceptance.files]})
+        return self.model_copy(update={"store": store, "acceptance": acceptance})
 
     def regions_of(self, account: AccountSettings) -> list[str]:
         return account.regions or self.scan.regions
@@ -252,25 +324,29 @@ def _error(path: Path, detail: str) -> ConfigError:
     return ConfigError(f"{_one_line(str(path), 300)}: {_one_line(detail, 300)}")
 
 
-def load_config(path: str | Path) -> Config:
-    """Read and validate a config file; ConfigError (exit 2) names the file and the key, in one line."""
-    path = Path(path)
+def _read_toml(path: Path, what: str = "config file") -> dict[str, Any]:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise _error(path, "no such config file (see config/example.toml)") from None
+        raise _error(path, f"no such {what} (see config/example.toml)") from None
     except UnicodeDecodeError as exc:
         raise _error(path, f"not UTF-8 text (byte {exc.start})") from None
     except OSError as exc:
         raise _error(path, f"cannot read: {exc.strerror or exc}") from None
     try:
-        data = tomllib.loads(text)
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise _error(path, f"not valid TOML: {exc}") from None
     except RecursionError:
         raise _error(path, "not valid TOML: values nested too deeply") from None
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _validated(model: type[M], data: dict[str, Any], path: Path) -> M:
     try:
-        return Config.model_validate(data).relative_to(path.absolute().parent)
+        return model.model_validate(data)
     except RecursionError:
         raise _error(path, "values nested too deeply") from None
     except ValidationError as exc:
@@ -281,3 +357,29 @@ def load_config(path: str | Path) -> Config:
             message = "unknown key"
         more = f" (and {exc.error_count() - 1} more problems)" if exc.error_count() > 1 else ""
         raise _error(path, f"{where}: {message}{more}") from None
+
+
+def load_config(path: str | Path, today: date | None = None) -> Config:
+    """Read and validate a config file and the acceptance files it names; ConfigError (exit 2)
+    names the file and the key, in one line. `today` (default: the UTC date) bounds `expires`."""
+    path = Path(path)
+    config = _validated(Config, _read_toml(path), path).relative_to(path.absolute().parent)
+    entries = [(path, entry) for entry in config.accept]
+    for name in config.acceptance.files:
+        file = Path(name)
+        data = _read_toml(file, "acceptance file ([acceptance] files)")
+        entries += [(file, entry) for entry in _validated(_AcceptFile, data, file).accept]
+    today = today or datetime.now(UTC).date()
+    latest = today + timedelta(days=config.acceptance.max_days)
+    seen: dict[str, Path] = {}
+    for source, entry in entries:
+        if entry.id in seen:
+            raise _error(source, f"accept: id {entry.id!r} is used twice (also in {seen[entry.id]})")
+        seen[entry.id] = source
+        if entry.expires > latest:
+            raise _error(
+                source,
+                f"accept {entry.id!r}: expires {entry.expires} is more than [acceptance] max_days "
+                f"({config.acceptance.max_days}) ahead",
+            )
+    return config.model_copy(update={"accept": [entry for _, entry in entries]})

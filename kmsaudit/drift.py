@@ -179,6 +179,11 @@ def diff_scope(
             if key_arn not in gone_keys:
                 event("removed", key_arn, principal, dict(old), None, _EVENT_SEVERITY_FLOOR)
         elif old is not None and new is not None:
+            if old.get("accepted") and not new.get("accepted") and not new.get("outgrew"):
+                # The entry expired (or was removed): the access is unaccepted again, and alerts.
+                event("acceptance-expired", key_arn, principal, dict(old), dict(new), str(new["severity"]))
+                touched.add(key_arn)
+                continue
             (old_all, old_sure), (new_all, new_sure) = _strength(old), _strength(new)
             if new_all - old_all or new_sure - old_sure:
                 event("widened", key_arn, principal, dict(old), dict(new), str(new["severity"]))

@@ -132,8 +132,8 @@ class Metrics:
         )
         self.findings = Gauge(
             "kmsaudit_findings",
-            "Findings of the latest snapshot (a failed scope's last good state included).",
-            ["access", "zone", "severity"],
+            "Findings of the latest snapshot (a failed scope's last good state included); accepted: known-good.",
+            ["access", "zone", "severity", "accepted"],
             registry=r,
         )
         r.register(_Cumulative(self))
@@ -146,7 +146,7 @@ class Metrics:
         gauges = (self.last_scan, self.last_success, self.scope_up, self.keys, self.keys_unreadable, self.findings)
         for gauge in gauges:
             gauge.clear()  # scopes no longer configured go away (issue #19)
-        counts: collections.Counter[tuple[str, str, str]] = collections.Counter()
+        counts: collections.Counter[tuple[str, str, str, str]] = collections.Counter()
         for scope in view:
             where = (scope.account, scope.region)
             if snapshot is not None:
@@ -157,7 +157,10 @@ class Metrics:
             if scope.state is not None:
                 self.keys.labels(*where).set(len(scope.state.keys))
                 self.keys_unreadable.labels(*where).set(len(scope.state.unreadable))
-                counts.update((f["access"], f["zone"], f["severity"]) for f in scope.state.findings.values())
+                counts.update(
+                    (f["access"], f["zone"], f["severity"], "true" if f.get("accepted") else "false")
+                    for f in scope.state.findings.values()
+                )
         for labels, n in counts.items():
             self.findings.labels(*labels).set(n)
 

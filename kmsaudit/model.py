@@ -137,6 +137,11 @@ class Finding(NamedTuple):
     kind: str = "access"  # "access", or "unparseable" when the key policy cannot be read
     # Actions available only when the listed conditions hold (a subset of `actions`).
     conditional_actions: tuple[str, ...] = ()
+    # Known-good access (README "Accepting known access"; SPEC §4): covered by an unexpired
+    # acceptance entry. `outgrew`: the entry that covers this key and principal but not this much.
+    accepted: bool = False
+    accepted_by: str | None = None
+    outgrew: str | None = None
 
     @property
     def id(self) -> str:
@@ -164,10 +169,13 @@ class Finding(NamedTuple):
             severity=data["severity"],
             kind=data.get("kind", "access"),
             conditional_actions=tuple(data.get("conditional_actions", ())),
+            accepted=bool(data.get("accepted", False)),
+            accepted_by=data.get("accepted_by"),
+            outgrew=data.get("outgrew"),
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "id": self.id,
             "kind": self.kind,
             "key_arn": self.key_arn,
@@ -183,7 +191,12 @@ class Finding(NamedTuple):
             "conditional_actions": list(self.conditional_actions),
             "conditions": [dict(c) for c in self.conditions],
             "severity": self.severity,
+            "accepted": self.accepted,
+            "accepted_by": self.accepted_by,
         }
+        if self.outgrew is not None:
+            out["outgrew"] = self.outgrew
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,6 +269,9 @@ class ScanResult:
     keys: int = 0
     # ((service, operation, outcome), attempts) of every HTTP attempt, retries included
     attempts: tuple[tuple[tuple[str, str, str], int], ...] = ()
+    # Acceptance entries configured, and those that accepted a finding of this scan
+    accept_configured: frozenset[str] = frozenset()
+    accept_matched: frozenset[str] = frozenset()
 
     @property
     def failed_scopes(self) -> tuple[ScopeStatus, ...]:

@@ -5,13 +5,16 @@ its drift and alerts, retention, delivery and metrics. The CLI, the daemon and t
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, date, datetime
 
 import structlog
 
+from kmsaudit.accept import NO_FACTS, Acceptance, KeyFacts
 from kmsaudit.alert import HttpSink, baseline_router, deliver, router
 from kmsaudit.collect import Collector
 from kmsaudit.collect.api import RequestObserver
@@ -33,6 +36,7 @@ async def run_scan(
     progress: Callable[[str, int], None] | None = None,
     collector: Collector | None = None,
     known: Mapping[str, str] | None = None,
+    today: date | None = None,
 ) -> ScanResult:
     """One collection and evaluation. `known`: key ARN -> policy hash of the last good states;
     with it, only the policies that changed keep their text until the snapshot is written."""
@@ -42,7 +46,13 @@ async def run_scan(
     lints: list[Lint] = []
     statuses: list[ScopeStatus] = []
     keys = 0
+    acceptance: Acceptance | None = None
     async for scope in collector.scopes():
+        if acceptance is None:  # the organization is known once scopes come
+            org = collector.organization
+            acceptance = Acceptance(
+                config.accept, today or datetime.now(UTC).date(), {org.org_id: org.accounts} if org else None
+            )
         if not scope.ok:
             statuses.append(ScopeStatus(scope.account, scope.region, False, 0, scope.error, scope.error_code))
             continue
@@ -50,7 +60,11 @@ async def run_scan(
         assert collector.audit_scope is not None
         # CPU-bound: a thread keeps the event loop (other scopes' requests) moving meanwhile.
         evaluation = await asyncio.to_thread(evaluate_keys, scope.keys, collector.audit_scope)
-        findings.extend(evaluation.findings)
+        if config.accept:  # known-good access: reported and stored, marked, never alerted
+            facts = {k.arn: KeyFacts(k.aliases, dict(k.tags)) for k in scope.keys}
+            findings.extend(acceptance.judge(f, facts.get(f.key_arn, NO_FACTS)) for f in evaluation.findings)
+        else:
+            findings.extend(evaluation.findings)
         lints.extend(lint for lint in evaluation.lints if lint.key_arn)
         names = tuple((k.arn, k.aliases, k.key_manager) for k in scope.keys if k.aliases or k.key_manager != "CUSTOMER")
         # The policies as the evaluator read them, in canonical form: KMS's reordering is no change.
@@ -97,6 +111,8 @@ async def run_scan(
         throttled=collector.api.throttled,
         keys=keys,
         attempts=tuple(sorted(collector.api.attempts.items())),
+        accept_configured=frozenset(e.id for e in config.accept),
+        accept_matched=frozenset(acceptance.matched) if acceptance else frozenset(),
     )
     log.info(
         "scan.done",
@@ -109,6 +125,28 @@ async def run_scan(
         seconds=round(result.finished_at - started, 2),
     )
     return result
+
+
+UNUSED_AFTER_DAYS = 30
+
+
+def unused_acceptances(
+    seen: Mapping[str, tuple[float, float | None]], configured: frozenset[str], matched: frozenset[str], now: float
+) -> list[Lint]:
+    """Acceptance entries that accepted nothing for 30 days (README "Accepting known access"):
+    known access that went away, or an entry that never fit; a lint, so it can be removed."""
+    lints = []
+    for entry in sorted(configured - matched):
+        first, last = seen.get(entry, (now, None))
+        if now - (last if last is not None else first) > UNUSED_AFTER_DAYS * 86400:
+            lints.append(
+                Lint(
+                    "acceptance-unused",
+                    f"acceptance entry {entry!r} has accepted nothing for over {UNUSED_AFTER_DAYS} days: remove it",
+                    policy=entry,
+                )
+            )
+    return lints
 
 
 def prune(path: str, retention_days: float) -> int:
@@ -133,14 +171,16 @@ async def scan_and_record(
     *,
     metrics: Metrics | None = None,
     progress: Callable[[str, int], None] | None = None,
+    today: date | None = None,
 ) -> Recorded:
     """The whole pipeline once: scan, store the snapshot with its drift, enqueued alerts and
     counters (one transaction), apply retention, deliver what is due, update the metrics from
-    the database (so a failed scope shows its last good state there too)."""
+    the database (so a failed scope shows its last good state there too). `today`: the date
+    acceptance entries expire by (default: the UTC date)."""
     store = Store(config.store.path)  # an unusable path is the user's to fix, before any AWS call
     try:
         with writer_lock(config.store.path):  # one writer at a time, for the whole pass
-            return await _record(config, sinks, store, metrics, progress)
+            return await _record(config, sinks, store, metrics, progress, today)
     finally:
         store.close()
 
@@ -151,9 +191,15 @@ async def _record(
     store: Store,
     metrics: Metrics | None,
     progress: Callable[[str, int], None] | None,
+    today: date | None,
 ) -> Recorded:
     """The pipeline once, the writer lock held (scan_and_record)."""
-    result = await run_scan(config, progress=progress, known=store.known_policies())
+    result = await run_scan(config, progress=progress, known=store.known_policies(), today=today)
+    unused = unused_acceptances(
+        store.acceptance_seen(), result.accept_configured, result.accept_matched, result.finished_at
+    )
+    if unused:
+        result = dataclasses.replace(result, lints=result.lints + tuple(unused))
     snapshot_id, events = store.save_scan(
         result, route=router(sinks), count=scan_counters, route_baseline=baseline_router(sinks)
     )

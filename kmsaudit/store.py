@@ -31,7 +31,7 @@ from kmsaudit.model import ORGANIZATION, DriftEvent, ScanResult
 
 log = structlog.get_logger("kmsaudit.store")
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 BUSY_TIMEOUT_MS = 10_000
 PRUNE_BATCH = 50  # snapshots forgotten per transaction: short write locks, a small WAL
 VACUUM_PAGES = 2_000  # free pages given back to the file system per step
@@ -151,7 +151,29 @@ def _migration_4(db: sqlite_utils.Database) -> None:
         db.execute("DELETE FROM states WHERE digest = ?", [digest])
 
 
-MIGRATIONS = {1: _migration_1, 2: _migration_2, 3: _migration_3, 4: _migration_4}
+def _migration_5(db: sqlite_utils.Database) -> None:
+    """Accepted access (issue #15): when each entry was first configured and last accepted a
+    finding (for the acceptance-unused lint), and each finding's acceptance changes, by snapshot
+    (so `history` shows when access was accepted, by which entry, and when that lapsed)."""
+    db.table("acceptance_entries").create(
+        {"entry_id": str, "first_seen_at": float, "last_matched_at": float}, pk="entry_id"
+    )
+    db.table("acceptances").create(
+        {
+            "snapshot_id": int,
+            "key_arn": str,
+            "principal": str,
+            "access": str,
+            "entry_id": str,
+            "change": str,  # accepted | lapsed | outgrown
+            "at": float,
+        },
+        foreign_keys=[("snapshot_id", "snapshots", "id")],
+    )
+    db.table("acceptances").create_index(["key_arn", "snapshot_id"])
+
+
+MIGRATIONS = {1: _migration_1, 2: _migration_2, 3: _migration_3, 4: _migration_4, 5: _migration_5}
 
 
 @contextmanager
@@ -419,6 +441,7 @@ class Store:
                         scope.key_hashes,
                     ).carry(before, result.iam_failures)
                     digest = state.digest()
+                    self._record_acceptances(snapshot_id, before, state, now)
                     events += diff_scope(
                         scope.account, scope.region, before, state, snapshot_id=snapshot_id, detected_at=now
                     )
@@ -462,6 +485,15 @@ class Store:
                         digest,
                     ],
                 )
+            sql.executemany(
+                "INSERT OR IGNORE INTO acceptance_entries (entry_id, first_seen_at, last_matched_at)"
+                " VALUES (?, ?, NULL)",
+                [(entry, now) for entry in sorted(result.accept_configured)],
+            )
+            sql.executemany(
+                "UPDATE acceptance_entries SET last_matched_at = ? WHERE entry_id = ?",
+                [(now, entry) for entry in sorted(result.accept_matched)],
+            )
             if any(scope.account == ORGANIZATION and not scope.ok for scope in result.scopes):
                 self._carry_unscanned(snapshot_id, result)
             for account, reason in sorted(result.iam_failures.items()):
@@ -504,6 +536,38 @@ class Store:
                 [(e.id, sink, snapshot_id, json.dumps(payload), now, now) for e, sink, payload in outbox],
             )
         return snapshot_id, events
+
+    def _record_acceptances(self, snapshot_id: int, before: ScopeState | None, after: ScopeState, now: float) -> None:
+        """A row per finding whose acceptance changed: accepted (by which entry), lapsed (the
+        entry expired or went away) or outgrown (the access went beyond it)."""
+        rows = []
+        for where in set(after.findings) | set(before.findings if before else {}):
+            old = before.findings.get(where, {}) if before else {}
+            new = after.findings.get(where, {})
+            was, now_by = old.get("accepted_by"), new.get("accepted_by")
+            if now_by and now_by != was:
+                rows.append((where, now_by, "accepted"))
+            elif was and not now_by:
+                rows.append((where, new.get("outgrew") or was, "outgrown" if new.get("outgrew") else "lapsed"))
+        self.db.conn.executemany(
+            "INSERT INTO acceptances (snapshot_id, key_arn, principal, access, entry_id, change, at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [(snapshot_id, w[0], w[1], w[2], entry, change, now) for w, entry, change in sorted(rows)],
+        )
+
+    def acceptance_seen(self) -> dict[str, tuple[float, float | None]]:
+        """Entry id -> (first configured, last accepted a finding) (for acceptance-unused)."""
+        rows = self.db.execute("SELECT entry_id, first_seen_at, last_matched_at FROM acceptance_entries").fetchall()
+        return {entry: (first, last) for entry, first, last in rows}
+
+    def acceptance_history(self, key_arn: str) -> list[dict[str, Any]]:
+        rows = self.db.execute(
+            "SELECT snapshot_id, principal, access, entry_id, change, at FROM acceptances WHERE key_arn = ?"
+            " ORDER BY snapshot_id, principal, access",
+            [key_arn],
+        ).fetchall()
+        names = ("snapshot_id", "principal", "access", "entry_id", "change", "at")
+        return [dict(zip(names, row, strict=True)) for row in rows]
 
     def _carry_unscanned(self, snapshot_id: int, result: ScanResult) -> None:
         """Organization discovery failed: the member scopes it would have listed were not scanned.

@@ -39,6 +39,8 @@ CONTRACT_FIELDS = frozenset(
         "conditional",
         "conditions",
         "severity",
+        "accepted",
+        "accepted_by",
     }
 )
 # USE_ACTIONS (003_…txt's key users statement) expanded to concrete actions.

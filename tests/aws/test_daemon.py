@@ -46,7 +46,8 @@ def test_daemon_scans_serves_metrics_and_stops_on_sigterm(tmp_path: Path, estate
             for family in text_string_to_metric_families(text)
             for s in family.samples
         }
-        assert samples[("kmsaudit_findings", (("access", "public"), ("severity", "high"), ("zone", "external")))] == 1
+        public = (("accepted", "false"), ("access", "public"), ("severity", "high"), ("zone", "external"))
+        assert samples[("kmsaudit_findings", public)] == 1
         assert sum(v for (name, _), v in samples.items() if name == "kmsaudit_keys") == 6
         assert any(name == "kmsaudit_aws_requests_total" for name, _ in samples)
         assert any(name == "kmsaudit_scan_duration_seconds_count" and v >= 1 for (name, _), v in samples.items())

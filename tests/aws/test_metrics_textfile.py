@@ -52,7 +52,7 @@ def test_scan_writes_the_spec_metrics_to_a_textfile(tmp_path: Path, estate: Esta
     public = [
         v
         for labels, v in samples["kmsaudit_findings"]
-        if labels == {"access": "public", "zone": "external", "severity": "high"}
+        if labels == {"access": "public", "zone": "external", "severity": "high", "accepted": "false"}
     ]
     assert public == [1.0]
     effective = sum(v for labels, v in samples["kmsaudit_findings"] if labels["access"] == "effective")
