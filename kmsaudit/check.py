@@ -13,6 +13,7 @@ import asyncio
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TextIO
 
 import aiohttp
@@ -187,6 +188,12 @@ async def run_checks(config: Config) -> list[Check]:
         for found in await asyncio.gather(*(_account(api, sessions, t) for t in targets)):
             results += found
     results.append(_store(config))
+    for name in config.acceptance.files:
+        exists = Path(name).exists()
+        detail = (
+            f"{name}: {len(config.accept)} entries in all" if exists else f"{name}: not written yet (accepts nothing)"
+        )
+        results.append(Check("acceptance file", True, detail))
     results += await _sinks(config)
     if config.alerts or config.daemon.listen:
         results.append(_listen(config))

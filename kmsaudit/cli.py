@@ -7,6 +7,7 @@ import os
 import sys
 import time
 from collections.abc import Iterable, Sequence
+from datetime import date, timedelta
 from typing import TYPE_CHECKING, TextIO
 
 from kmsaudit import __version__
@@ -111,6 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
     _config_option(fi)
     fi.add_argument("--format", choices=FORMATS, default="table")
     fi.add_argument("--snapshot", type=int, metavar="ID")
+    shown = fi.add_mutually_exclusive_group()
+    shown.add_argument("--accepted", action="store_true", help="only the findings an acceptance entry covers")
+    shown.add_argument("--unaccepted", action="store_true", help="only the findings no acceptance entry covers")
     dr = sub.add_parser("drift", help="drift events (README: Snapshots, drift and alerts)")
     _config_option(dr)
     dr.add_argument("--format", choices=FORMATS, default="table")
@@ -125,10 +129,33 @@ def build_parser() -> argparse.ArgumentParser:
         "Exit 0 when all checks pass, 4 otherwise.",
     )
     _config_option(ck)
+    ac = sub.add_parser(
+        "accept",
+        help="an acceptance entry for a finding (README: Accepting known access)",
+        description="Print the narrowest [[accept]] entry for a finding of the latest snapshot "
+        "(that key, that principal, those actions); --write appends it to the first [acceptance] file.",
+    )
+    _config_option(ac)
+    ac.add_argument("finding_id", metavar="FINDING_ID", help="the finding's id (kmsaudit findings --format json)")
+    ac.add_argument("--reason", required=True, help="why this access is known and good")
+    ac.add_argument("--owner", required=True, help="who answers for it")
+    ac.add_argument(
+        "--expires", required=True, type=_date, metavar="YYYY-MM-DD", help="when it must be looked at again"
+    )
+    ac.add_argument("--ticket", help="a ticket or change reference")
+    ac.add_argument("--id", dest="entry_id", help="the entry's id (default: accept-<finding id>)")
+    ac.add_argument("--write", action="store_true", help="append it to the acceptance file (atomically)")
     sn = sub.add_parser("snapshots", help="the stored snapshots: ids, dates, keys, findings, failed scopes")
     _config_option(sn)
     sn.add_argument("--format", choices=FORMATS, default="table")
     return parser
+
+
+def _date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date such as 2027-06-30") from None
 
 
 def _octal_mode(text: str) -> int:
@@ -170,6 +197,8 @@ def _store(args: argparse.Namespace) -> Store:
 def _findings(args: argparse.Namespace) -> int:
     store = _store(args)
     findings = [Finding.from_dict(row) for row in store.findings(args.snapshot)]
+    if args.accepted or args.unaccepted:
+        findings = [f for f in findings if f.accepted == bool(args.accepted)]
     names = store.key_names(args.snapshot) if args.format == "table" else None
     write_findings(findings, args.format, sys.stdout, colour=sys.stdout.isatty(), names=names)
     return EXIT_OK
@@ -206,6 +235,12 @@ def _history(args: argparse.Namespace) -> int:
         else:
             print("\n".join(lines))
         previous = lines
+    for change in store.acceptance_history(arns[0]):
+        when = datetime.fromtimestamp(change["at"], UTC).isoformat(timespec="seconds")
+        print(
+            f"== snapshot {change['snapshot_id']} at {when}: {change['access']} access of {change['principal']} "
+            f"{change['change']} ({'entry' if change['change'] != 'outgrown' else 'beyond entry'} {change['entry_id']})"
+        )
     return EXIT_OK
 
 
@@ -221,6 +256,38 @@ def _check(args: argparse.Namespace) -> int:
     results = asyncio.run(run_checks(config))
     write_checks(results, sys.stdout)
     return EXIT_OK if all(r.ok for r in results) else EXIT_SCOPES_FAILED
+
+
+def _accept(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from kmsaudit.acceptance import append, entry_for, to_toml
+    from kmsaudit.config import load_config
+    from kmsaudit.errors import UsageError
+
+    config = load_config(args.config)
+    found = [f for f in _store(args).findings() if f["id"] == args.finding_id]
+    if not found:
+        raise UsageError(f"no finding {args.finding_id} in the latest snapshot (kmsaudit findings --format json)")
+    latest = date.today() + timedelta(days=config.acceptance.max_days)
+    if args.expires > latest:
+        raise UsageError(
+            f"--expires {args.expires}: more than [acceptance] max_days ({config.acceptance.max_days}) ahead"
+        )
+    entry = entry_for(
+        found[0],
+        entry_id=args.entry_id or f"accept-{args.finding_id[:12]}",
+        reason=args.reason,
+        owner=args.owner,
+        expires=args.expires,
+        ticket=args.ticket,
+    )
+    text = to_toml(entry)
+    sys.stdout.write(text)
+    if args.write:
+        target = append(Path(args.config), text)
+        print(f"kmsaudit: appended to {target}; the next scan applies it", file=sys.stderr)
+    return EXIT_OK
 
 
 def _snapshots(args: argparse.Namespace) -> int:
@@ -268,7 +335,7 @@ class _Progress:
 def _scan(args: argparse.Namespace) -> int:
     import asyncio
 
-    from kmsaudit.alert import build_sinks
+    from kmsaudit.alert import build_sinks, is_accepted
     from kmsaudit.config import load_config
     from kmsaudit.logging import configure
     from kmsaudit.metrics import Metrics
@@ -326,8 +393,9 @@ def _scan(args: argparse.Namespace) -> int:
                 f"{plural(failed, 'scope')} failed: their last known findings are kept and still reported "
                 "(`kmsaudit findings`, the metrics); a failure is never read as access removed."
             )
-    changes = [e.severity for e in events if e.kind != "scope-failed"]  # failures exit 4, below
-    if _fail_on([f.severity for f in result.findings] + changes, args.fail_on):
+    # Accepted access and its events never fail a run; failures exit 4, below.
+    changes = [e.severity for e in events if e.kind != "scope-failed" and not is_accepted(e)]
+    if _fail_on([f.severity for f in result.findings if not f.accepted] + changes, args.fail_on):
         return EXIT_FINDINGS
     if result.failed_scopes or result.iam_failures:
         return EXIT_SCOPES_FAILED
@@ -411,6 +479,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _snapshots(args)
         if args.command == "check":
             return _check(args)
+        if args.command == "accept":
+            return _accept(args)
     except KmsAuditError as exc:
         print(f"kmsaudit: error: {exc}", file=sys.stderr)
         return exc.exit_code

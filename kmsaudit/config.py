@@ -367,6 +367,8 @@ def load_config(path: str | Path, today: date | None = None) -> Config:
     entries = [(path, entry) for entry in config.accept]
     for name in config.acceptance.files:
         file = Path(name)
+        if not file.exists():
+            continue  # not written yet (`kmsaudit accept --write` creates it): it accepts nothing
         data = _read_toml(file, "acceptance file ([acceptance] files)")
         entries += [(file, entry) for entry in _validated(_AcceptFile, data, file).accept]
     today = today or datetime.now(UTC).date()

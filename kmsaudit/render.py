@@ -11,6 +11,7 @@ from kmsaudit.model import Finding, Lint, severity_rank
 FORMATS = ("table", "json", "jsonl")
 _COLOURS = {"critical": "\033[1;31m", "high": "\033[31m", "medium": "\033[33m", "low": "\033[36m"}
 _RESET = "\033[0m"
+_DIM = "\033[2m"
 
 
 def _short_actions(actions: Sequence[str]) -> str:
@@ -87,6 +88,10 @@ def write_findings(
         conds = "; ".join(_condition_text(c) for c in f.conditions) or "-"
         if f.conditional_actions and not f.conditional:
             conds = f"{_short_actions(f.conditional_actions)} only {conds}"
+        if f.accepted:
+            conds += f"  [accepted: {f.accepted_by}]"
+        elif f.outgrew:
+            conds += f"  [beyond acceptance {f.outgrew}]"
         rows.append(
             (f.severity, f.access, f.zone, f.principal, "+".join(f.via), _short_actions(f.actions) or "-", conds)
         )
@@ -98,7 +103,9 @@ def write_findings(
             out.write(f"\n{key_label(current_key, names)}\n")
         cells = [row[c].ljust(widths[c]) for c in range(6)] + [row[6]]
         line = "  ".join(cells).rstrip()
-        if colour and i:
+        if colour and i and ordered[i - 1].accepted:
+            line = _DIM + line + _RESET  # known-good: there, but out of the way
+        elif colour and i:
             sev = ordered[i - 1].severity
             line = _COLOURS[sev] + line[: len(sev)] + _RESET + line[len(sev) :]
         out.write(line + "\n")
@@ -106,6 +113,9 @@ def write_findings(
     for f in ordered:
         counts[f.severity] = counts.get(f.severity, 0) + 1
     summary = ", ".join(f"{counts[s]} {s}" for s in ("critical", "high", "medium", "low") if s in counts)
+    accepted = sum(f.accepted for f in ordered)
+    if accepted:
+        summary += f" ({accepted} accepted)"
     keys = len({f.key_arn for f in ordered})
     out.write(f"\n{plural(len(ordered), 'finding')} on {plural(keys, 'key')}: {summary}\n")
 
