@@ -13,13 +13,15 @@ compared with the few entries that can concern them; patterns are matched in lin
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from typing import TYPE_CHECKING
 
 from kmsaudit.evaluator.actions import pattern_mask
-from kmsaudit.evaluator.match import ACCOUNT_RE, arn_account, wildcard_match
+from kmsaudit.evaluator.match import ACCOUNT_RE, arn_account, wildcard
+from kmsaudit.gcpause import gc_paused
 from kmsaudit.model import Finding
 
 if TYPE_CHECKING:
@@ -44,6 +46,46 @@ def _mask(actions: Iterable[str]) -> int:
     return mask
 
 
+_WILD = re.compile(r"[*?]")
+
+
+def _field_test(pattern: str) -> Callable[[str], bool] | None:
+    """One field's test; None when the field is `*` (anything)."""
+    if pattern == "*":
+        return None
+    if not _WILD.search(pattern):
+        return pattern.__eq__
+    head = pattern[:-1]
+    if pattern.endswith("*") and not _WILD.search(head):
+        return lambda value: value.startswith(head)
+    return wildcard(pattern).fullmatch
+
+
+def _matcher(glob: str) -> Callable[[str], bool]:
+    """A glob's test, in linear time. An ARN glob of six fields tests a six-field ARN field by
+    field (each colon of one is then a colon of the other, so this is the same test, and most
+    fields are `*`, a literal or `prefix*`); anything else is matched whole."""
+    fields = glob.split(":")
+
+    def whole(value: str) -> bool:
+        return wildcard(glob).fullmatch(value)
+
+    if len(fields) != 6:
+        return whole
+    tests = [(i, test) for i, test in enumerate(map(_field_test, fields)) if test is not None]
+
+    def match(value: str) -> bool:
+        parts = value.split(":")
+        if len(parts) != 6:
+            return whole(value)
+        for i, test in tests:  # noqa: SIM110 - a loop, not a generator per call: the hot path
+            if not test(parts[i]):
+                return False
+        return True
+
+    return match
+
+
 @dataclass(slots=True)
 class _Entry:
     id: str
@@ -58,6 +100,12 @@ class _Entry:
     actions: int
     access: frozenset[str]
     conditional: bool | None
+    key_matchers: tuple[Callable[[str], bool], ...] = ()
+    principal_matchers: tuple[Callable[[str], bool], ...] = ()
+
+    def __post_init__(self) -> None:
+        self.key_matchers = tuple(map(_matcher, self.key_globs))
+        self.principal_matchers = tuple(map(_matcher, self.principal_globs))
 
     @classmethod
     def of(cls, entry: EntrySettings) -> _Entry:
@@ -83,29 +131,85 @@ class _Entry:
 
     def covers(self, finding: Finding, facts: KeyFacts, org_accounts: Mapping[str, frozenset[str]]) -> bool:
         """The finding's key and principal are this entry's (whatever the access)."""
-        key = (
-            finding.key_arn in self.key_arns
-            or any(wildcard_match(g, finding.key_arn) for g in self.key_globs)
-            or any(a in self.aliases for a in facts.aliases)
-            or any(facts.tags.get(k) == v for k, v in self.tags)
-        )
-        if not key:
-            return False
-        account = finding.principal_account
-        return (
-            account in self.accounts
-            or finding.principal in self.principal_arns
-            or any(wildcard_match(g, finding.principal) for g in self.principal_globs)
-            or any(account in org_accounts.get(org, ()) for org in self.orgs)
-        )
+        return self._covers_key(finding.key_arn, facts) and self._covers_principal(finding, org_accounts)
 
-    def within(self, finding: Finding) -> bool:
-        """No more than this entry accepts: its access levels, its actions, its conditionality."""
+    def _covers_key(self, key_arn: str, facts: KeyFacts) -> bool:
+        if key_arn in self.key_arns:
+            return True
+        for match in self.key_matchers:
+            if match(key_arn):
+                return True
+        if self.aliases and not self.aliases.isdisjoint(facts.aliases):
+            return True
+        return any(facts.tags.get(k) == v for k, v in self.tags)
+
+    def _covers_principal(self, finding: Finding, org_accounts: Mapping[str, frozenset[str]]) -> bool:
+        account = finding.principal_account
+        if account in self.accounts or finding.principal in self.principal_arns:
+            return True
+        for match in self.principal_matchers:
+            if match(finding.principal):
+                return True
+        return any(account in org_accounts.get(org, ()) for org in self.orgs)
+
+    def within(self, finding: Finding, actions: int | None = None) -> bool:
+        """No more than this entry accepts: its access levels, its actions (`actions`: the
+        finding's, as a mask, when known), its conditionality."""
         return (
             finding.access in self.access
-            and not _mask(finding.actions) & ~self.actions
+            and not (_mask(finding.actions) if actions is None else actions) & ~self.actions
             and (self.conditional is not True or finding.conditional)
         )
+
+
+def _principal_buckets(entry: _Entry, accounts: set[str]) -> set[tuple[str, ...]]:
+    """Where the entry's principals can match: their ARNs when it names only ARNs, else their
+    accounts when those are known, else anywhere."""
+    if entry.principal_arns and not (entry.accounts or entry.principal_globs or entry.orgs):
+        return {("arn", arn) for arn in entry.principal_arns}
+    return {("account", account) for account in accounts} or {("any",)}
+
+
+def _key_buckets(entry: _Entry) -> set[tuple[tuple[str, ...], str]]:
+    """Where the entry's key patterns can match, as (bucket, prefix of the key's resource field).
+    A key ARN has exactly five colons (`arn:aws:kms:REGION:ACCOUNT:key/ID`); so has a glob written
+    field by field, and then each of its colons is one of the ARN's, whatever its wildcards: its
+    literal account (or region) only matches keys of that account (or region), and the literal
+    start of its last field only keys whose id starts so."""
+    buckets: set[tuple[tuple[str, ...], str]] = {(("arn", arn), "") for arn in entry.key_arns}
+    buckets |= {(("alias", alias), "") for alias in entry.aliases}
+    buckets |= {(("tag", k, v), "") for k, v in entry.tags}
+    for glob in entry.key_globs:
+        fields = glob.split(":")
+        if len(fields) != 6:
+            buckets.add((("any",), ""))  # no five-colon key ARN matches more colons; fewer: anything
+            continue
+        resource = _WILD.split(fields[5], maxsplit=1)[0]
+        if not _WILD.search(fields[4]):
+            buckets.add((("account", fields[4]), resource))
+        elif not _WILD.search(fields[3]):
+            buckets.add((("region", fields[3]), resource))
+        else:
+            buckets.add((("any",), resource))
+    return buckets
+
+
+@dataclass(slots=True)
+class _Slot:
+    """The entries of one (principal, key) bucket, by the literal start of their key id."""
+
+    lengths: list[int] = field(default_factory=list)
+    by_prefix: dict[str, list[_Entry]] = field(default_factory=dict)
+
+    def add(self, prefix: str, entry: _Entry) -> None:
+        if len(prefix) not in self.lengths:
+            self.lengths.append(len(prefix))
+            self.lengths.sort()
+        self.by_prefix.setdefault(prefix, []).append(entry)
+
+
+# The last index built (Acceptance.for_scan): the entries it was built from, its date and organization.
+_LAST: dict[str, tuple[Sequence[EntrySettings], object, Acceptance]] = {}
 
 
 class Acceptance:
@@ -119,40 +223,96 @@ class Acceptance:
     ) -> None:
         self.org_accounts = org_accounts or {}
         self.matched: set[str] = set()
-        self._by_account: dict[str, list[_Entry]] = {}
-        self._anywhere: list[_Entry] = []
+        # Entries by where they can apply: (principal bucket — a principal ARN, an account, or any —,
+        # key bucket — a key ARN, the account or region a key glob names, an alias, a tag, or any
+        # key — and the start of the key id a glob names), so a finding is compared with the few
+        # entries that can concern it, however many there are.
+        self._index: dict[tuple[str, ...], dict[tuple[str, ...], _Slot]] = {}
+        self._all: list[_Entry] = []
+        with gc_paused():
+            self._build(entries, today)
+
+    def _build(self, entries: Sequence[EntrySettings], today: date) -> None:
         for settings in entries:
             if settings.expires < today:
                 continue  # an expired entry stays valid configuration: it accepts nothing
             entry = _Entry.of(settings)
-            accounts = set(entry.accounts)
-            for arn in (*entry.principal_arns, *entry.principal_globs):
-                account = arn_account(arn)
-                if ACCOUNT_RE.match(account):
-                    accounts.add(account)
-                else:
-                    accounts = set()
-                    break
-            else:
-                for org in entry.orgs:
-                    if org in self.org_accounts:
-                        accounts |= self.org_accounts[org]
-                if accounts:
-                    for account in accounts:
-                        self._by_account.setdefault(account, []).append(entry)
-                    continue
-            self._anywhere.append(entry)
+            for who in _principal_buckets(entry, self._accounts(entry)):
+                for bucket, prefix in _key_buckets(entry):
+                    self._index.setdefault(who, {}).setdefault(bucket, _Slot()).add(prefix, entry)
+            self._all.append(entry)
+
+    @classmethod
+    def for_scan(
+        cls,
+        entries: Sequence[EntrySettings],
+        today: date,
+        org_accounts: Mapping[str, frozenset[str]] | None = None,
+    ) -> Acceptance:
+        """An Acceptance for one scan, its index built once for as long as the entries, the date
+        and the organization stay the same (a daemon's scans), its `matched` its own."""
+        key = (today, tuple(sorted((org, tuple(sorted(a))) for org, a in (org_accounts or {}).items())))
+        cached = _LAST.get("acceptance")
+        if cached is not None and cached[0] is entries and cached[1] == key:
+            shared = cached[2]
+        else:
+            shared = cls(entries, today, org_accounts)
+            _LAST["acceptance"] = (entries, key, shared)
+        fresh = object.__new__(cls)
+        fresh.org_accounts, fresh._index, fresh._all = shared.org_accounts, shared._index, shared._all
+        fresh.matched = set()
+        return fresh
+
+    def _accounts(self, entry: _Entry) -> set[str]:
+        """The principal accounts the entry can concern, or none when that is not known."""
+        accounts = set(entry.accounts)
+        for arn in (*entry.principal_arns, *entry.principal_globs):
+            account = arn_account(arn)
+            if not ACCOUNT_RE.match(account):
+                return set()
+            accounts.add(account)
+        for org in entry.orgs:
+            if org not in self.org_accounts:
+                return set()
+            accounts |= self.org_accounts[org]
+        return accounts
 
     def judge(self, finding: Finding, facts: KeyFacts = NO_FACTS) -> Finding:
         """The finding with `accepted`, `accepted_by` and, if it went beyond an entry, `outgrew`."""
         if finding.kind != "access":
             return finding
         outgrew = None
-        for entry in (*self._by_account.get(finding.principal_account, ()), *self._anywhere):
+        fields = finding.key_arn.split(":")
+        if len(fields) == 6:
+            candidates: list[_Entry] = []
+            resource = fields[5]
+            buckets = [("arn", finding.key_arn), ("account", fields[4]), ("region", fields[3]), ("any",)]
+            buckets += [("alias", alias) for alias in facts.aliases]
+            buckets += [("tag", k, v) for k, v in facts.tags.items()]
+            index = self._index
+            for who in (("arn", finding.principal), ("account", finding.principal_account), ("any",)):
+                slots = index.get(who)
+                if slots is None:
+                    continue
+                for bucket in buckets:
+                    slot = slots.get(bucket)
+                    if slot is not None:
+                        for n in slot.lengths:
+                            candidates.extend(slot.by_prefix.get(resource[:n], ()))
+        else:  # not a KMS key ARN: compare with every entry
+            candidates = self._all
+        seen: set[str] = set()
+        actions = _mask(finding.actions)
+        for entry in candidates:
+            if entry.id in seen:
+                continue
+            seen.add(entry.id)
             if not entry.covers(finding, facts, self.org_accounts):
                 continue
-            if entry.within(finding):
+            if entry.within(finding, actions):
                 self.matched.add(entry.id)
                 return finding._replace(accepted=True, accepted_by=entry.id, outgrew=None)
             outgrew = outgrew or entry.id
+        if not finding.accepted and finding.accepted_by is None and finding.outgrew == outgrew:
+            return finding  # as the evaluator made it: no copy
         return finding._replace(accepted=False, accepted_by=None, outgrew=outgrew)

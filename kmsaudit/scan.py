@@ -21,9 +21,10 @@ from kmsaudit.collect.api import RequestObserver
 from kmsaudit.config import Config
 from kmsaudit.drift import policy_hash
 from kmsaudit.errors import StoreError
-from kmsaudit.evaluator import evaluate_keys
+from kmsaudit.evaluator import AuditScope, evaluate_keys
+from kmsaudit.gcpause import gc_paused
 from kmsaudit.metrics import Metrics, scan_counters
-from kmsaudit.model import ORGANIZATION, DriftEvent, Finding, Lint, ScanResult, ScopeStatus
+from kmsaudit.model import ORGANIZATION, DriftEvent, Evaluation, Finding, KeyRecord, Lint, ScanResult, ScopeStatus
 from kmsaudit.store import Store, writer_lock
 
 log = structlog.get_logger("kmsaudit.scan")
@@ -50,7 +51,7 @@ async def run_scan(
     async for scope in collector.scopes():
         if acceptance is None:  # the organization is known once scopes come
             org = collector.organization
-            acceptance = Acceptance(
+            acceptance = Acceptance.for_scan(
                 config.accept, today or datetime.now(UTC).date(), {org.org_id: org.accounts} if org else None
             )
         if not scope.ok:
@@ -59,12 +60,11 @@ async def run_scan(
         keys += len(scope.keys)
         assert collector.audit_scope is not None
         # CPU-bound: a thread keeps the event loop (other scopes' requests) moving meanwhile.
-        evaluation = await asyncio.to_thread(evaluate_keys, scope.keys, collector.audit_scope)
-        if config.accept:  # known-good access: reported and stored, marked, never alerted
-            facts = {k.arn: KeyFacts(k.aliases, dict(k.tags)) for k in scope.keys}
-            findings.extend(acceptance.judge(f, facts.get(f.key_arn, NO_FACTS)) for f in evaluation.findings)
-        else:
-            findings.extend(evaluation.findings)
+        # Known-good access is judged there too: reported and stored, marked, never alerted.
+        evaluation, judged = await asyncio.to_thread(
+            _evaluate, scope.keys, collector.audit_scope, acceptance if config.accept else None
+        )
+        findings.extend(judged)
         lints.extend(lint for lint in evaluation.lints if lint.key_arn)
         names = tuple((k.arn, k.aliases, k.key_manager) for k in scope.keys if k.aliases or k.key_manager != "CUSTOMER")
         # The policies as the evaluator read them, in canonical form: KMS's reordering is no change.
@@ -128,6 +128,18 @@ async def run_scan(
 
 
 UNUSED_AFTER_DAYS = 30
+
+
+def _evaluate(
+    keys: Sequence[KeyRecord], audit_scope: AuditScope, acceptance: Acceptance | None
+) -> tuple[Evaluation, Sequence[Finding]]:
+    """A scope's evaluation, and its findings judged against the acceptance entries (if any)."""
+    with gc_paused():
+        evaluation = evaluate_keys(keys, audit_scope)
+        if acceptance is None:
+            return evaluation, evaluation.findings
+        facts = {k.arn: KeyFacts(k.aliases, dict(k.tags)) for k in keys}
+        return evaluation, [acceptance.judge(f, facts.get(f.key_arn, NO_FACTS)) for f in evaluation.findings]
 
 
 def unused_acceptances(

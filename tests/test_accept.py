@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kmsaudit.accept import Acceptance, KeyFacts
 from kmsaudit.config import AcceptSettings, load_config
@@ -134,6 +136,68 @@ def test_ten_thousand_entries_judge_findings_through_the_account_index() -> None
     hit = finding(principal="arn:aws:iam::100000004242:root")
     assert acceptance.judge(hit).accepted_by == "e4242"
     assert not acceptance.judge(finding()).accepted
+
+
+KEY_PATTERNS = [
+    KEY,
+    f"arn:aws:kms:us-east-1:{A}:key/*",
+    f"arn:aws:kms:*:{A}:key/k?",
+    "arn:aws:kms:us-east-1:*",
+    "arn:aws:kms:us-east-1:1111*",
+    f"arn:aws:kms:*:{A}:key/k?",
+    f"arn:aws:kms:us-east-?:{B}:*",
+    "arn:aws:kms:*:*:key/k1",
+    f"arn:aws:kms:*?{A}:key/*",
+    "arn:aws:kms:us-east-1:*:key/*:x",
+    "arn:aws:kms:eu-west-1:*",
+    "arn:*",
+    "alias/app",
+    "tag:team=data",
+]
+PRINCIPAL_PATTERNS = [
+    B,
+    C,
+    f"arn:aws:iam::{B}:role/App*",
+    "arn:aws:iam::*:role/App?",
+    f"arn:aws:iam::{C}:root",
+    "org:o-abcdefghij",
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sets(st.sampled_from(KEY_PATTERNS), min_size=1), st.sets(st.sampled_from(PRINCIPAL_PATTERNS), min_size=1)
+        ),
+        min_size=1,
+        max_size=8,
+    ),
+    st.sampled_from(
+        [
+            KEY,
+            f"arn:aws:kms:eu-west-1:{A}:key/k2",
+            f"arn:aws:kms:us-east-1:{B}:key/k3",
+            f"arn:aws:kms:us-east-1:{A}:key/k1:x",
+        ]
+    ),
+    st.sampled_from([f"arn:aws:iam::{B}:role/App1", f"arn:aws:iam::{C}:root", f"arn:aws:iam::{A}:role/App2"]),
+    st.sampled_from([KeyFacts(), KeyFacts(("alias/app",), {"team": "data"})]),
+)
+def test_the_index_finds_exactly_the_entries_a_comparison_with_each_would(
+    patterns: list[tuple[set[str], set[str]]], key: str, principal: str, facts: KeyFacts
+) -> None:
+    """Property: indexing entries by account and key bucket loses no match — accepted exactly when
+    some entry accepts the finding, by one of them, and `outgrew` only when one covers it."""
+    orgs = {"o-abcdefghij": frozenset({C})}
+    entries = [entry(id=f"e{i}", keys=sorted(k), principals=sorted(p)) for i, (k, p) in enumerate(patterns)]
+    f = finding(principal=principal, key_arn=key)
+    got = Acceptance(entries, TODAY, orgs).judge(f, facts)
+    accepting = {e.id for e in entries if Acceptance([e], TODAY, orgs).judge(f, facts).accepted}
+    covering = {e.id for e in entries if Acceptance([e], TODAY, orgs).judge(f, facts).outgrew}
+    assert got.accepted == bool(accepting)
+    assert got.accepted_by in (accepting or {None})
+    assert (got.outgrew in covering) if not accepting and covering else got.outgrew is None
 
 
 # -- configuration: one line per mistake, naming the entry ------------------------------------

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import json
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -25,6 +24,7 @@ from kmsaudit.evaluator.match import ACCOUNT_RE, PrincipalRef, arn_account, pars
 from kmsaudit.evaluator.outsider import DIRECT_CALLER, is_service_principal, outsiders, signature
 from kmsaudit.evaluator.policy import PolicyParseError, Statement, parse_policy
 from kmsaudit.evaluator.scope import AuditScope, CompiledPrincipal, org_context
+from kmsaudit.gcpause import gc_paused
 from kmsaudit.model import Evaluation, Finding, Grant, KeyRecord, Lint
 
 __all__ = ["AuditScope", "evaluate_key", "evaluate_keys"]
@@ -627,17 +627,8 @@ def evaluate_key(key: KeyRecord, scope: AuditScope) -> tuple[list[Finding], list
 
 
 def evaluate_keys(keys: Iterable[KeyRecord], scope: AuditScope) -> Evaluation:
-    """Every key of the estate (SPEC §2–§4).
-
-    The run allocates hundreds of thousands of small containers (parsed policies, findings,
-    cached verdicts) that live until it ends and make no reference cycles, so the cyclic
-    garbage collector would only rescan them, again and again: a third of the run on
-    bench/evaluator.py. It is paused for the run and left as it was found after.
-    """
-    paused = gc.isenabled()
-    if paused:
-        gc.disable()
-    try:
+    """Every key of the estate (SPEC §2–§4), the garbage collector paused (kmsaudit/gcpause.py)."""
+    with gc_paused():
         findings: list[Finding] = []
         lints: list[Lint] = list(scope.lints)
         decisions = 0
@@ -649,6 +640,3 @@ def evaluate_keys(keys: Iterable[KeyRecord], scope: AuditScope) -> Evaluation:
             decisions += n
             policies.append((key.arn, canonical))
         return Evaluation(tuple(findings), tuple(lints), decisions, tuple(policies))
-    finally:
-        if paused:
-            gc.enable()
