@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import signal
 import time
@@ -24,6 +25,20 @@ JITTER = 0.1  # ±10 % of the interval, so many daemons do not hit AWS in step
 STOP_FLUSH_SECONDS = 5.0
 
 
+def config_files_state(config_path: str | Path, config: Config) -> tuple[tuple[str, int, int] | None, ...]:
+    """The config file and its acceptance files as last seen (modification time and size; a
+    Kubernetes ConfigMap update swaps them in through a symlink, which this follows)."""
+
+    def state(path: str | Path) -> tuple[str, int, int] | None:
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        return (str(path), st.st_mtime_ns, st.st_size)
+
+    return tuple(state(path) for path in (config_path, *config.acceptance.files))
+
+
 class Daemon:
     def __init__(self, config_path: str | Path, config: Config) -> None:
         self.config_path = config_path
@@ -37,6 +52,7 @@ class Daemon:
         self.scanning_since: float | None = None
         self.last_scan_end: float | None = None
         self._site: web.TCPSite | None = None
+        self.files_seen = config_files_state(config_path, config)
 
     # -- HTTP ------------------------------------------------------------------------------
     async def _metrics(self, _: web.Request) -> web.Response:
@@ -87,10 +103,12 @@ class Daemon:
             failed_scopes=len(result.failed_scopes),
         )
 
-    async def _reload(self, runner: web.AppRunner) -> None:
-        """SIGHUP: the config is read and checked at once; a bad one is logged and the old one
-        kept (listener included). A changed `daemon.listen` is bound before the old is closed."""
+    async def _reload(self, runner: web.AppRunner, why: str = "SIGHUP") -> None:
+        """SIGHUP, or a changed config or acceptance file before a scan: the config is read and
+        checked at once; a bad one is logged and the old one kept (listener included). A changed
+        `daemon.listen` is bound before the old is closed."""
         self.reload_requested.clear()
+        self.files_seen = config_files_state(self.config_path, self.config)
         try:
             config = load_config(self.config_path)
             sinks = build_sinks(config.alerts)
@@ -100,13 +118,14 @@ class Daemon:
             if config.daemon.listen != self.config.daemon.listen:
                 site = await self._listen(runner, config.daemon.listen)
         except KmsAuditError as exc:
-            log.error("daemon.reload_failed", reason=str(exc), config=str(self.config_path))
+            log.error("daemon.reload_failed", reason=str(exc), config=str(self.config_path), why=why)
             return
         if site is not None and self._site is not None:
             await self._site.stop()
             self._site = site
         self.config, self.sinks = config, sinks
-        log.info("daemon.reloaded", config=str(self.config_path), listen=config.daemon.listen)
+        self.files_seen = config_files_state(self.config_path, config)
+        log.info("daemon.reloaded", config=str(self.config_path), listen=config.daemon.listen, why=why)
 
     async def _flush(self) -> None:
         if not self.sinks:
@@ -172,6 +191,10 @@ class Daemon:
                 if time.time() < due:
                     await self._until(due)
                     continue
+                if config_files_state(self.config_path, self.config) != self.files_seen:
+                    # A reviewed acceptance file (or config) applied from a ConfigMap or a deploy:
+                    # taken up by the next scan, no signal needed.
+                    await self._reload(runner, why="files changed")
                 # One scan at a time: the next starts only after this one is stored.
                 scan = asyncio.create_task(self.scan_once())
                 stop = asyncio.create_task(self.stopping.wait())

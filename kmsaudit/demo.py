@@ -12,10 +12,16 @@ import json
 import os
 import sys
 import threading
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from kmsaudit.emulator import client, create_key, create_role, key_policy, start_emulator
+
+if TYPE_CHECKING:
+    from kmsaudit.config import Config
+    from kmsaudit.model import Finding
 
 PARTNER, NEWCOMER, VENDOR = "555566667777", "666677778888", "777788889999"
 REGIONS = ("us-east-1", "eu-west-1", "ap-southeast-2")
@@ -194,6 +200,8 @@ def _config(workdir: Path, listen: str) -> Path:
         f"path = {json.dumps(str(workdir / 'kmsaudit.db'))}\n\n"
         "[daemon]\n"
         f'listen = "{listen}"\n\n'
+        "[acceptance]                      # known-good access, reviewed like code\n"
+        'files = ["accepted.toml"]\n\n'
         "[[alerts]]\n"
         'name = "security-webhook"\n'
         'type = "webhook"\n'
@@ -201,6 +209,29 @@ def _config(workdir: Path, listen: str) -> Path:
         'min_severity = "medium"\n'
     )
     return path
+
+
+def _accept_ingest(config_path: Path, findings: Sequence[Finding], out: TextIO) -> Config:
+    """Accept the partner's constrained Ingest grant as `kmsaudit accept … --write` would: the
+    narrowest entry (that key, that role, those actions, conditional), owned, reasoned, expiring."""
+    from kmsaudit.acceptance import append, entry_for, to_toml
+    from kmsaudit.config import load_config
+
+    ingest = next(f for f in findings if f.principal.endswith(":role/Ingest"))
+    expires = datetime.now(UTC).date() + timedelta(days=180)
+    reason, owner = "partner writes its tenant's data (grant constrained to it)", "team-data"
+    entry = entry_for(
+        ingest.to_dict(), entry_id="partner-ingest", reason=reason, owner=owner, expires=expires, ticket="SEC-142"
+    )
+    text = to_toml(entry)
+    target = append(config_path, text)
+    out.write(
+        "== Accepting known access: the partner's Ingest role is meant to encrypt its tenant's data\n"
+        f'$ kmsaudit accept {ingest.id} --id partner-ingest --reason "{reason}" --owner {owner} '
+        f"--expires {expires.isoformat()} --ticket SEC-142 --write\n"
+        f"appended to {target}:\n{text}\n"
+    )
+    return load_config(config_path)
 
 
 def run_demo(workdir: str | Path = "kmsaudit-demo", serve: bool = False, out: TextIO = sys.stdout) -> int:
@@ -258,6 +289,7 @@ def run_demo(workdir: str | Path = "kmsaudit-demo", serve: bool = False, out: Te
             if lint.kind == "service-grant":
                 out.write(f"Not cross-account (lint {lint.kind}): {lint.key_arn}: {lint.message}\n")
         out.write("\n")
+        config = _accept_ingest(config_path, result.findings, out)
 
         keys = story["keys"]
         prod = accounts["prod"]
@@ -284,8 +316,15 @@ def run_demo(workdir: str | Path = "kmsaudit-demo", serve: bool = False, out: Te
         )
 
         out.write("\n== Scan 2: what changed\n")
-        events = asyncio.run(scan_and_record(config, sinks)).events
+        second = asyncio.run(scan_and_record(config, sinks))
+        events = second.events
         write_drift([e.to_dict() for e in events], "table", out)
+        shared = story["keys"]["partner-shared"]["arn"]
+        out.write(
+            "\nKey 'partner-shared' now: the accepted access is still reported (marked, dimmed on a "
+            "terminal) and never alerts; the new grant is not accepted, and alerts.\n"
+        )
+        write_findings([f for f in second.result.findings if f.key_arn == shared], "table", out, colour=colour)
         out.write(
             f"\n== Alerts: the local webhook received {len(webhook.received)} "
             f"(min_severity medium, idempotency key = event id):\n"

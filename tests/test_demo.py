@@ -85,3 +85,23 @@ def test_demo_shows_findings_drift_and_the_delivered_alert_then_serves(tmp_path:
         env=env,
     )
     assert history.returncode == 0 and "+" in history.stdout and "666677778888" in history.stdout
+    # Issue #15: one finding accepted as `kmsaudit accept --write` would, still shown, marked, not alerted.
+    assert 'id = "partner-ingest"' in (tmp_path / "demo" / "accepted.toml").read_text()
+    now = out.split("Key 'partner-shared' now")[1].split("== Alerts")[0]
+    assert re.search(
+        r"^medium +effective +external +arn:aws:iam::555566667777:role/Ingest .*\[accepted: partner-ingest\]$",
+        now,
+        re.M,
+    )
+    assert re.search(r"^high +effective +external +arn:aws:iam::777788889999:role/Backup .* -$", now, re.M)
+    assert "(1 accepted)" in now
+    accepted = subprocess.run(
+        [sys.executable, "-m", "kmsaudit", "findings", "--config", str(config), "--accepted", "--format", "json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert [(f["principal"], f["accepted_by"]) for f in json.loads(accepted.stdout)] == [
+        ("arn:aws:iam::555566667777:role/Ingest", "partner-ingest")
+    ]

@@ -87,6 +87,24 @@ def test_kubernetes_manifests_reference_what_exists() -> None:
     assert config.daemon.listen.endswith(":9465")
 
 
+def test_the_configmap_config_and_acceptance_file_load_as_mounted(tmp_path: Path) -> None:
+    """Issue #15: every key of the ConfigMap lands in one folder (/etc/kmsaudit); the config names
+    the acceptance file relative to it, and its entries are valid (an example that fails to load
+    is a deploy that fails)."""
+    from datetime import date
+
+    from kmsaudit.config import load_config
+
+    configmaps = [
+        d for d in yaml.safe_load_all((DEPLOY / "kubernetes" / "kmsaudit.yaml").read_text()) if d["kind"] == "ConfigMap"
+    ]
+    for name, text in configmaps[0]["data"].items():
+        (tmp_path / name).write_text(text)
+    config = load_config(tmp_path / "kmsaudit.toml", today=date(2026, 11, 27))
+    assert config.acceptance.files == [str(tmp_path / "accepted.toml")]
+    assert [e.id for e in config.accept] == ["log-archive-reads-every-key"]
+
+
 def test_dashboard_and_alert_rules_query_only_exported_metrics() -> None:
     exported = exported_names()
     dashboard = json.loads((DEPLOY / "grafana" / "kmsaudit-dashboard.json").read_text())

@@ -87,3 +87,21 @@ def test_the_drift_table_has_a_header_and_a_time_column() -> None:
     assert re.match(
         r"2026-11-18 \d\d:\d\d:\d\d +high +added +arn:aws:kms:\S+ +arn:aws:iam::444455556666:root +Decrypt", row
     )
+
+
+def test_accepted_findings_are_marked_and_dimmed_on_a_terminal_and_counted() -> None:
+    """Issue #15: accepted access stays in the table, marked with its entry, dimmed where colour
+    is on; a finding that went beyond its entry says which."""
+    accepted = finding(principal="arn:aws:iam::444455556666:role/Ingest", accepted=True, accepted_by="partner-ingest")
+    grown = finding(principal="arn:aws:iam::444455556666:role/Other", outgrew="partner-other", conditional=False)
+    plain, tty = io.StringIO(), io.StringIO()
+    write_findings([accepted, grown], "table", plain)
+    write_findings([accepted, grown], "table", tty, colour=True)
+    row = next(line for line in plain.getvalue().splitlines() if "role/Ingest" in line)
+    assert row.endswith("[accepted: partner-ingest]") and "\033" not in plain.getvalue()
+    assert "[beyond acceptance partner-other]" in plain.getvalue()
+    assert "(1 accepted)" in plain.getvalue()
+    dimmed = next(line for line in tty.getvalue().splitlines() if "role/Ingest" in line)
+    assert dimmed.startswith("\033[2m") and dimmed.endswith("\033[0m")
+    other = next(line for line in tty.getvalue().splitlines() if "role/Other" in line)
+    assert not other.startswith("\033[2m")

@@ -176,3 +176,45 @@ def test_readyz_is_ready_although_one_scope_fails(tmp_path: Path, estate: Estate
             proc.communicate(timeout=30)
     finally:
         proxy.stop()
+
+
+def test_a_changed_acceptance_file_is_taken_up_by_the_next_scan_without_a_signal(
+    tmp_path: Path, estate: Estate, aws: str
+) -> None:
+    """Issue #15: entries are reviewed like code and applied by a deploy (a ConfigMap update
+    swaps the file in); the daemon takes them up before its next scan, no SIGHUP, no restart."""
+    port = free_port()
+    config = tmp_path / "k.toml"
+    config.write_text(
+        config_text(store=str(tmp_path / "k.db")).replace('interval = "15m"', 'interval = "2s"')
+        + f'\n[daemon]\nlisten = "127.0.0.1:{port}"\n\n[acceptance]\nfiles = ["accepted.toml"]\n'
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kmsaudit", "daemon", "--config", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "AWS_ENDPOINT_URL": aws},
+    )
+    accepted_public = 'kmsaudit_findings{accepted="true",access="public",severity="high",zone="external"} 1.0'
+    try:
+        _, metrics = get_until(f"http://127.0.0.1:{port}/metrics", lambda s, body: "kmsaudit_findings{" in body)
+        assert accepted_public not in metrics
+        (tmp_path / "accepted.toml").write_text(
+            '[[accept]]\nid = "public-by-design"\nkeys = ["arn:aws:kms:*"]\nprincipals = ["*"]\n'
+            'actions = ["kms:*"]\naccess = ["public"]\nallow_public = true\nreason = "test"\n'
+            'owner = "test"\nexpires = 2099-01-01\n'.replace("2099-01-01", _in_a_month())
+        )
+        _, metrics = get_until(f"http://127.0.0.1:{port}/metrics", lambda s, body: accepted_public in body)
+        assert accepted_public in metrics
+        assert "files changed" in _drain(proc)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
+    assert proc.returncode == 0
+
+
+def _in_a_month() -> str:
+    from datetime import UTC, datetime, timedelta
+
+    return (datetime.now(UTC).date() + timedelta(days=30)).isoformat()
