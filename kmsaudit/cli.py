@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING, TextIO
 
 from kmsaudit import __version__
 from kmsaudit.config import DEFAULT_CONFIG_PATH
-from kmsaudit.errors import KmsAuditError
+from kmsaudit.errors import KmsAuditError, UsageError
 from kmsaudit.model import SEVERITIES, Finding, severity_rank
-from kmsaudit.render import FORMATS, plural, write_drift, write_findings, write_lints
+from kmsaudit.render import FINDING_FORMATS, FORMATS, plural, write_drift, write_findings, write_lints
 
 if TYPE_CHECKING:
     from kmsaudit.metrics import Metrics
@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="ACCOUNT",
         help="an account inside the zone of trust; repeatable",
     )
-    ev.add_argument("--format", choices=FORMATS, default="table")
+    ev.add_argument("--format", choices=FINDING_FORMATS, default="table")
     ev.add_argument("--lints", action="store_true", help="print the lints instead of the findings")
     ev.add_argument(
         "--fail-on", choices=SEVERITIES, metavar="SEVERITY", help="exit 3 if a finding is at or above SEVERITY"
@@ -76,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
         "who outside each account can use it, and print the findings.",
     )
     _config_option(sc)
-    sc.add_argument("--format", choices=FORMATS, default="table")
+    sc.add_argument("--format", choices=FINDING_FORMATS, default="table")
     sc.add_argument(
         "--fail-on",
         choices=SEVERITIES,
@@ -110,14 +110,14 @@ def build_parser() -> argparse.ArgumentParser:
     de.add_argument("--serve", action="store_true", help="then keep the daemon running with /metrics")
     fi = sub.add_parser("findings", help="findings of the latest (or a given) snapshot")
     _config_option(fi)
-    fi.add_argument("--format", choices=FORMATS, default="table")
+    fi.add_argument("--format", choices=FINDING_FORMATS, default="table")
     fi.add_argument("--snapshot", type=int, metavar="ID")
     shown = fi.add_mutually_exclusive_group()
     shown.add_argument("--accepted", action="store_true", help="only the findings an acceptance entry covers")
     shown.add_argument("--unaccepted", action="store_true", help="only the findings no acceptance entry covers")
     dr = sub.add_parser("drift", help="drift events (README: Snapshots, drift and alerts)")
     _config_option(dr)
-    dr.add_argument("--format", choices=FORMATS, default="table")
+    dr.add_argument("--format", choices=FINDING_FORMATS, default="table")
     dr.add_argument("--since", metavar="WHEN", help="a duration back from now (24h, 7d) or an ISO date-time")
     hi = sub.add_parser("history", help="a key's policy versions, with a unified diff between them")
     _config_option(hi)
@@ -199,8 +199,10 @@ def _findings(args: argparse.Namespace) -> int:
     findings = [Finding.from_dict(row) for row in store.findings(args.snapshot)]
     if args.accepted or args.unaccepted:
         findings = [f for f in findings if f.accepted == bool(args.accepted)]
-    names = store.key_names(args.snapshot) if args.format == "table" else None
-    write_findings(findings, args.format, sys.stdout, colour=sys.stdout.isatty(), names=names)
+    names = store.key_names(args.snapshot) if args.format in ("table", "ocsf", "ocsf-jsonl") else None
+    snapshot = store.snapshot(args.snapshot)
+    seen_at = snapshot["finished_at"] if snapshot else None
+    write_findings(findings, args.format, sys.stdout, colour=sys.stdout.isatty(), names=names, seen_at=seen_at)
     return EXIT_OK
 
 
@@ -365,7 +367,15 @@ def _scan(args: argparse.Namespace) -> int:
     names = {
         arn: {"aliases": aliases, "manager": manager} for s in result.scopes for arn, aliases, manager in s.key_names
     }
-    write_findings(result.findings, args.format, sys.stdout, colour=sys.stdout.isatty(), empty=empty, names=names)
+    write_findings(
+        result.findings,
+        args.format,
+        sys.stdout,
+        colour=sys.stdout.isatty(),
+        empty=empty,
+        names=names,
+        seen_at=result.finished_at,
+    )
     if args.format == "table" and events:
         print(f"\ndrift since the last complete scan ({plural(len(events), 'event')}):")
         write_drift([e.to_dict() for e in events], "table", sys.stdout)
@@ -442,6 +452,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     if note:
         print(note, file=sys.stderr)
     if args.lints:
+        if args.format.startswith("ocsf"):
+            raise UsageError("--lints has no OCSF form (lints are not access findings): use --format json")
         write_lints(evaluation.lints, args.format, sys.stdout)
         return EXIT_OK
     write_findings(evaluation.findings, args.format, sys.stdout, colour=sys.stdout.isatty())

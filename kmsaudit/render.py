@@ -9,6 +9,8 @@ from typing import TextIO
 from kmsaudit.model import Finding, Lint, severity_rank
 
 FORMATS = ("table", "json", "jsonl")
+# Findings and drift also as OCSF Detection Findings (kmsaudit/ocsf.py): an array, or one a line.
+FINDING_FORMATS = (*FORMATS, "ocsf", "ocsf-jsonl")
 _COLOURS = {"critical": "\033[1;31m", "high": "\033[31m", "medium": "\033[33m", "low": "\033[36m"}
 _RESET = "\033[0m"
 _DIM = "\033[2m"
@@ -68,10 +70,17 @@ def write_findings(
     colour: bool = False,
     empty: str = "No cross-account access found.",
     names: Mapping[str, Mapping[str, object]] | None = None,
+    seen_at: float | None = None,
 ) -> None:
     """`empty`: what an empty table says (a scan whose scopes failed must not say all-clear).
-    `names`: key ARN -> aliases and manager, shown on each key's line."""
+    `names`: key ARN -> aliases and manager, shown on each key's line (and in OCSF resources).
+    `seen_at`: when the findings were seen (the snapshot's time; OCSF `time`)."""
     ordered = sort_findings(findings)
+    if fmt in ("ocsf", "ocsf-jsonl"):
+        from kmsaudit.ocsf import finding_to_ocsf
+
+        _write_objects([finding_to_ocsf(f, seen_at, (names or {}).get(f.key_arn)) for f in ordered], fmt, out)
+        return
     if fmt == "json":
         json.dump([f.to_dict() for f in ordered], out, indent=2)
         out.write("\n")
@@ -135,7 +144,12 @@ def write_lints(lints: Sequence[Lint], fmt: str, out: TextIO) -> None:
 
 
 def write_drift(events: Sequence[dict[str, object]], fmt: str, out: TextIO) -> None:
-    """Drift events (SPEC §5): JSON as stored, or a table for people."""
+    """Drift events (SPEC §5): JSON as stored, OCSF, or a table for people."""
+    if fmt in ("ocsf", "ocsf-jsonl"):
+        from kmsaudit.ocsf import drift_to_ocsf
+
+        _write_objects([drift_to_ocsf(e) for e in events], fmt, out)
+        return
     if fmt == "json":
         json.dump(list(events), out, indent=2)
         out.write("\n")
@@ -165,6 +179,16 @@ def write_drift(events: Sequence[dict[str, object]], fmt: str, out: TextIO) -> N
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
     for row in rows:
         out.write(("  ".join(row[i].ljust(widths[i]) for i in range(5)) + "  " + row[5]).rstrip() + "\n")
+
+
+def _write_objects(objects: Sequence[object], fmt: str, out: TextIO) -> None:
+    """A JSON array (`ocsf`), or one object a line (`ocsf-jsonl`)."""
+    if fmt.endswith("jsonl"):
+        for obj in objects:
+            out.write(json.dumps(obj) + "\n")
+        return
+    json.dump(list(objects), out, indent=2)
+    out.write("\n")
 
 
 def _when(seconds: object) -> str:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from awsproxy import AwsProxy
-from estate import A, B, C, D, Estate, config_text, role
+from estate import A, B, C, D, Estate, client, config_text, key_policy, role
 from helpers import CONTRACT_FIELDS
 
 
@@ -66,3 +66,52 @@ def test_fail_on_and_failed_scopes_exit_codes(tmp_path: Path, estate: Estate, aw
     assert f"kmsaudit: scope {D}/us-east-1 failed: AssumeRole" in failed.stderr
     assert "6 keys in 6/8 scopes" in failed.stdout
     assert flagged.returncode == 3  # the public (conditional: high) key is at --fail-on high
+
+
+def test_scan_findings_and_drift_as_ocsf(tmp_path: Path, estate: Estate, aws: str) -> None:
+    """Issue #16: the same findings and drift, as OCSF Detection Findings a SIEM ingests."""
+    from py_ocsf_models.events.findings.detection_finding import DetectionFinding
+
+    config = tmp_path / "k.toml"
+    config.write_text(config_text(store=str(tmp_path / "k.db")))
+    plain = scan(config, "--format", "json", endpoint=aws)
+    assert plain.returncode == 0, plain.stderr
+    client("kms", A, "eu-west-1").put_key_policy(
+        KeyId=estate.ids["narrowed"],
+        PolicyName="default",
+        Policy=key_policy(
+            A,
+            {
+                "Effect": "Allow",
+                "Principal": {"AWS": "arn:aws:iam::555566667777:root"},
+                "Action": "kms:Decrypt",
+                "Resource": "*",
+            },
+        ),
+    )
+    proc = scan(config, "--format", "ocsf-jsonl", endpoint=aws)
+    assert proc.returncode == 0, proc.stderr
+    objects = [json.loads(line) for line in proc.stdout.splitlines()]
+    for obj in objects:
+        DetectionFinding.model_validate(obj)
+    by_uid = {o["finding_info"]["uid"]: o for o in objects}
+    stored = subprocess.run(
+        [sys.executable, "-m", "kmsaudit", "findings", "--config", str(config), "--format", "json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert sorted(by_uid) == sorted(f["id"] for f in json.loads(stored.stdout))  # one OCSF object per finding
+    partner = next(o for o in objects if o["unmapped"]["kmsaudit"]["principal"] == "arn:aws:iam::555566667777:root")
+    assert partner["resources"][0]["uid"] == estate.keys["narrowed"] and partner["cloud"]["account"]["uid"] == A
+    drift = subprocess.run(
+        [sys.executable, "-m", "kmsaudit", "drift", "--config", str(config), "--format", "ocsf"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    events = json.loads(drift.stdout)
+    added = [e for e in events if e["unmapped"]["kmsaudit"]["kind"] == "added"]
+    assert added and all(DetectionFinding.model_validate(e) and e["activity_id"] == 1 for e in added)
+    removed = [e for e in events if e["unmapped"]["kmsaudit"]["kind"] == "removed"]
+    assert all(e["status"] == "Resolved" and e["activity_id"] == 3 for e in removed)
