@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -64,7 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="ACCOUNT",
         help="an account inside the zone of trust; repeatable",
     )
-    ev.add_argument("--format", choices=FINDING_FORMATS, default="table")
+    ev.add_argument(
+        "--format",
+        choices=(*FINDING_FORMATS, "sarif"),
+        default="table",
+        help="sarif: SARIF 2.1.0 for code scanning, each result at its statement's line",
+    )
     ev.add_argument("--lints", action="store_true", help="print the lints instead of the findings")
     ev.add_argument(
         "--fail-on", choices=SEVERITIES, metavar="SEVERITY", help="exit 3 if a finding is at or above SEVERITY"
@@ -451,6 +457,13 @@ def _evaluate(args: argparse.Namespace) -> int:
     evaluation, note = evaluate_files(args.key_policy, args.key_arn, args.grants, args.iam, args.org, args.trust)
     if note:
         print(note, file=sys.stderr)
+    if args.format == "sarif":
+        from kmsaudit.sarif import sarif_log
+
+        findings = () if args.lints else evaluation.findings
+        json.dump(sarif_log(findings, evaluation.lints, args.key_policy, args.grants), sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return EXIT_FINDINGS if _fail_on((f.severity for f in findings), args.fail_on) else EXIT_OK
     if args.lints:
         if args.format.startswith("ocsf"):
             raise UsageError("--lints has no OCSF form (lints are not access findings): use --format json")

@@ -86,7 +86,9 @@ def _dump(event: DetectionFinding) -> dict[str, Any]:
     return dumped
 
 
-def finding_to_ocsf(finding: Finding, seen_at: float | None = None, names: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def finding_to_ocsf(
+    finding: Finding, seen_at: float | None = None, names: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     """One finding (SPEC §4) as an OCSF Detection Finding. `seen_at`: the snapshot's time (epoch
     seconds; default now); `names`: the key's aliases and manager, when known."""
     when = int((seen_at if seen_at is not None else _time.time()) * 1000)
