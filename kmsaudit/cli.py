@@ -151,6 +151,15 @@ def build_parser() -> argparse.ArgumentParser:
     ac.add_argument("--ticket", help="a ticket or change reference")
     ac.add_argument("--id", dest="entry_id", help="the entry's id (default: accept-<finding id>)")
     ac.add_argument("--write", action="store_true", help="append it to the acceptance file (atomically)")
+    rp = sub.add_parser(
+        "report",
+        help="one self-contained HTML report of a snapshot (README: Integrations)",
+        description="Write the latest (or a given) snapshot as one HTML file with no outside resources: "
+        "counts, an account x region matrix, the findings with filters, 30 days of drift.",
+    )
+    _config_option(rp)
+    rp.add_argument("--html", required=True, metavar="FILE", help="where to write the report")
+    rp.add_argument("--snapshot", type=int, metavar="ID")
     sn = sub.add_parser("snapshots", help="the stored snapshots: ids, dates, keys, findings, failed scopes")
     _config_option(sn)
     sn.add_argument("--format", choices=FORMATS, default="table")
@@ -506,6 +515,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _check(args)
         if args.command == "accept":
             return _accept(args)
+        if args.command == "report":
+            from kmsaudit.report import run_report
+
+            print(run_report(args.config, args.html, args.snapshot))
+            return EXIT_OK
     except KmsAuditError as exc:
         print(f"kmsaudit: error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -339,6 +339,10 @@ def run_demo(workdir: str | Path = "kmsaudit-demo", serve: bool = False, out: Te
             f"  kmsaudit history {keys['analytics-reader']['arn']} {cfg}\n"
             "Try your own documents offline: kmsaudit evaluate --key-policy FILE (see README).\n"
         )
+        from kmsaudit.report import run_report
+
+        out.write("\n" + run_report(config_path, workdir / "kmsaudit-report.html") + "\n")
+        out.write(f"Open it in a browser: {(workdir / 'kmsaudit-report.html').as_uri()}\n")
         if serve:
             from kmsaudit.daemon import run_daemon
 

@@ -85,6 +85,10 @@ def test_demo_shows_findings_drift_and_the_delivered_alert_then_serves(tmp_path:
         env=env,
     )
     assert history.returncode == 0 and "+" in history.stdout and "666677778888" in history.stdout
+    # Issue #16: it ends with the HTML report of the last snapshot, self-contained.
+    report = tmp_path / "demo" / "kmsaudit-report.html"
+    assert f"written to {report}" in out and report.stat().st_size > 5_000
+    assert 'id="total-findings">' in report.read_text() and "<script src" not in report.read_text()
     # Issue #15: one finding accepted as `kmsaudit accept --write` would, still shown, marked, not alerted.
     assert 'id = "partner-ingest"' in (tmp_path / "demo" / "accepted.toml").read_text()
     now = out.split("Key 'partner-shared' now")[1].split("== Alerts")[0]

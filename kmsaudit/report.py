@@ -1,0 +1,179 @@
+"""`kmsaudit report --html FILE`: one self-contained HTML file an auditor can file (README
+"Integrations"): the snapshot's counts as text, an account × region matrix coloured by the worst
+unaccepted severity, the findings with filters, the last 30 days of drift as an inline SVG
+timeline, and the snapshot's date and config fingerprint. Nothing is fetched at view time.
+Every value from AWS is escaped (Jinja2 autoescape): a principal or alias cannot inject markup."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, PackageLoader, select_autoescape
+
+from kmsaudit import __version__
+from kmsaudit.model import Finding, severity_rank
+
+SEVERITIES = ("critical", "high", "medium", "low")
+DAYS = 30
+
+
+@dataclass(frozen=True)
+class Cell:
+    worst: str  # a severity, "none", or "failed"
+    findings: int
+    title: str
+
+
+def config_fingerprint(paths: Sequence[str | Path]) -> str:
+    """sha256 of the config file and the acceptance files it names, in order (16 hex digits):
+    which configuration produced the evidence. The files hold no secrets (sinks name variables)."""
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(str(Path(path).name).encode() + b"\0")
+        try:
+            digest.update(Path(path).read_bytes())
+        except OSError:
+            digest.update(b"(missing)")
+        digest.update(b"\0")
+    return digest.hexdigest()[:16]
+
+
+def _matrix(
+    findings: Sequence[Finding], scopes: Sequence[Any]
+) -> tuple[list[str], list[str], dict[tuple[str, str], Cell]]:
+    accounts = sorted({s.account for s in scopes})
+    regions = sorted({s.region for s in scopes})
+    cells: dict[tuple[str, str], Cell] = {}
+    by_scope: dict[tuple[str, str], list[Finding]] = {}
+    for f in findings:
+        by_scope.setdefault((f.key_account, f.region), []).append(f)
+    for s in scopes:
+        found = [f for f in by_scope.get((s.account, s.region), []) if not f.accepted]
+        worst = max((f.severity for f in found), key=severity_rank, default="none")
+        if not s.ok:
+            why = s.error_code or "failed"
+            title = f"{s.account} {s.region}: not read in this snapshot ({why}); last known findings shown"
+            cells[(s.account, s.region)] = Cell("failed", len(found), title)
+        else:
+            title = f"{s.account} {s.region}: {len(found)} unaccepted findings, worst {worst}"
+            cells[(s.account, s.region)] = Cell(worst, len(found), title)
+    return accounts, regions, cells
+
+
+def _timeline(events: Sequence[Mapping[str, Any]], until: float) -> dict[str, Any]:
+    """Drift per day for the last 30 days, stacked by severity, as SVG rectangles."""
+    end = datetime.fromtimestamp(until, UTC).date()
+    days = [end - timedelta(days=DAYS - 1 - i) for i in range(DAYS)]
+    counts: dict[Any, Counter[str]] = {d: Counter() for d in days}
+    for e in events:
+        day = datetime.fromtimestamp(float(e.get("detected_at") or 0), UTC).date()
+        if day in counts:
+            counts[day][str(e.get("severity") or "low")] += 1
+    peak = max((sum(c.values()) for c in counts.values()), default=0) or 1
+    width, height, bar = 24, 120, 18
+    bars = []
+    for i, day in enumerate(days):
+        y = height
+        for severity in reversed(SEVERITIES):
+            n = counts[day][severity]
+            if not n:
+                continue
+            h = max(2, round(n / peak * (height - 10)))
+            y -= h
+            bars.append(
+                {"x": i * width + 3, "y": y, "w": bar, "h": h, "severity": severity, "title": f"{day}: {n} {severity}"}
+            )
+    labels = [
+        {"x": i * width + 3, "text": d.strftime("%m-%d")} for i, d in enumerate(days) if i % 5 == 0 or i == DAYS - 1
+    ]
+    total = sum(sum(c.values()) for c in counts.values())
+    return {"bars": bars, "labels": labels, "width": DAYS * width, "height": height, "total": total, "peak": peak}
+
+
+def render_report(
+    findings: Sequence[Finding],
+    scopes: Sequence[Any],
+    snapshot: Mapping[str, Any],
+    events: Sequence[Mapping[str, Any]],
+    names: Mapping[str, Mapping[str, Any]],
+    fingerprint: str,
+) -> str:
+    env = Environment(loader=PackageLoader("kmsaudit", "templates"), autoescape=select_autoescape(default=True))
+    env.filters["when"] = lambda t: datetime.fromtimestamp(float(t), UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    ordered = sorted(findings, key=lambda f: (-severity_rank(f.severity), f.key_arn, f.principal, f.access))
+    counts = Counter(f.severity for f in findings)
+    accounts, regions, cells = _matrix(findings, scopes)
+    return env.get_template("report.html.j2").render(
+        version=__version__,
+        snapshot=snapshot,
+        fingerprint=fingerprint,
+        generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
+        total=len(findings),
+        counts=[(s, counts.get(s, 0)) for s in SEVERITIES],
+        accepted=sum(f.accepted for f in findings),
+        keys=len({f.key_arn for f in findings}),
+        failed=[s for s in scopes if not s.ok],
+        accounts=accounts,
+        regions=regions,
+        cells=cells,
+        findings=ordered,
+        names=names,
+        timeline=_timeline(events, float(snapshot["finished_at"])),
+        severities=SEVERITIES,
+    )
+
+
+def write_report(path: str | Path, html: str) -> Path:
+    """Written atomically (a temporary file renamed over it): a reader never sees half a report."""
+    target = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent if str(target.parent) else ".")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(html)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target
+
+
+def run_report(config_path: str | Path, html_path: str | Path, snapshot_id: int | None = None) -> str:
+    """`kmsaudit report --html FILE`: the report of the latest (or a given) snapshot; returns
+    the line to print. Reads only: a path where no scan stored a database is an error (exit 2)."""
+    from kmsaudit.config import load_config
+    from kmsaudit.errors import SnapshotNotFound, UsageError
+    from kmsaudit.store import Store
+
+    config = load_config(config_path)
+    target = Path(html_path)
+    if target.is_dir():
+        raise UsageError(f"--html {html_path}: is a directory; give a file name such as kmsaudit-report.html")
+    if not target.parent.exists():
+        raise UsageError(f"--html {html_path}: no folder {target.parent}")
+    store = Store(config.store.path, create=False)
+    try:
+        snapshot = store.snapshot(snapshot_id)
+        if snapshot is None:
+            raise SnapshotNotFound(f"no snapshot in {config.store.path} yet: run `kmsaudit scan` first")
+        scopes = store.scope_view(snapshot["id"])
+        findings = [Finding.from_dict(row) for row in store.findings(snapshot["id"])]
+        until = float(snapshot["finished_at"])
+        events = [e for e in store.drift(until - DAYS * 86400) if int(e.get("snapshot_id") or 0) <= snapshot["id"]]
+        names = store.key_names(snapshot["id"])
+    finally:
+        store.close()
+    fingerprint = config_fingerprint([config_path, *config.acceptance.files])
+    written = write_report(target, render_report(findings, scopes, snapshot, events, names, fingerprint))
+    return (
+        f"report of snapshot {snapshot['id']} ({len(findings)} findings, {len(events)} drift events in "
+        f"{DAYS} days) written to {written}"
+    )
