@@ -403,7 +403,8 @@ def _scan(args: argparse.Namespace) -> int:
         print(f"kmsaudit: IAM of {account} could not be read (no effective findings for it): {reason}", file=sys.stderr)
     if recorded.pending_alerts:
         print(
-            f"kmsaudit: {recorded.pending_alerts} alerts wait for their sink; they are retried at the next scan",
+            f"kmsaudit: {recorded.pending_alerts} alerts or exported findings wait for their destination; "
+            "they are retried at the next scan",
             file=sys.stderr,
         )
     if args.format == "table":

@@ -28,6 +28,7 @@ DEFAULT_QUOTAS: dict[str, float] = {
     "ListGrants": 100,
     "GetKeyRotationStatus": 1000,
     "ListResourceTags": 2000,
+    "BatchImportFindings": 10,  # Security Hub (README "Integrations"): 10 per second, bursts of 30
 }
 
 AccountId = Annotated[str, Field(pattern=ACCOUNT_PATTERN)]
@@ -173,6 +174,29 @@ class AlertSinkSettings(_Strict):
     on_baseline: bool = False
 
 
+class ExportSettings(_Strict):
+    """Findings sent where security teams triage (README "Integrations"): AWS Security Hub, as
+    ASFF through BatchImportFindings, into the Security Hub of the account whose credentials
+    send them (`role_arn` assumed, else the ambient credentials)."""
+
+    type: Literal["securityhub"]
+    region: str = Field(pattern=r"^[a-z]{2}(-[a-z]+)+-\d$")
+    name: str | None = Field(None, pattern=r"^[a-z0-9][a-z0-9_-]{0,39}$")  # default: securityhub-REGION
+    role_arn: str | None = None
+    external_id: str | None = Field(None, min_length=2, max_length=1224)
+
+    @field_validator("role_arn")
+    @classmethod
+    def _role_arn(cls, value: str | None) -> str | None:
+        if value is not None and not ROLE_ARN_RE.match(value):
+            raise ValueError(f"{value!r} is not an IAM role ARN (arn:aws:iam::ACCOUNT:role/NAME)")
+        return value
+
+    @property
+    def sink_name(self) -> str:
+        return f"export:{self.name or f'{self.type}-{self.region}'}"
+
+
 ACCEPT_ID = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
 AccessLevel = Literal["public", "potential", "effective"]
 _NOT_PUBLIC: tuple[AccessLevel, ...] = ("potential", "effective")
@@ -252,6 +276,7 @@ class Config(_Strict):
     alerts: list[AlertSinkSettings] = Field(default_factory=list)
     acceptance: AcceptanceSettings = Field(default_factory=AcceptanceSettings)
     accept: list[AcceptSettings] = Field(default_factory=list, max_length=100_000)
+    export: list[ExportSettings] = Field(default_factory=list, max_length=20)
 
     @model_validator(mode="after")
     def _accounts(self) -> Config:
@@ -263,6 +288,9 @@ class Config(_Strict):
         names = [sink.name for sink in self.alerts]
         if len(set(names)) != len(names):
             raise ValueError("two [[alerts]] have the same name")
+        exports = [e.sink_name for e in self.export]
+        if len(set(exports)) != len(exports):
+            raise ValueError("two [[export]] have the same name (give each a `name`)")
         if not self.accounts and self.organization is None:
             raise ValueError("no [[accounts]] and no [organization]: nothing to audit")
         return self

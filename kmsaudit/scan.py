@@ -142,6 +142,21 @@ def _evaluate(
         return evaluation, [acceptance.judge(f, facts.get(f.key_arn, NO_FACTS)) for f in evaluation.findings]
 
 
+async def _export(config: Config, store: Store, snapshot_id: int, now: float) -> int:
+    """Queue each export's share of the snapshot (its findings as `findings` shows them: a failed
+    scope's last good state, never an archive), then send what is due; returns what still waits."""
+    from kmsaudit.securityhub import build_exports
+
+    exports = build_exports(config.export, config.scan)
+    view = store.findings(snapshot_id)
+    for export in exports:
+        active, archived = store.queue_export(export.name, view, now)
+        log.info("export.queued", export=export.name, active=active, archived=archived)
+    deadline = time.monotonic() + EXPORT_SECONDS
+    await asyncio.gather(*(export.deliver_due(store, deadline) for export in exports))
+    return store.pending_alerts()
+
+
 def unused_acceptances(
     seen: Mapping[str, tuple[float, float | None]], configured: frozenset[str], matched: frozenset[str], now: float
 ) -> list[Lint]:
@@ -167,6 +182,9 @@ def prune(path: str, retention_days: float) -> int:
         return store.prune(retention_days)
     finally:
         store.close()
+
+
+EXPORT_SECONDS = 60.0  # a scan's time for exports; what is left waits for the next
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,6 +238,8 @@ async def _record(
     except StoreError as exc:
         log.error("store.prune_failed", reason=str(exc))  # the next scan prunes again; nothing lost
     pending = (await deliver(store, sinks))[1] if sinks else 0
+    if config.export:
+        pending = await _export(config, store, snapshot_id, result.finished_at)
     if metrics is not None:
         metrics.update(store, snapshot_id)
     return Recorded(result, snapshot_id, events, pending)

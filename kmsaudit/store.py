@@ -9,6 +9,7 @@ A whole snapshot, with its drift events, is written in one transaction.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import sqlite3
@@ -16,7 +17,7 @@ import stat
 import time
 import urllib.parse
 import zlib
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +32,7 @@ from kmsaudit.model import ORGANIZATION, DriftEvent, ScanResult
 
 log = structlog.get_logger("kmsaudit.store")
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 BUSY_TIMEOUT_MS = 10_000
 PRUNE_BATCH = 50  # snapshots forgotten per transaction: short write locks, a small WAL
 VACUUM_PAGES = 2_000  # free pages given back to the file system per step
@@ -173,7 +174,35 @@ def _migration_5(db: sqlite_utils.Database) -> None:
     db.table("acceptances").create_index(["key_arn", "snapshot_id"])
 
 
-MIGRATIONS = {1: _migration_1, 2: _migration_2, 3: _migration_3, 4: _migration_4, 5: _migration_5}
+def _migration_6(db: sqlite_utils.Database) -> None:
+    """Exports (issue #16): what each export was last sent of each finding (its digest, when, and
+    the finding itself, to archive it once it is gone), and the outbox row's subject (a finding
+    id), so a newer state of a finding replaces an older one still waiting to be sent."""
+    db.execute("ALTER TABLE outbox ADD COLUMN subject TEXT")
+    db.execute("CREATE INDEX outbox_subject ON outbox (sink, subject) WHERE subject IS NOT NULL")
+    db.table("exported").create(
+        {
+            "sink": str,
+            "finding_id": str,
+            "digest": str,
+            "first_at": float,
+            "queued_at": float,
+            "archived": int,
+            "body": bytes,
+        },
+        pk=("sink", "finding_id"),
+        not_null={"digest", "first_at", "queued_at", "archived"},
+    )
+
+
+MIGRATIONS = {
+    1: _migration_1,
+    2: _migration_2,
+    3: _migration_3,
+    4: _migration_4,
+    5: _migration_5,
+    6: _migration_6,
+}
 
 
 @contextmanager
@@ -707,13 +736,15 @@ class Store:
         return versions
 
     # -- the alert outbox --------------------------------------------------------------------
-    def due_alerts(self, now: float, limit: int = 500) -> list[dict[str, Any]]:
-        """Up to `limit` due alerts per sink, oldest first (one sink's backlog never hides another's)."""
+    def due_alerts(self, now: float, limit: int = 500, sink: str | None = None) -> list[dict[str, Any]]:
+        """Up to `limit` due alerts per sink (or of one sink), oldest first (one sink's backlog
+        never hides another's)."""
         rows = self.db.execute(
             "SELECT event_id, sink, payload, attempts FROM (SELECT *, row_number() OVER"
             " (PARTITION BY sink ORDER BY created_at, event_id) AS n FROM outbox"
-            " WHERE delivered_at IS NULL AND next_attempt_at <= ?) WHERE n <= ? ORDER BY created_at, event_id",
-            [now, limit],
+            " WHERE delivered_at IS NULL AND next_attempt_at <= ? AND (? IS NULL OR sink = ?))"
+            " WHERE n <= ? ORDER BY created_at, event_id",
+            [now, sink, sink, limit],
         ).fetchall()
         return [{"event_id": r[0], "sink": r[1], "event": json.loads(r[2]), "attempts": r[3]} for r in rows]
 
@@ -727,6 +758,85 @@ class Store:
                 " WHERE event_id = ? AND sink = ?",
                 [at, event_id, sink],
             )
+
+    def mark_delivered_many(self, event_ids: Iterable[str], sink: str, at: float) -> None:
+        """A batch delivered (an export's 100 findings): one transaction."""
+        with self._transaction():
+            self.db.conn.executemany(
+                "UPDATE outbox SET delivered_at = ?, attempts = attempts + 1, last_error = NULL"
+                " WHERE event_id = ? AND sink = ?",
+                [(at, event_id, sink) for event_id in event_ids],
+            )
+
+    def mark_failed_many(self, failures: Iterable[tuple[str, str, float]], sink: str) -> None:
+        """(event id, error, retry at) of a batch: one transaction."""
+        with self._transaction():
+            self.db.conn.executemany(
+                "UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_attempt_at = ?"
+                " WHERE event_id = ? AND sink = ?",
+                [(error[:500], retry_at, event_id, sink) for event_id, error, retry_at in failures],
+            )
+
+    def queue_export(
+        self, sink: str, findings: Sequence[Mapping[str, Any]], now: float, resend_after: float = 86_400.0
+    ) -> tuple[int, int]:
+        """Queue what an export must send of a snapshot's findings, in one transaction; returns
+        (active, archived) queued. A new or changed finding is queued at once; an unchanged one
+        again only after `resend_after` (Security Hub keeps a finding 90 days after its last
+        update); one that is gone once, archived. A newer state replaces one still waiting."""
+        known = {
+            row[0]: (row[1], row[2], row[3], bool(row[4]))
+            for row in self.db.execute(
+                "SELECT finding_id, digest, first_at, queued_at, archived FROM exported WHERE sink = ?", [sink]
+            )
+        }
+        queue: list[tuple[str, dict[str, Any]]] = []
+        rows: list[tuple[Any, ...]] = []
+        current: set[str] = set()
+        for finding in findings:
+            finding_id = str(finding["id"])
+            current.add(finding_id)
+            digest = hashlib.sha256(json.dumps(finding, sort_keys=True).encode()).hexdigest()[:32]
+            was = known.get(finding_id)
+            if was is not None and was[0] == digest and not was[3] and now - was[2] < resend_after:
+                continue
+            first_at = was[1] if was is not None and not was[3] else now
+            queue.append((finding_id, {"state": "ACTIVE", "finding": dict(finding), "first_at": first_at, "at": now}))
+            rows.append((sink, finding_id, digest, first_at, now, 0, _pack(json.dumps(finding))))
+        gone = [fid for fid, (_, _, _, archived) in known.items() if not archived and fid not in current]
+        if gone:
+            wanted = set(gone)
+            bodies = {
+                r[0]: (json.loads(_unpack(r[1])), r[2])
+                for r in self.db.execute(
+                    "SELECT finding_id, body, first_at FROM exported WHERE sink = ? AND archived = 0", [sink]
+                )
+                if r[0] in wanted
+            }
+            for fid in gone:
+                body, first_at = bodies[fid]
+                queue.append((fid, {"state": "ARCHIVED", "finding": body, "first_at": first_at, "at": now}))
+        with self._transaction():
+            sql = self.db.conn
+            sql.executemany(
+                "DELETE FROM outbox WHERE sink = ? AND subject = ? AND delivered_at IS NULL",
+                [(sink, fid) for fid, _ in queue],
+            )
+            sql.executemany(
+                "INSERT OR REPLACE INTO outbox (event_id, sink, subject, snapshot_id, payload, created_at, attempts,"
+                " next_attempt_at) VALUES (?, ?, ?, NULL, ?, ?, 0, ?)",
+                [(f"{fid}@{now:.6f}", sink, fid, json.dumps(payload), now, now) for fid, payload in queue],
+            )
+            sql.executemany(
+                "INSERT OR REPLACE INTO exported (sink, finding_id, digest, first_at, queued_at, archived, body)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+            sql.executemany(
+                "UPDATE exported SET archived = 1, queued_at = ? WHERE sink = ? AND finding_id = ?",
+                [(now, sink, fid) for fid in gone],
+            )
+        return len(queue) - len(gone), len(gone)
 
     def mark_failed(self, event_id: str, sink: str, error: str, retry_at: float) -> None:
         with self._transaction():

@@ -34,6 +34,10 @@ from aiohttp import web
 KMS_PAGED = {"ListKeys": "Keys", "ListAliases": "Aliases", "ListGrants": "Grants", "ListResourceTags": "Tags"}
 PER_KEY = {"DescribeKey", "GetKeyPolicy", "ListGrants", "ListResourceTags"}
 IAM_NS = "https://iam.amazonaws.com/doc/2010-05-08/"
+REST_OPERATIONS = {
+    ("securityhub", "POST", "/findings/import"): "BatchImportFindings",
+    ("securityhub", "POST", "/findings"): "GetFindings",
+}
 IAM_LISTS = ("UserDetailList", "GroupDetailList", "RoleDetailList", "Policies")
 _SCOPE = re.compile(r"Credential=([^/]+)/\d+/([^/]+)/([^/]+)/")
 _HOP = {"host", "content-length", "transfer-encoding", "connection", "content-encoding", "keep-alive"}
@@ -127,6 +131,9 @@ class AwsProxy:
         if target:
             params = json.loads(body or b"{}")
             return service, target.split(".", 1)[1], key_id, region, params
+        rest = REST_OPERATIONS.get((service, request.method, request.path))
+        if rest:  # REST-JSON services (Security Hub): the operation is the path
+            return service, rest, key_id, region, json.loads(body or b"{}")
         form = dict(urllib.parse.parse_qsl(body.decode()))
         return service, form.get("Action", ""), key_id, region, form
 
@@ -173,7 +180,7 @@ class AwsProxy:
         self.operations.append((service, operation))
         self.params.append((operation, dict(params)))
         if operation in self.deny_operations:
-            if request.headers.get("X-Amz-Target"):
+            if request.headers.get("X-Amz-Target") or operation in REST_OPERATIONS.values():
                 return json_error(400, "AccessDeniedException", f"not authorized to perform {operation}")
             return query_error(403, "AccessDenied", f"not authorized to perform {operation}")
         if operation == "AssumeRole" and any(f"::{a}:" in params.get("RoleArn", "") for a in self.deny_assume):
