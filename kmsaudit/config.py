@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import time
 import tomllib
@@ -197,6 +198,36 @@ class ExportSettings(_Strict):
         return f"export:{self.name or f'{self.type}-{self.region}'}"
 
 
+class EventsSettings(_Strict):
+    """CloudTrail events through EventBridge into SQS (README "Real-time detection")."""
+
+    queues: list[str] = Field(min_length=1, max_length=20)
+    role_arn: str | None = None  # the role that reads the queues; none: ambient credentials
+    external_id: str | None = Field(None, min_length=2, max_length=1224)
+    region: str = Field(  # for queue URLs that carry none (an emulator's)
+        default_factory=lambda: os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+    )
+    wait_seconds: int = Field(20, ge=0, le=20)  # SQS long polling
+    delete_malformed: bool = True  # false: leave them to the queue's dead-letter policy
+
+    @field_validator("queues")
+    @classmethod
+    def _queues(cls, value: list[str]) -> list[str]:
+        for url in value:
+            if not re.match(r"^https?://[^\s/]+(/[^\s]*)?/\d{12}/[\w-]{1,80}$", url):
+                raise ValueError(
+                    f"{url[:100]!r} is not an SQS queue URL (https://sqs.REGION.amazonaws.com/ACCOUNT/NAME)"
+                )
+        return value
+
+    @field_validator("role_arn")
+    @classmethod
+    def _role_arn(cls, value: str | None) -> str | None:
+        if value is not None and not ROLE_ARN_RE.match(value):
+            raise ValueError(f"{value!r} is not an IAM role ARN (arn:aws:iam::ACCOUNT:role/NAME)")
+        return value
+
+
 ACCEPT_ID = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
 AccessLevel = Literal["public", "potential", "effective"]
 _NOT_PUBLIC: tuple[AccessLevel, ...] = ("potential", "effective")
@@ -277,6 +308,7 @@ class Config(_Strict):
     acceptance: AcceptanceSettings = Field(default_factory=AcceptanceSettings)
     accept: list[AcceptSettings] = Field(default_factory=list, max_length=100_000)
     export: list[ExportSettings] = Field(default_factory=list, max_length=20)
+    events: EventsSettings | None = None
 
     @model_validator(mode="after")
     def _accounts(self) -> Config:

@@ -7,6 +7,7 @@ import os
 import random
 import signal
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import structlog
@@ -14,8 +15,11 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from kmsaudit.alert import build_sinks, deliver
+from kmsaudit.collect import Collector
 from kmsaudit.config import Config, is_cron, load_config
 from kmsaudit.errors import KmsAuditError, StoreBusy, UsageError
+from kmsaudit.evaluator import AuditScope
+from kmsaudit.events import Change, Consumer, Message
 from kmsaudit.metrics import Metrics
 from kmsaudit.scan import scan_and_record
 from kmsaudit.store import Store
@@ -53,6 +57,11 @@ class Daemon:
         self.last_scan_end: float | None = None
         self._site: web.TCPSite | None = None
         self.files_seen = config_files_state(config_path, config)
+        # One writer at a time in this process: scheduled scans and event re-reads (README
+        # "Real-time detection"), and what the last full scan read of IAM and the organization.
+        self.writing = asyncio.Lock()
+        self.audit_scope: AuditScope | None = None
+        self.last_full_started = 0.0
 
     # -- HTTP ------------------------------------------------------------------------------
     async def _metrics(self, _: web.Request) -> web.Response:
@@ -86,12 +95,15 @@ class Daemon:
 
     # -- scanning --------------------------------------------------------------------------
     async def scan_once(self) -> None:
-        self.scanning_since = time.time()
-        try:
-            recorded = await scan_and_record(self.config, self.sinks, metrics=self.metrics)
-        finally:
-            self.scanning_since = None
-            self.last_scan_end = time.time()
+        async with self.writing:
+            self.scanning_since = started = time.time()
+            collector = Collector(self.config)
+            try:
+                recorded = await scan_and_record(self.config, self.sinks, metrics=self.metrics, collector=collector)
+            finally:
+                self.scanning_since = None
+                self.last_scan_end = time.time()
+            self.audit_scope, self.last_full_started = collector.audit_scope, started
         result, events = recorded.result, recorded.events
         self.scans += 1
         self.has_state = True
@@ -140,6 +152,66 @@ class Daemon:
         finally:
             store.close()
 
+    # -- events ----------------------------------------------------------------------------
+    async def reaudit(self, messages: Sequence[Message]) -> None:
+        """What a batch of CloudTrail events changed, recorded like a scan (README "Real-time
+        detection"): the keys they name re-read and re-evaluated with the IAM of the last full
+        scan; an IAM or Organizations change, a full scan (one for a whole burst: an event that
+        happened before the last full scan started is already in it). Returns once committed."""
+        changes = [m.outcome for m in messages if isinstance(m.outcome, Change)]
+        margin = 2.0  # eventTime is to the second; CloudTrail's clock and ours (NTP) agree within that
+        pending = [c for c in changes if c.event_time + margin >= self.last_full_started]
+        for c in changes:
+            if c not in pending:
+                self.metrics.count_event(c.source, c.name, "covered")
+        if any(c.kind in ("iam", "organization") for c in pending):
+            await self.scan_once()
+            for c in pending:
+                self.metrics.count_event(c.source, c.name, "full-scan")
+                self.metrics.event_to_alert.observe(max(0.0, time.time() - c.event_time))
+            return
+        only: dict[tuple[str, str], set[str]] = {}
+        known = self._known_scopes()
+        for c in pending:
+            arn = c.key_arn or self._alias_target(c)
+            if not arn or (c.account, c.region) not in known:
+                self.metrics.count_event(c.source, c.name, "unknown-scope" if arn else "unresolved")
+                continue
+            only.setdefault((c.account, c.region), set()).add(arn)
+        if not only or self.audit_scope is None:
+            return
+        async with self.writing:
+            collector = Collector(
+                self.config, only={k: frozenset(v) for k, v in only.items()}, audit_scope=self.audit_scope
+            )
+            await scan_and_record(self.config, self.sinks, metrics=self.metrics, collector=collector)
+        done = time.time()
+        for c in pending:
+            if c.key_arn or c.alias:
+                self.metrics.count_event(c.source, c.name, "reaudited")
+                self.metrics.event_to_alert.observe(max(0.0, done - c.event_time))
+        log.info("events.reaudited", keys=sum(len(v) for v in only.values()), events=len(pending))
+
+    def _known_scopes(self) -> set[tuple[str, str]]:
+        store = Store(self.config.store.path, create=False)
+        try:
+            return {(v.account, v.region) for v in store.scope_view() if v.state is not None}
+        finally:
+            store.close()
+
+    def _alias_target(self, change: Change) -> str:
+        """The key an alias named in the last state (DeleteAlias carries no key id)."""
+        store = Store(self.config.store.path, create=False)
+        try:
+            for view in store.scope_view():
+                if (view.account, view.region) == (change.account, change.region) and view.state is not None:
+                    for arn, names in view.state.names.items():
+                        if change.alias in names.get("aliases", ()):
+                            return arn
+        finally:
+            store.close()
+        return ""
+
     async def _until(self, moment: float) -> None:
         """Sleep until `moment`, a stop or a reload request, whichever comes first."""
         waiters = [asyncio.ensure_future(self.stopping.wait()), asyncio.ensure_future(self.reload_requested.wait())]
@@ -182,8 +254,14 @@ class Daemon:
             raise
         log.info("daemon.started", listen=self.config.daemon.listen, interval=self.config.scan.interval)
         jitter = 1.0
+        consumer: asyncio.Task[None] | None = None
         try:
             while not self.stopping.is_set():
+                if consumer is None and self.audit_scope is not None and self.config.events is not None:
+                    # After the first full scan: events are re-read against its state and IAM.
+                    events = Consumer(self.config, self.reaudit, self.metrics.count_event)
+                    consumer = asyncio.create_task(events.run(self.stopping))
+                    log.info("events.started", queues=len(self.config.events.queues))
                 if self.reload_requested.is_set():
                     await self._reload(runner)  # a scan in progress has finished: this is between scans
                     continue  # the schedule may have changed: wait anew
@@ -212,6 +290,9 @@ class Daemon:
                     log.error("daemon.scan_failed", reason=str(exc))
                 jitter = random.uniform(1 - JITTER, 1 + JITTER)  # ±10 %: many daemons not in step
         finally:
+            if consumer is not None:
+                consumer.cancel()
+                await asyncio.gather(consumer, return_exceptions=True)
             await self._flush()
             await runner.cleanup()
             log.info("daemon.stopped", scans=self.scans)

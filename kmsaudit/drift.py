@@ -54,6 +54,17 @@ class ScopeState:
             unreadable=dict(unreadable),
         )
 
+    def replacing(self, keys: Iterable[str], reread: ScopeState) -> ScopeState:
+        """This state with `keys` (ARNs) as `reread` has them: a CloudTrail event re-read them
+        (README "Real-time detection"). A key asked for but absent from `reread` is gone."""
+        gone = set(keys)
+        return ScopeState(
+            findings={w: f for w, f in self.findings.items() if w[0] not in gone} | dict(reread.findings),
+            keys={a: h for a, h in self.keys.items() if a not in gone} | dict(reread.keys),
+            names={a: n for a, n in self.names.items() if a not in gone} | dict(reread.names),
+            unreadable={a: c for a, c in self.unreadable.items() if a not in gone} | dict(reread.unreadable),
+        )
+
     def carry(self, before: ScopeState | None, iam_failed: Iterable[str]) -> ScopeState:
         """Keep what this scan could not read from the last good state (SPEC §5: a failure must
         never look like access removed):

@@ -21,7 +21,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, write_to_textfile
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
@@ -136,7 +136,23 @@ class Metrics:
             ["access", "zone", "severity", "accepted"],
             registry=r,
         )
+        # Real-time detection (README): this process's events, by source, name and outcome.
+        self.events = Counter(
+            "kmsaudit_events",
+            "CloudTrail events read from the queues, by source, event name and outcome.",
+            ["source", "event", "outcome"],
+            registry=r,
+        )
+        self.event_to_alert = Histogram(
+            "kmsaudit_event_to_alert_seconds",
+            "From the CloudTrail eventTime to its drift recorded and its alerts enqueued.",
+            buckets=(1, 2, 5, 10, 30, 60, 120, 300, 900, 3600),
+            registry=r,
+        )
         r.register(_Cumulative(self))
+
+    def count_event(self, source: str, event: str, outcome: str) -> None:
+        self.events.labels(source, event, outcome).inc()
 
     def update(self, store: Store, snapshot_id: int | None = None) -> None:
         """Everything from the database: the latest (or given) snapshot and the running totals."""

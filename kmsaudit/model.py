@@ -234,6 +234,9 @@ class ScopeResult:
     error: str = ""
     error_code: str = ""
     duration_seconds: float = 0.0
+    # A re-read of some keys only (a CloudTrail event): the keys asked for, as ARNs. Those not in
+    # `keys` are gone; every other key of the scope keeps its last state.
+    partial: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,6 +256,9 @@ class ScopeStatus:
     key_names: tuple[tuple[str, tuple[str, ...], str], ...] = ()
     # (key ARN, error code) of the keys whose reads failed after every retry
     unreadable: tuple[tuple[str, str], ...] = ()
+    # Only these keys (ARNs) were re-read (README "Real-time detection"): the scope's other keys
+    # keep their last good state; a key listed here but not read is gone.
+    partial: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -84,6 +84,7 @@ async def run_scan(
                 key_hashes=hashes,
                 key_names=names,
                 unreadable=unreadable,
+                partial=scope.partial,
             )
         )
     if collector.audit_scope is not None:
@@ -202,15 +203,17 @@ async def scan_and_record(
     metrics: Metrics | None = None,
     progress: Callable[[str, int], None] | None = None,
     today: date | None = None,
+    collector: Collector | None = None,
 ) -> Recorded:
     """The whole pipeline once: scan, store the snapshot with its drift, enqueued alerts and
     counters (one transaction), apply retention, deliver what is due, update the metrics from
     the database (so a failed scope shows its last good state there too). `today`: the date
-    acceptance entries expire by (default: the UTC date)."""
+    acceptance entries expire by (default: the UTC date). `collector`: a prepared one (the
+    daemon's, or a re-read of some keys for a CloudTrail event: README "Real-time detection")."""
     store = Store(config.store.path)  # an unusable path is the user's to fix, before any AWS call
     try:
         with writer_lock(config.store.path):  # one writer at a time, for the whole pass
-            return await _record(config, sinks, store, metrics, progress, today)
+            return await _record(config, sinks, store, metrics, progress, today, collector)
     finally:
         store.close()
 
@@ -222,9 +225,11 @@ async def _record(
     metrics: Metrics | None,
     progress: Callable[[str, int], None] | None,
     today: date | None,
+    collector: Collector | None = None,
 ) -> Recorded:
     """The pipeline once, the writer lock held (scan_and_record)."""
-    result = await run_scan(config, progress=progress, known=store.known_policies(), today=today)
+    partial = collector is not None and collector.only is not None
+    result = await run_scan(config, progress=progress, known=store.known_policies(), today=today, collector=collector)
     unused = unused_acceptances(
         store.acceptance_seen(), result.accept_configured, result.accept_matched, result.finished_at
     )
@@ -234,7 +239,8 @@ async def _record(
         result, route=router(sinks), count=scan_counters, route_baseline=baseline_router(sinks)
     )
     try:  # off the event loop (the daemon's /healthz, the sinks' deliveries), on its own connection
-        await asyncio.to_thread(prune, config.store.path, config.store.retention_days)
+        if not partial:  # an event's re-read leaves retention to the scheduled scans
+            await asyncio.to_thread(prune, config.store.path, config.store.retention_days)
     except StoreError as exc:
         log.error("store.prune_failed", reason=str(exc))  # the next scan prunes again; nothing lost
     pending = (await deliver(store, sinks))[1] if sinks else 0

@@ -460,6 +460,7 @@ class Store:
             snapshot_id = int(cursor.lastrowid or 0)
             for scope in result.scopes:
                 digest = None
+                n_keys = scope.keys
                 if scope.ok:
                     before = self.last_good_state(scope.account, scope.region)
                     state = ScopeState.build(
@@ -469,6 +470,9 @@ class Store:
                         scope.unreadable,
                         scope.key_hashes,
                     ).carry(before, result.iam_failures)
+                    if scope.partial is not None and before is not None:
+                        state = before.replacing(scope.partial, state)  # the rest keeps its state
+                        n_keys = len(state.keys)
                     digest = state.digest()
                     self._record_acceptances(snapshot_id, before, state, now)
                     events += diff_scope(
@@ -510,7 +514,7 @@ class Store:
                         int(scope.ok),
                         scope.error,
                         scope.error_code,
-                        scope.keys,
+                        n_keys,
                         digest,
                     ],
                 )
@@ -525,6 +529,8 @@ class Store:
             )
             if any(scope.account == ORGANIZATION and not scope.ok for scope in result.scopes):
                 self._carry_unscanned(snapshot_id, result)
+            if any(scope.partial is not None for scope in result.scopes):
+                self._carry_unchanged(snapshot_id, result)
             for account, reason in sorted(result.iam_failures.items()):
                 events.append(scope_failed(account, "global", reason, "iam", snapshot_id=snapshot_id, detected_at=now))
             sql.executemany(
@@ -612,6 +618,35 @@ class Store:
             "INSERT INTO scopes (snapshot_id, account, region, ok, error, error_code, keys, state)"
             " VALUES (?, ?, ?, 0, 'not scanned: organization discovery failed', 'organization', 0, NULL)",
             [(snapshot_id, account, region) for account, region in previous if (account, region) not in scanned],
+        )
+
+    def _carry_unchanged(self, snapshot_id: int, result: ScanResult) -> None:
+        """A re-read of some keys (README "Real-time detection"): every scope it did not touch is
+        in the new snapshot as it was in the previous one, and the snapshot's totals are the
+        estate's, not the event's."""
+        sql = self.db.conn
+        previous = sql.execute("SELECT max(id) FROM snapshots WHERE id < ?", [snapshot_id]).fetchone()[0]
+        if previous is None:
+            return
+        touched = {(s.account, s.region) for s in result.scopes}
+        rows = sql.execute(
+            "SELECT account, region, ok, error, error_code, keys, state FROM scopes WHERE snapshot_id = ?", [previous]
+        ).fetchall()
+        sql.executemany(
+            "INSERT INTO scopes (snapshot_id, account, region, ok, error, error_code, keys, state)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [(snapshot_id, *row) for row in rows if (row[0], row[1]) not in touched],
+        )
+        keys = findings = 0
+        for (body,) in sql.execute(
+            "SELECT st.body FROM scopes s JOIN states st ON st.digest = s.state WHERE s.snapshot_id = ?", [snapshot_id]
+        ):
+            state = ScopeState.from_json(_unpack(body))
+            keys, findings = keys + len(state.keys), findings + len(state.findings)
+        complete = sql.execute("SELECT complete FROM snapshots WHERE id = ?", [previous]).fetchone()[0]
+        sql.execute(
+            "UPDATE snapshots SET keys = ?, findings = ?, complete = ? WHERE id = ?",
+            [keys, findings, complete, snapshot_id],
         )
 
     def known_policies(self) -> dict[str, str]:

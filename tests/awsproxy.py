@@ -10,7 +10,10 @@
   statements, lists and object keys shuffled, re-indented with KMS's `" : "` (aws-cli#9456);
 - `fail_keys`: answer HTTP 500 to every per-key read of these key ids (retries never help);
 - `latency`: seconds added to every request (a central auditor far from its regions);
-- `quotas`: requests/s per (credentials, region, operation), ThrottlingException beyond.
+- `quotas`: requests/s per (credentials, region, operation), ThrottlingException beyond;
+- `stall`: operations held up to that many seconds (or until removed from `stall`), then answered
+  500 without reaching moto: a request lost with the process that waited on it (the SQS delete
+  after a snapshot, issue #17). Recorded in `stalled`.
 
 It records every (service, operation) it forwards. Also used by bench/scan.py.
 """
@@ -84,6 +87,8 @@ class AwsProxy:
         self.fail_keys = fail_keys or set()
         self._shuffler = random.Random(20261127)
         self.latency = latency
+        self.stall: dict[str, float] = {}
+        self.stalled: list[str] = []
         self.quotas = quotas or {}
         self.operations: list[tuple[str, str]] = []
         self.params: list[tuple[str, dict[str, Any]]] = []  # (operation, its parameters) as received
@@ -173,6 +178,12 @@ class AwsProxy:
         service, operation, key_id, region, params = self._identify(request, body)
         if self.latency:
             await asyncio.sleep(self.latency)
+        if operation in self.stall:
+            self.stalled.append(operation)
+            deadline = time.monotonic() + self.stall[operation]
+            while operation in self.stall and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            return json_error(500, "InternalError", "stalled request dropped")
         if self._over_quota(key_id, region, operation):
             self.throttled += 1
             self.throttled_by_operation[operation] = self.throttled_by_operation.get(operation, 0) + 1

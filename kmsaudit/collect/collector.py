@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 
 import structlog
@@ -12,7 +12,7 @@ from aiobotocore.session import AioSession
 
 from kmsaudit.collect.api import Api, RequestObserver
 from kmsaudit.collect.iam import collect_iam
-from kmsaudit.collect.kms import collect_region
+from kmsaudit.collect.kms import collect_keys, collect_region
 from kmsaudit.collect.org import collect_organization
 from kmsaudit.collect.session import STS_REGION, Sessions
 from kmsaudit.config import Config
@@ -43,8 +43,14 @@ class Collector:
         config: Config,
         observer: RequestObserver | None = None,
         progress: Callable[[str, int], None] | None = None,
+        only: Mapping[tuple[str, str], frozenset[str]] | None = None,
+        audit_scope: AuditScope | None = None,
     ) -> None:
+        """`only`: re-read just these keys (ARNs) of these scopes (README "Real-time detection");
+        `audit_scope`: the principals as the last full scan read them, so IAM is not read again."""
         self.config = config
+        self.only = only
+        self.cached_scope = audit_scope
         self.api = Api(config.scan, observer)
         self.progress = progress
         self.principals: list[IamPrincipal] = []
@@ -83,6 +89,25 @@ class Collector:
                         role = f"arn:aws:iam::{account}:role/{org_cfg.role_name}"
                         targets[account] = Target(account, role, org_cfg.external_id, tuple(cfg.scan.regions))
         return list(targets.values())
+
+    def _only_targets(self) -> list[Target]:
+        """The scopes named by `only`, with each account's role as the config gives it (a member
+        account of the organization: the organization's role name)."""
+        cfg = self.config
+        assert self.only is not None
+        by_account: dict[str, list[str]] = {}
+        for account, region in self.only:
+            by_account.setdefault(account, []).append(region)
+        configured = {a.id: a for a in cfg.accounts}
+        targets = []
+        for account, regions in sorted(by_account.items()):
+            if account in configured:
+                a = configured[account]
+                targets.append(Target(account, a.role_arn, a.external_id, tuple(sorted(regions))))
+            elif cfg.organization is not None:
+                role = f"arn:aws:iam::{account}:role/{cfg.organization.role_name}"
+                targets.append(Target(account, role, cfg.organization.external_id, tuple(sorted(regions))))
+        return targets
 
     async def _session(self, sessions: Sessions, target: Target) -> AioSession:
         """The target's session, once its credentials are known to be the target's own: ambient
@@ -128,9 +153,13 @@ class Collector:
             client = await sessions.client(session, "kms", region)
             # One KMS client per scope: its responses steer that scope's pacers.
             client.meta.events.register("response-received.kms", self.api.pacer_feedback(target.account, region))
-            keys = await collect_region(
-                self.api, client, target.account, region, progress=lambda n: self._tick("keys", n)
-            )
+            wanted = self.only.get((target.account, region)) if self.only is not None else None
+            if wanted is not None:
+                keys = await collect_keys(self.api, client, target.account, region, wanted)
+            else:
+                keys = await collect_region(
+                    self.api, client, target.account, region, progress=lambda n: self._tick("keys", n)
+                )
         except CollectError as exc:
             log.error("scope.failed", account=target.account, region=region, reason=str(exc), code=exc.code)
             return ScopeResult(
@@ -142,20 +171,36 @@ class Collector:
                 duration_seconds=time.monotonic() - started,
             )
         log.info("scope.done", account=target.account, region=region, keys=len(keys))
-        return ScopeResult(target.account, region, True, tuple(keys), duration_seconds=time.monotonic() - started)
+        return ScopeResult(
+            target.account,
+            region,
+            True,
+            tuple(keys),
+            duration_seconds=time.monotonic() - started,
+            partial=tuple(sorted(wanted)) if wanted is not None else None,
+        )
 
     async def scopes(self) -> AsyncIterator[ScopeResult]:
         async with Sessions(self.config.scan, on_response=self.api.on_response) as sessions:
-            self.targets = await self._targets(sessions)
-            iam_tasks = [asyncio.create_task(self._iam(sessions, t)) for t in self.targets]
+            if self.only is not None and self.cached_scope is not None:
+                self.targets = self._only_targets()  # the organization and IAM as last read
+                self.organization = self.cached_scope.organization
+            else:
+                self.targets = await self._targets(sessions)
+            reuse = self.cached_scope is not None and self.only is not None
+            iam_tasks = [] if reuse else [asyncio.create_task(self._iam(sessions, t)) for t in self.targets]
             scope_tasks = [asyncio.create_task(self._scope(sessions, t, r)) for t in self.targets for r in t.regions]
             try:
                 await asyncio.gather(*iam_tasks)
-                self.audit_scope = AuditScope(
-                    self.principals,
-                    audited_accounts=[t.account for t in self.targets if t.account not in self.iam_failures],
-                    trusted_accounts=[*self.config.trust.accounts, *(t.account for t in self.targets)],
-                    organization=self.organization,
+                self.audit_scope = (
+                    self.cached_scope
+                    if reuse
+                    else AuditScope(
+                        self.principals,
+                        audited_accounts=[t.account for t in self.targets if t.account not in self.iam_failures],
+                        trusted_accounts=[*self.config.trust.accounts, *(t.account for t in self.targets)],
+                        organization=self.organization,
+                    )
                 )
                 for next_done in asyncio.as_completed(scope_tasks):
                     result = await next_done

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import structlog
@@ -132,3 +132,24 @@ async def collect_region(
             task.cancel()
     keys.sort(key=lambda k: k.arn)
     return keys
+
+
+async def collect_keys(api: Api, kms: Any, account: str, region: str, key_ids: Iterable[str]) -> list[KeyRecord]:
+    """Some keys of a scope only (a CloudTrail event named them): each key's four reads and its
+    aliases. A key that no longer exists is left out. Raises CollectError as collect_region."""
+
+    async def one(key_id: str) -> KeyRecord | None:
+        try:
+            listed = await api.pages(
+                kms, account, region, "ListAliases", "Aliases", KeyId=key_id, Limit=PAGE_LIMITS["ListAliases"]
+            )
+        except ClientError as exc:
+            if error_code(exc) == "NotFoundException":
+                return None  # deleted since the event
+            raise convert(exc, "ListAliases") from None
+        names = [str(a["AliasName"]) for a in listed if a.get("AliasName")]
+        bare = key_id.rsplit("/", 1)[-1]
+        return await _read_key(api, kms, account, region, bare, key_id, {bare: names})
+
+    records = await asyncio.gather(*(one(k) for k in sorted(set(key_ids))))
+    return sorted((r for r in records if r is not None), key=lambda k: k.arn)

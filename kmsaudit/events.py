@@ -1,0 +1,334 @@
+"""Real-time detection (README "Real-time detection"): CloudTrail management events, forwarded by
+EventBridge into SQS, tell the daemon what changed; it re-reads just that and records it like a
+scan, so drift, alerts, `findings`, `history` and the metrics all see it within seconds.
+
+`classify` is pure: one SQS message body (the EventBridge event) -> what to re-read:
+
+    KMS key events (PutKeyPolicy, CreateGrant, …)  -> that key (ARN, or id in the event's
+                                                     account and region)
+    KMS alias events                               -> the key the alias names (or named)
+    IAM policy events, Organizations policy events -> that account's IAM / the organization:
+                                                     a full scan, coalesced over a burst
+    failed calls (errorCode), unaudited accounts,
+    other names, duplicates                        -> dropped, counted
+    anything unreadable                            -> malformed, logged, deleted
+
+The consumer deletes a message only once what it caused is committed (at least once: a crash in
+between re-reads it, and the idempotent outbox and unchanged state send no second alert).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import re
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Collection, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import structlog
+
+from kmsaudit.collect.api import Api
+from kmsaudit.collect.session import Sessions
+from kmsaudit.config import Config, EventsSettings
+from kmsaudit.errors import CollectError
+
+log = structlog.get_logger("kmsaudit.events")
+
+KMS_KEY_EVENTS = frozenset(
+    {
+        "PutKeyPolicy",
+        "CreateGrant",
+        "RetireGrant",
+        "RevokeGrant",
+        "CreateKey",
+        "ReplicateKey",
+        "ScheduleKeyDeletion",
+        "CancelKeyDeletion",
+        "EnableKey",
+        "DisableKey",
+        "TagResource",
+        "UntagResource",
+    }
+)
+KMS_ALIAS_EVENTS = frozenset({"CreateAlias", "UpdateAlias", "DeleteAlias"})
+IAM_EVENTS = frozenset(
+    {f"{verb}{what}Policy" for verb in ("Put", "Delete") for what in ("Role", "User", "Group")}
+    | {f"{verb}{what}Policy" for verb in ("Attach", "Detach") for what in ("Role", "User", "Group")}
+    | {f"{verb}{what}PermissionsBoundary" for verb in ("Put", "Delete") for what in ("Role", "User")}
+    | {
+        "CreatePolicyVersion",
+        "DeletePolicyVersion",
+        "SetDefaultPolicyVersion",
+        "AddUserToGroup",
+        "RemoveUserFromGroup",
+        "CreateRole",
+        "DeleteRole",
+        "CreateUser",
+        "DeleteUser",
+        "UpdateAssumeRolePolicy",
+    }
+)
+ORG_EVENTS = frozenset(
+    {
+        "CreatePolicy",
+        "UpdatePolicy",
+        "DeletePolicy",
+        "AttachPolicy",
+        "DetachPolicy",
+        "EnablePolicyType",
+        "DisablePolicyType",
+        "MoveAccount",
+        "RemoveAccountFromOrganization",
+        "AcceptHandshake",
+    }
+)
+SOURCES = {"kms.amazonaws.com": "kms", "iam.amazonaws.com": "iam", "organizations.amazonaws.com": "organizations"}
+_KEY_ARN = re.compile(r"^arn:(aws[a-z-]*):kms:([a-z0-9-]+):(\d{12}):key/([A-Za-z0-9-]+)$")
+_KEY_ID = re.compile(r"^(mrk-)?[0-9a-fA-F-]{32,40}$|^mrk-[0-9a-f]{32}$")
+_ACCOUNT = re.compile(r"^\d{12}$")
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """What one event asks to re-read."""
+
+    kind: str  # key | alias | iam | organization
+    source: str  # kms | iam | organizations
+    name: str  # the CloudTrail eventName
+    event_id: str
+    event_time: float  # epoch seconds (CloudTrail eventTime)
+    account: str = ""
+    region: str = ""
+    key_arn: str = ""  # kind key
+    alias: str = ""  # kind alias without a target: resolved from the last state
+
+
+@dataclass(frozen=True, slots=True)
+class Dropped:
+    source: str
+    name: str
+    outcome: str  # failed-call | unaudited | ignored | duplicate | malformed
+    reason: str = ""
+    event_id: str = ""
+
+
+def _time(text: Any) -> float:
+    try:
+        return datetime.fromisoformat(str(text).replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return time.time()
+
+
+def _key_arn(value: Any, account: str, region: str, partition: str = "aws") -> str:
+    """A key ARN from an ARN or a bare key id (in the event's account and region); "" otherwise."""
+    text = str(value or "")
+    if _KEY_ARN.match(text):
+        return text
+    if _KEY_ID.match(text) and _ACCOUNT.match(account) and region:
+        return f"arn:{partition}:kms:{region}:{account}:key/{text}"
+    return ""
+
+
+def classify(body: str, audited: Collection[str] | None = None) -> Change | Dropped:
+    """One SQS message body -> a Change to re-read, or why it is dropped. Never raises.
+    `audited`: the audited accounts (None: all)."""
+    try:
+        event = json.loads(body)
+        detail = event["detail"]
+        if not isinstance(detail, dict):
+            raise TypeError("detail is not an object")
+    except (ValueError, TypeError, KeyError) as exc:
+        return Dropped("", "", "malformed", f"not an EventBridge CloudTrail event: {str(exc)[:120]}")
+    source = SOURCES.get(str(detail.get("eventSource", "")), str(detail.get("eventSource", ""))[:60])
+    name = str(detail.get("eventName", ""))[:80]
+    event_id = str(detail.get("eventID", ""))[:80]
+    if not name or not event_id:
+        return Dropped(source, name, "malformed", "no eventName or eventID")
+    if detail.get("errorCode"):
+        return Dropped(source, name, "failed-call", str(detail.get("errorCode"))[:80], event_id)
+    account = str(detail.get("recipientAccountId") or event.get("account") or "")
+    region = str(detail.get("awsRegion") or event.get("region") or "")
+    when = _time(detail.get("eventTime") or event.get("time"))
+    params = detail.get("requestParameters") or {}
+    response = detail.get("responseElements") or {}
+    if not isinstance(params, dict) or not isinstance(response, dict):
+        return Dropped(source, name, "malformed", "requestParameters or responseElements is not an object", event_id)
+    if source == "kms" and (name in KMS_KEY_EVENTS or name in KMS_ALIAS_EVENTS):
+        key = ""
+        if name == "CreateKey":
+            meta = response.get("keyMetadata") or {}
+            key = _key_arn(meta.get("arn") or meta.get("keyId"), account, region)
+        elif name == "ReplicateKey":
+            meta = response.get("replicaKeyMetadata") or {}
+            key = _key_arn(meta.get("arn"), account, str(params.get("replicaRegion") or region))
+        elif name in KMS_ALIAS_EVENTS:
+            key = _key_arn(params.get("targetKeyId"), account, region)
+        else:
+            key = _key_arn(params.get("keyId"), account, region)
+            for resource in detail.get("resources") or event.get("resources") or []:
+                arn = resource.get("ARN") if isinstance(resource, dict) else resource
+                if not key and isinstance(arn, str):
+                    key = _key_arn(arn, account, region)
+        if key:
+            match = _KEY_ARN.match(key)
+            assert match is not None
+            account, region = match.group(3), match.group(2)
+        if audited is not None and account not in audited:
+            return Dropped(source, name, "unaudited", account, event_id)
+        if key:
+            return Change("key", source, name, event_id, when, account, region, key_arn=key)
+        alias = str(params.get("aliasName") or "")
+        if name in KMS_ALIAS_EVENTS and alias.startswith("alias/"):
+            return Change("alias", source, name, event_id, when, account, region, alias=alias)
+        return Dropped(source, name, "malformed", "no key id in the event", event_id)
+    if source == "iam" and name in IAM_EVENTS:
+        if audited is not None and account not in audited:
+            return Dropped(source, name, "unaudited", account, event_id)
+        return Change("iam", source, name, event_id, when, account, "global")
+    if source == "organizations" and name in ORG_EVENTS:
+        return Change("organization", source, name, event_id, when, account, "global")
+    return Dropped(source, name, "ignored", "", event_id)
+
+
+class Seen:
+    """The event ids processed lately (CloudTrail and SQS may deliver one twice)."""
+
+    def __init__(self, size: int = 50_000) -> None:
+        self.size = size
+        self._ids: OrderedDict[str, None] = OrderedDict()
+
+    def __contains__(self, event_id: object) -> bool:
+        return event_id in self._ids
+
+    def add(self, event_id: str) -> None:
+        self._ids[event_id] = None
+        self._ids.move_to_end(event_id)
+        while len(self._ids) > self.size:
+            self._ids.popitem(last=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    queue: str
+    receipt: str
+    outcome: Change | Dropped
+
+
+# What the daemon does with a batch: re-reads and records the changes; returns once committed.
+Handler = Callable[[Sequence[Message]], Awaitable[None]]
+
+
+def queue_region(url: str, settings: EventsSettings) -> str:
+    match = re.match(r"^https://sqs\.([a-z0-9-]+)\.amazonaws\.com", url)
+    return match.group(1) if match else settings.region
+
+
+class Consumer:
+    """Long-polls the configured queues in the daemon's event loop, next to the scheduler."""
+
+    def __init__(self, config: Config, handler: Handler, count: Callable[[str, str, str], None]) -> None:
+        assert config.events is not None
+        self.config = config
+        self.settings = config.events
+        self.handler = handler
+        self.count = count  # (source, event name, outcome)
+        self.seen = Seen()
+        self.api = Api(config.scan)
+
+    def audited(self) -> set[str] | None:
+        if self.config.organization is not None:
+            return None  # members are discovered: the handler drops what no scan knows
+        return {a.id for a in self.config.accounts}
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        async with Sessions(self.config.scan) as sessions:
+            await asyncio.gather(*(self._poll(sessions, url, stopping) for url in self.settings.queues))
+
+    async def _poll(self, sessions: Sessions, url: str, stopping: asyncio.Event) -> None:
+        region = queue_region(url, self.settings)
+        failures = 0
+        while not stopping.is_set():
+            try:
+                session = await sessions.for_account("events", self.settings.role_arn, self.settings.external_id)
+                sqs = await sessions.client(session, "sqs", region)
+                response = await self.api.call(
+                    sqs,
+                    "events",
+                    region,
+                    "ReceiveMessage",
+                    QueueUrl=url,
+                    MaxNumberOfMessages=10,
+                    WaitTimeSeconds=self.settings.wait_seconds,
+                    AttributeNames=["ApproximateReceiveCount"],
+                )
+                failures = 0
+            except CollectError as exc:
+                failures += 1
+                self.count("sqs", "ReceiveMessage", "receive-error")
+                log.error("events.receive_failed", queue=url, reason=str(exc), failures=failures)
+                await _sleep_or_stop(stopping, min(60.0, 2.0**failures))
+                continue
+            messages = []
+            for raw in response.get("Messages") or []:
+                outcome = classify(str(raw.get("Body", "")), self.audited())
+                if isinstance(outcome, Change) and outcome.event_id in self.seen:
+                    outcome = Dropped(outcome.source, outcome.name, "duplicate", "", outcome.event_id)
+                messages.append(Message(url, str(raw.get("ReceiptHandle", "")), outcome))
+            if not messages:
+                continue
+            done = [m for m in messages if isinstance(m.outcome, Dropped)]
+            for m in done:
+                assert isinstance(m.outcome, Dropped)
+                self.count(m.outcome.source or "unknown", m.outcome.name or "unknown", m.outcome.outcome)
+                if m.outcome.outcome == "malformed":
+                    log.warning("events.malformed", queue=url, reason=m.outcome.reason)
+            changes = [m for m in messages if isinstance(m.outcome, Change)]
+            if changes:
+                try:
+                    await self.handler(changes)
+                except Exception as exc:  # the messages stay: they come back after their visibility timeout
+                    log.error("events.reaudit_failed", reason=str(exc)[:300], events=len(changes))
+                    for m in changes:
+                        assert isinstance(m.outcome, Change)
+                        self.count(m.outcome.source, m.outcome.name, "failed")
+                    done = [m for m in done if not _keep(m, self.settings)]
+                    await self._delete(sqs, region, url, done)
+                    continue
+                for m in changes:
+                    assert isinstance(m.outcome, Change)
+                    self.seen.add(m.outcome.event_id)
+            await self._delete(sqs, region, url, [m for m in [*done, *changes] if not _keep(m, self.settings)])
+
+    async def _delete(self, sqs: Any, region: str, url: str, messages: Sequence[Message]) -> None:
+        for start in range(0, len(messages), 10):
+            batch = messages[start : start + 10]
+            try:
+                await self.api.call(
+                    sqs,
+                    "events",
+                    region,
+                    "DeleteMessageBatch",
+                    QueueUrl=url,
+                    Entries=[{"Id": str(i), "ReceiptHandle": m.receipt} for i, m in enumerate(batch)],
+                )
+            except CollectError as exc:  # they come back and are processed again: no second alert
+                log.warning("events.delete_failed", queue=url, reason=str(exc))
+
+
+def _keep(message: Message, settings: EventsSettings) -> bool:
+    """A malformed message is left to the queue's dead-letter policy when so configured."""
+    return (
+        isinstance(message.outcome, Dropped)
+        and message.outcome.outcome == "malformed"
+        and not settings.delete_malformed
+    )
+
+
+async def _sleep_or_stop(stopping: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stopping.wait(), timeout=seconds)
