@@ -259,7 +259,7 @@ class Daemon:
             while not self.stopping.is_set():
                 if consumer is None and self.audit_scope is not None and self.config.events is not None:
                     # After the first full scan: events are re-read against its state and IAM.
-                    events = Consumer(self.config, self.reaudit, self.metrics.count_event)
+                    events = Consumer(self.config, self.reaudit, self.metrics.count_event, self.metrics.event_received)
                     consumer = asyncio.create_task(events.run(self.stopping))
                     log.info("events.started", queues=len(self.config.events.queues))
                 if self.reload_requested.is_set():

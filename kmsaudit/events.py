@@ -231,12 +231,19 @@ def queue_region(url: str, settings: EventsSettings) -> str:
 class Consumer:
     """Long-polls the configured queues in the daemon's event loop, next to the scheduler."""
 
-    def __init__(self, config: Config, handler: Handler, count: Callable[[str, str, str], None]) -> None:
+    def __init__(
+        self,
+        config: Config,
+        handler: Handler,
+        count: Callable[[str, str, str], None],
+        received: Callable[[str], None] = lambda queue: None,
+    ) -> None:
         assert config.events is not None
         self.config = config
         self.settings = config.events
         self.handler = handler
         self.count = count  # (source, event name, outcome)
+        self.received = received  # (queue URL): a message was read from it
         self.seen = Seen()
         self.api = Api(config.scan)
 
@@ -252,6 +259,7 @@ class Consumer:
     async def _poll(self, sessions: Sessions, url: str, stopping: asyncio.Event) -> None:
         region = queue_region(url, self.settings)
         failures = 0
+        self.received(url)  # the quiet time counts from here
         while not stopping.is_set():
             try:
                 session = await sessions.for_account("events", self.settings.role_arn, self.settings.external_id)
@@ -274,6 +282,8 @@ class Consumer:
                 await _sleep_or_stop(stopping, min(60.0, 2.0**failures))
                 continue
             messages = []
+            if response.get("Messages"):
+                self.received(url)
             for raw in response.get("Messages") or []:
                 outcome = classify(str(raw.get("Body", "")), self.audited())
                 if isinstance(outcome, Change) and outcome.event_id in self.seen:

@@ -149,10 +149,19 @@ class Metrics:
             buckets=(1, 2, 5, 10, 30, 60, 120, 300, 900, 3600),
             registry=r,
         )
+        self.events_last_received = Gauge(
+            "kmsaudit_events_last_received_timestamp_seconds",
+            "When a message was last read from the queue (the consumer's start until then).",
+            ["queue"],
+            registry=r,
+        )
         r.register(_Cumulative(self))
 
     def count_event(self, source: str, event: str, outcome: str) -> None:
         self.events.labels(source, event, outcome).inc()
+
+    def event_received(self, queue_url: str) -> None:
+        self.events_last_received.labels(queue_url.rstrip("/").rsplit("/", 1)[-1]).set_to_current_time()
 
     def update(self, store: Store, snapshot_id: int | None = None) -> None:
         """Everything from the database: the latest (or given) snapshot and the running totals."""

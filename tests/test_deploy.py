@@ -120,6 +120,7 @@ def test_dashboard_and_alert_rules_query_only_exported_metrics() -> None:
         "KmsAuditExternalAccessAdded",
         "KmsAuditScopesFailing",
         "KmsAuditThrottled",
+        "KmsAuditEventsQuiet",
     }
 
 
@@ -185,3 +186,71 @@ def test_the_stale_scan_alert_names_the_interval_it_assumes() -> None:
     stale = next(r for g in rules["groups"] for r in g["rules"] if r["alert"] == "KmsAuditScanStale")
     threshold = int(re.search(r"> (\d+)", stale["expr"]).group(1))  # type: ignore[union-attr]
     assert f"{threshold // 60} minutes" in text and "interval" in text  # stated beside it, for editing
+
+
+def test_the_events_template_forwards_exactly_what_kmsaudit_reads_and_only_to_its_queue() -> None:
+    """Issue #17: the forwarder rule's event names are the ones kmsaudit/events.py re-reads for
+    (a name missing there is a change nobody is paged for); the queue takes messages from the
+    central rule only; the bus from the organization only."""
+    from kmsaudit.events import IAM_EVENTS, KMS_ALIAS_EVENTS, KMS_KEY_EVENTS, ORG_EVENTS
+
+    template = json.loads((DEPLOY / "cloudformation" / "kmsaudit-events.json").read_text())
+    resources = template["Resources"]
+    pattern = resources["Forward"]["Properties"]["EventPattern"]
+    assert set(pattern["detail"]["eventName"]) == KMS_KEY_EVENTS | KMS_ALIAS_EVENTS | IAM_EVENTS | ORG_EVENTS
+    assert pattern["detail-type"] == ["AWS API Call via CloudTrail"]
+    [statement] = resources["QueuePolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    assert statement["Condition"]["ArnEquals"]["aws:SourceArn"] == {"Fn::GetAtt": ["ToQueue", "Arn"]}
+    bus = resources["BusPolicy"]["Properties"]["Statement"]
+    assert bus["Condition"]["StringEquals"]["aws:PrincipalOrgID"] == {"Ref": "OrganizationId"}
+    assert resources["Queue"]["Properties"]["RedrivePolicy"]["deadLetterTargetArn"] == {
+        "Fn::GetAtt": ["DeadLetters", "Arn"]
+    }
+    # Every resource belongs to one mode or the other.
+    assert {r["Condition"] for r in resources.values()} == {"Central", "Forwarder"}
+
+
+QUIET = "kmsaudit has read no CloudTrail event for over 6 hours: check the forwarding rules and the queue"
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool (Debian's prometheus) is not installed")
+def test_the_quiet_events_alert_fires_on_a_silent_queue_and_never_without_events(tmp_path: Path) -> None:
+    """Issue #17: the queue's last message 7 hours old pages; 5 hours old, or a daemon without
+    [events] (no series), does not."""
+    tests = {
+        "rule_files": [str(DEPLOY / "prometheus" / "kmsaudit-rules.yml")],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                # the queue was last read at t=0
+                "input_series": [
+                    {"series": 'kmsaudit_events_last_received_timestamp_seconds{queue="silent"}', "values": "0x450"},
+                ],
+                "alert_rule_test": [
+                    {
+                        "eval_time": "7h",
+                        "alertname": "KmsAuditEventsQuiet",
+                        "exp_alerts": [
+                            {
+                                "exp_labels": {"severity": "warning"},
+                                "exp_annotations": {"summary": QUIET},
+                            }
+                        ],
+                    },
+                    {"eval_time": "5h", "alertname": "KmsAuditEventsQuiet", "exp_alerts": []},
+                ],
+            },
+            {
+                "interval": "1m",
+                "input_series": [
+                    {"series": 'kmsaudit_keys{account="111122223333",region="us-east-1"}', "values": "1x450"}
+                ],
+                "alert_rule_test": [{"eval_time": "7h", "alertname": "KmsAuditEventsQuiet", "exp_alerts": []}],
+            },
+        ],
+    }
+    path = tmp_path / "quiet.yml"
+    path.write_text(yaml.safe_dump(tests))
+    done = subprocess.run(["promtool", "test", "rules", str(path)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
