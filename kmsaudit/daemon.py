@@ -15,7 +15,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from kmsaudit.alert import build_sinks, deliver
-from kmsaudit.collect import Collector
+from kmsaudit.collect import Collector, SharedSessions
 from kmsaudit.config import Config, is_cron, load_config
 from kmsaudit.errors import KmsAuditError, StoreBusy, UsageError
 from kmsaudit.evaluator import AuditScope
@@ -62,6 +62,7 @@ class Daemon:
         self.writing = asyncio.Lock()
         self.audit_scope: AuditScope | None = None
         self.last_full_started = 0.0
+        self.event_sessions: SharedSessions | None = None
 
     # -- HTTP ------------------------------------------------------------------------------
     async def _metrics(self, _: web.Request) -> web.Response:
@@ -181,8 +182,14 @@ class Daemon:
         if not only or self.audit_scope is None:
             return
         async with self.writing:
+            if self.event_sessions is None:
+                self.event_sessions = SharedSessions(self.config)
+                await self.event_sessions.sessions.__aenter__()
             collector = Collector(
-                self.config, only={k: frozenset(v) for k, v in only.items()}, audit_scope=self.audit_scope
+                self.config,
+                only={k: frozenset(v) for k, v in only.items()},
+                audit_scope=self.audit_scope,
+                reuse=self.event_sessions,
             )
             await scan_and_record(self.config, self.sinks, metrics=self.metrics, collector=collector)
         done = time.time()
@@ -255,9 +262,18 @@ class Daemon:
         log.info("daemon.started", listen=self.config.daemon.listen, interval=self.config.scan.interval)
         jitter = 1.0
         consumer: asyncio.Task[None] | None = None
+        consumer_config = self.config
         try:
             while not self.stopping.is_set():
+                if consumer is not None and consumer_config is not self.config:  # reloaded: anew
+                    consumer.cancel()
+                    await asyncio.gather(consumer, return_exceptions=True)
+                    consumer = None
+                    if self.event_sessions is not None:
+                        await self.event_sessions.sessions.__aexit__(None, None, None)
+                        self.event_sessions = None
                 if consumer is None and self.audit_scope is not None and self.config.events is not None:
+                    consumer_config = self.config
                     # After the first full scan: events are re-read against its state and IAM.
                     events = Consumer(self.config, self.reaudit, self.metrics.count_event, self.metrics.event_received)
                     consumer = asyncio.create_task(events.run(self.stopping))
@@ -293,6 +309,8 @@ class Daemon:
             if consumer is not None:
                 consumer.cancel()
                 await asyncio.gather(consumer, return_exceptions=True)
+            if self.event_sessions is not None:
+                await self.event_sessions.sessions.__aexit__(None, None, None)
             await self._flush()
             await runner.cleanup()
             log.info("daemon.stopped", scans=self.scans)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 from aiobotocore.session import AioSession
@@ -21,6 +23,20 @@ from kmsaudit.evaluator import AuditScope
 from kmsaudit.model import IamPrincipal, Organization, ScopeResult
 
 log = structlog.get_logger("kmsaudit.collect")
+
+
+class SharedSessions:
+    """The daemon's sessions for event re-reads (README "Real-time detection"): opened once, with
+    each account's identity verified once, and its responses counted for the current collector."""
+
+    def __init__(self, config: Config) -> None:
+        self.api: Api | None = None
+        self.sessions = Sessions(config.scan, on_response=self._on_response)
+        self.identities: dict[str, asyncio.Future[AioSession]] = {}
+
+    def _on_response(self, **kwargs: Any) -> None:
+        if self.api is not None:
+            self.api.on_response(**kwargs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,10 +61,14 @@ class Collector:
         progress: Callable[[str, int], None] | None = None,
         only: Mapping[tuple[str, str], frozenset[str]] | None = None,
         audit_scope: AuditScope | None = None,
+        reuse: SharedSessions | None = None,
     ) -> None:
         """`only`: re-read just these keys (ARNs) of these scopes (README "Real-time detection");
-        `audit_scope`: the principals as the last full scan read them, so IAM is not read again."""
+        `audit_scope`: the principals as the last full scan read them, so IAM is not read again;
+        `reuse`: the daemon's sessions and verified identities for such re-reads (no AssumeRole
+        and no identity check per event)."""
         self.config = config
+        self.reuse = reuse
         self.only = only
         self.cached_scope = audit_scope
         self.api = Api(config.scan, observer)
@@ -60,7 +80,7 @@ class Collector:
         self.organization_error_code = ""
         self.targets: list[Target] = []
         self.audit_scope: AuditScope | None = None
-        self._identities: dict[str, asyncio.Future[AioSession]] = {}
+        self._identities: dict[str, asyncio.Future[AioSession]] = reuse.identities if reuse else {}
         # Scopes read at the same time: each holds its keys until evaluated (issue #19: memory).
         self._scopes_at_once = asyncio.Semaphore(config.scan.scopes_at_once)
 
@@ -181,7 +201,14 @@ class Collector:
         )
 
     async def scopes(self) -> AsyncIterator[ScopeResult]:
-        async with Sessions(self.config.scan, on_response=self.api.on_response) as sessions:
+        if self.reuse is not None:
+            self.reuse.api = self.api  # its responses count for this collector
+        opened = (
+            contextlib.nullcontext(self.reuse.sessions)
+            if self.reuse is not None
+            else Sessions(self.config.scan, on_response=self.api.on_response)
+        )
+        async with opened as sessions:
             if self.only is not None and self.cached_scope is not None:
                 self.targets = self._only_targets()  # the organization and IAM as last read
                 self.organization = self.cached_scope.organization
@@ -210,11 +237,11 @@ class Collector:
                 for task in [*iam_tasks, *scope_tasks]:
                     task.cancel()
                 await asyncio.gather(*iam_tasks, *scope_tasks, return_exceptions=True)
-                for check in self._identities.values():
+                for account, check in list(self._identities.items()):
                     if not check.done():
                         check.cancel()
-                    elif not check.cancelled():
-                        check.exception()  # reported through the scopes that waited on it
+                    elif not check.cancelled() and check.exception() is not None:
+                        self._identities.pop(account)  # a failure is not kept for the next re-read
 
     @property
     def scope_count(self) -> int:
