@@ -64,6 +64,12 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _check_role_arn(value: str | None) -> str | None:
+    if value is not None and not ROLE_ARN_RE.match(value):
+        raise ValueError(f"{value!r} is not an IAM role ARN (arn:aws:iam::ACCOUNT:role/NAME)")
+    return value
+
+
 def _check_regions(regions: list[str]) -> list[str]:
     known = known_regions()
     for region in regions:
@@ -122,12 +128,7 @@ class AccountSettings(_Strict):
 
     _regions = field_validator("regions")(_check_regions)
 
-    @field_validator("role_arn")
-    @classmethod
-    def _role_arn(cls, value: str | None) -> str | None:
-        if value is not None and not ROLE_ARN_RE.match(value):
-            raise ValueError(f"{value!r} is not an IAM role ARN (arn:aws:iam::ACCOUNT:role/NAME)")
-        return value
+    _role_arn = field_validator("role_arn")(_check_role_arn)
 
     @model_validator(mode="after")
     def _role_in_account(self) -> AccountSettings:
@@ -145,12 +146,7 @@ class OrganizationSettings(_Strict):
     external_id: str | None = None
     audit_policies: bool = True  # collect SCPs and RCPs
 
-    @field_validator("management_role_arn")
-    @classmethod
-    def _arn(cls, value: str | None) -> str | None:
-        if value is not None and not ROLE_ARN_RE.match(value):
-            raise ValueError(f"{value!r} is not an IAM role ARN")
-        return value
+    _arn = field_validator("management_role_arn")(_check_role_arn)
 
 
 class TrustSettings(_Strict):
@@ -186,12 +182,7 @@ class ExportSettings(_Strict):
     role_arn: str | None = None
     external_id: str | None = Field(None, min_length=2, max_length=1224)
 
-    @field_validator("role_arn")
-    @classmethod
-    def _role_arn(cls, value: str | None) -> str | None:
-        if value is not None and not ROLE_ARN_RE.match(value):
-            raise ValueError(f"{value!r} is not an IAM role ARN (arn:aws:iam::ACCOUNT:role/NAME)")
-        return value
+    _role_arn = field_validator("role_arn")(_check_role_arn)
 
     @property
     def sink_name(self) -> str:
@@ -220,12 +211,7 @@ class EventsSettings(_Strict):
                 )
         return value
 
-    @field_validator("role_arn")
-    @classmethod
-    def _role_arn(cls, value: str | None) -> str | None:
-        if value is not None and not ROLE_ARN_RE.match(value):
-            raise ValueError(f"{value!r} is not an IAM role ARN (arn:aws:iam::ACCOUNT:role/NAME)")
-        return value
+    _role_arn = field_validator("role_arn")(_check_role_arn)
 
 
 ACCEPT_ID = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"

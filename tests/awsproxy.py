@@ -10,7 +10,8 @@
   statements, lists and object keys shuffled, re-indented with KMS's `" : "` (aws-cli#9456);
 - `fail_keys`: answer HTTP 500 to every per-key read of these key ids (retries never help);
 - `latency`: seconds added to every request (a central auditor far from its regions);
-- `quotas`: requests/s per (credentials, region, operation), ThrottlingException beyond;
+- `quotas`: requests/s per (credentials, region, operation), metered as AWS does: a token bucket
+  refilled at that rate and holding one second's worth; ThrottlingException when it is empty;
 - `stall`: operations held up to that many seconds (or until removed from `stall`), then answered
   500 without reaching moto: a request lost with the process that waited on it (the SQS delete
   after a snapshot, issue #17). Recorded in `stalled`.
@@ -28,7 +29,6 @@ import threading
 import time
 import urllib.parse
 import xml.etree.ElementTree as ET
-from collections import deque
 from typing import Any
 
 import aiohttp
@@ -96,7 +96,7 @@ class AwsProxy:
         self.max_in_flight: dict[str, int] = {}  # and the most at once
         self.throttled = 0
         self.throttled_by_operation: dict[str, int] = {}
-        self._windows: dict[tuple[str, str, str], deque[float]] = {}
+        self._buckets: dict[tuple[str, str, str], list[float]] = {}  # (tokens, when last refilled)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self.url = ""
@@ -146,13 +146,14 @@ class AwsProxy:
         rate = self.quotas.get(operation)
         if not rate:
             return False
-        window = self._windows.setdefault((key_id, region, operation), deque())
+        capacity = max(1.0, rate)
         now = time.monotonic()
-        while window and now - window[0] >= 1.0:
-            window.popleft()
-        if len(window) >= rate:
+        bucket = self._buckets.setdefault((key_id, region, operation), [capacity, now])
+        bucket[0] = min(capacity, bucket[0] + (now - bucket[1]) * rate)
+        bucket[1] = now
+        if bucket[0] < 1.0:
             return True
-        window.append(now)
+        bucket[0] -= 1.0
         return False
 
     async def _forward(self, request: web.Request, body: bytes) -> tuple[int, dict[str, str], bytes]:

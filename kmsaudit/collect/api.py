@@ -8,10 +8,10 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from asyncio_throttle.throttler import Throttler
 from botocore.exceptions import ClientError
 
 from kmsaudit.collect.errors import THROTTLE_CODES, convert, is_missing
+from kmsaudit.collect.pacing import Pacer
 from kmsaudit.config import DEFAULT_QUOTAS, ScanSettings
 
 # (service, operation, outcome) for every HTTP attempt, retries included.
@@ -52,28 +52,19 @@ class Api:
         # inside a call, so one throttled scope could otherwise hold every slot (issue #19).
         self._scope_share = max(2, settings.concurrency // 4)
         self._scope_slots: dict[tuple[str, str], asyncio.Semaphore] = {}
-        self._throttlers: dict[tuple[str, str, str], Throttler] = {}
-        self._base_periods: dict[tuple[str, str, str], float] = {}
+        self._pacers: dict[tuple[str, str, str], Pacer] = {}
         self._observer = observer
         self.attempts: Counter[tuple[str, str, str]] = Counter()  # (service, operation, outcome)
 
-    def _throttler(self, account: str, region: str, operation: str) -> Throttler | None:
-        """SPEC §9: a token bucket per (account, region, operation) with a published quota."""
+    def _pacer(self, account: str, region: str, operation: str) -> Pacer | None:
+        """SPEC §9: requests paced per (account, region, operation) with a published quota."""
         if operation not in DEFAULT_QUOTAS:
             return None
         slot = (account, region, operation)
-        throttler = self._throttlers.get(slot)
-        if throttler is None:
-            rate = self.settings.rate(operation)
-            # Paced, not bursty: at most a tenth of a second's worth at once (one request every
-            # 1/rate s when the rate is low), so requests reach AWS evenly spread and jitter on
-            # the way cannot push two windows' worth into one of AWS's.
-            limit = max(1, int(rate / 10))
-            period = limit / rate
-            throttler = Throttler(rate_limit=limit, period=period, retry_interval=min(0.01, period / 2))
-            self._throttlers[slot] = throttler
-            self._base_periods[slot] = period
-        return throttler
+        pacer = self._pacers.get(slot)
+        if pacer is None:
+            pacer = self._pacers[slot] = Pacer(self.settings.rate(operation))
+        return pacer
 
     def pacer_feedback(self, account: str, region: str) -> Callable[..., None]:
         """A response-received handler for one scope's client: AIMD on the pacers.
@@ -85,17 +76,14 @@ class Api:
         """
 
         def feedback(event_name: str = "", **kwargs: Any) -> None:
-            operation = event_name.rsplit(".", 1)[-1]
-            slot = (account, region, operation)
-            throttler = self._throttlers.get(slot)
-            if throttler is None:
+            pacer = self._pacers.get((account, region, event_name.rsplit(".", 1)[-1]))
+            if pacer is None:
                 return
             code = _response_code(kwargs)
-            base = self._base_periods[slot]
-            if code in THROTTLE_CODES:  # down to a sixteenth of the rate under sustained throttling
-                throttler.period = min(base * 16, throttler.period * 1.1)
-            elif not code and throttler.period > base:
-                throttler.period = max(base, throttler.period * 0.97)
+            if code in THROTTLE_CODES:
+                pacer.slow_down()
+            elif not code:
+                pacer.recover()
 
         return feedback
 
@@ -125,9 +113,9 @@ class Api:
     async def call(self, client: Any, account: str, region: str, operation: str, **params: Any) -> dict[str, Any]:
         """One request; botocore's own retries (with jitter) happen inside. Raises CollectError,
         or ClientError for codes the caller handles itself (a key deleted mid-scan)."""
-        throttler = self._throttler(account, region, operation)
-        if throttler is not None:
-            await throttler.acquire()  # type: ignore[no-untyped-call]
+        pacer = self._pacer(account, region, operation)
+        if pacer is not None:
+            await pacer.acquire()
         share = self._scope_slots.get((account, region))
         if share is None:
             share = self._scope_slots[(account, region)] = asyncio.Semaphore(self._scope_share)

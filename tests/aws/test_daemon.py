@@ -17,12 +17,13 @@ from loopback import free_port, get_until, http_get, wait_for
 from prometheus_client.parser import text_string_to_metric_families
 
 
-def _start_daemon(tmp_path: Path, aws: str) -> tuple[subprocess.Popen[str], str]:
+def _start_daemon(tmp_path: Path, aws: str, extra: str = "") -> tuple[subprocess.Popen[str], str]:
     port = free_port()
     config = tmp_path / "k.toml"
     config.write_text(
         config_text(store=str(tmp_path / "k.db")).replace('interval = "15m"', 'interval = "2s"')
         + f'\n[daemon]\nlisten = "127.0.0.1:{port}"\n'
+        + extra
     )
     proc = subprocess.Popen(
         [sys.executable, "-m", "kmsaudit", "daemon", "--config", str(config)],
@@ -183,29 +184,17 @@ def test_a_changed_acceptance_file_is_taken_up_by_the_next_scan_without_a_signal
 ) -> None:
     """Issue #15: entries are reviewed like code and applied by a deploy (a ConfigMap update
     swaps the file in); the daemon takes them up before its next scan, no SIGHUP, no restart."""
-    port = free_port()
-    config = tmp_path / "k.toml"
-    config.write_text(
-        config_text(store=str(tmp_path / "k.db")).replace('interval = "15m"', 'interval = "2s"')
-        + f'\n[daemon]\nlisten = "127.0.0.1:{port}"\n\n[acceptance]\nfiles = ["accepted.toml"]\n'
-    )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "kmsaudit", "daemon", "--config", str(config)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "AWS_ENDPOINT_URL": aws},
-    )
+    proc, base = _start_daemon(tmp_path, aws, '\n[acceptance]\nfiles = ["accepted.toml"]\n')
     accepted_public = 'kmsaudit_findings{accepted="true",access="public",severity="high",zone="external"} 1.0'
     try:
-        _, metrics = get_until(f"http://127.0.0.1:{port}/metrics", lambda s, body: "kmsaudit_findings{" in body)
+        _, metrics = get_until(f"{base}/metrics", lambda s, body: "kmsaudit_findings{" in body)
         assert accepted_public not in metrics
         (tmp_path / "accepted.toml").write_text(
             '[[accept]]\nid = "public-by-design"\nkeys = ["arn:aws:kms:*"]\nprincipals = ["*"]\n'
             'actions = ["kms:*"]\naccess = ["public"]\nallow_public = true\nreason = "test"\n'
             'owner = "test"\nexpires = 2099-01-01\n'.replace("2099-01-01", _in_a_month())
         )
-        _, metrics = get_until(f"http://127.0.0.1:{port}/metrics", lambda s, body: accepted_public in body)
+        _, metrics = get_until(f"{base}/metrics", lambda s, body: accepted_public in body)
         assert accepted_public in metrics
         assert "files changed" in _drain(proc)
     finally:

@@ -53,13 +53,8 @@ def event(name: str, key_arn: str = "", **detail: Any) -> str:
     return json.dumps(body)
 
 
-@pytest.fixture
-def daemon(tmp_path: Path, estate: Estate, aws: str) -> Iterator[tuple[Any, Webhook, str, Any]]:
-    sqs = boto3.client("sqs", region_name="us-east-1", endpoint_url=aws)
-    queue = sqs.create_queue(QueueName="kmsaudit-events", Attributes={"VisibilityTimeout": "5"})["QueueUrl"]
-    hook = Webhook()
-    port = hook.start()
-    listen = free_port()
+def write_config(tmp_path: Path, queue: str, listen: int) -> Path:
+    """The estate's accounts, a scan an hour away, the queue, and every alert to the webhook."""
     config = tmp_path / "k.toml"
     config.write_text(
         config_text(store=str(tmp_path / "k.db")).replace('interval = "15m"', 'interval = "1h"')
@@ -67,6 +62,17 @@ def daemon(tmp_path: Path, estate: Estate, aws: str) -> Iterator[tuple[Any, Webh
         + f'\n[events]\nqueues = ["{queue}"]\nregion = "us-east-1"\nwait_seconds = 1\n'
         + '\n[[alerts]]\nname = "hook"\ntype = "webhook"\nurl_env = "KMSAUDIT_TEST_HOOK"\nmin_severity = "low"\n'
     )
+    return config
+
+
+@pytest.fixture
+def daemon(tmp_path: Path, estate: Estate, aws: str) -> Iterator[tuple[Any, Webhook, str, Any]]:
+    sqs = boto3.client("sqs", region_name="us-east-1", endpoint_url=aws)
+    queue = sqs.create_queue(QueueName="kmsaudit-events", Attributes={"VisibilityTimeout": "5"})["QueueUrl"]
+    hook = Webhook()
+    port = hook.start()
+    listen = free_port()
+    config = write_config(tmp_path, queue, listen)
     proc = subprocess.Popen(
         [sys.executable, "-m", "kmsaudit", "daemon", "--config", str(config)],
         stdout=subprocess.DEVNULL,
@@ -233,13 +239,7 @@ def test_killed_after_the_snapshot_before_the_delete_the_event_is_read_again_wit
     hook = Webhook()
     port = hook.start()
     listen = free_port()
-    config = tmp_path / "k.toml"
-    config.write_text(
-        config_text(store=str(tmp_path / "k.db")).replace('interval = "15m"', 'interval = "1h"')
-        + f'\n[daemon]\nlisten = "127.0.0.1:{listen}"\n'
-        + f'\n[events]\nqueues = ["{queue}"]\nregion = "us-east-1"\nwait_seconds = 1\n'
-        + '\n[[alerts]]\nname = "hook"\ntype = "webhook"\nurl_env = "KMSAUDIT_TEST_HOOK"\nmin_severity = "low"\n'
-    )
+    config = write_config(tmp_path, queue, listen)
     env = {**os.environ, "AWS_ENDPOINT_URL": url, "KMSAUDIT_TEST_HOOK": f"http://127.0.0.1:{port}/hook"}
 
     def start() -> subprocess.Popen[str]:
