@@ -10,7 +10,8 @@ default `quota_margin`. 2 accounts
 × 2 regions, `--keys` keys in all. Prints:
   1. kmsaudit's scan time and calls/s;
   2. a sequential boto3 loop doing the same reads (timed on `--sample` keys, scaled linearly);
-  3. the backend's ceiling: calls/s the proxy+moto path sustains under a saturating load;
+  3. the backend's ceiling: calls/s the proxy+moto path sustains under a saturating load, and the
+     client CPU per request of kmsaudit against a concurrent aiobotocore loop doing the same reads;
   4. with quotas: kmsaudit's time against the bound (keys per scope ÷ scaled ListGrants rate),
      the throttling answers, and how many surfaced as scope failures (target 0).
 Not a test: figures go in the issue note.
@@ -127,9 +128,10 @@ def run_kmsaudit(config: Path, endpoint: str) -> tuple[float, object]:
         "from kmsaudit.config import load_config\nfrom kmsaudit.logging import configure\n"
         "from kmsaudit.scan import run_scan\n"
         "configure(json_logs=True, level='warning')\n"
-        "t = time.perf_counter(); r = asyncio.run(run_scan(load_config(sys.argv[1])))\n"
+        "t = time.perf_counter(); c = time.process_time(); r = asyncio.run(run_scan(load_config(sys.argv[1])))\n"
         "print(json.dumps({'seconds': time.perf_counter() - t, 'keys': r.keys, 'requests': r.requests,"
-        " 'throttled': r.throttled, 'failed': len(r.failed_scopes), 'findings': len(r.findings)}))\n"
+        " 'throttled': r.throttled, 'failed': len(r.failed_scopes), 'findings': len(r.findings),"
+        " 'cpu': time.process_time() - c}))\n"
     )
     env = {**os.environ, "AWS_ENDPOINT_URL": endpoint}
     out = subprocess.run(
@@ -137,6 +139,59 @@ def run_kmsaudit(config: Path, endpoint: str) -> tuple[float, object]:
     ).stdout
     result = json.loads(out.strip().splitlines()[-1])
     return float(result["seconds"]), result
+
+
+RAW_LOOP = """
+import asyncio, json, sys, time
+from aiobotocore.config import AioConfig
+from aiobotocore.session import get_session
+from kmsaudit.emulator import client
+
+ACCOUNTS, REGIONS, endpoint = json.loads(sys.argv[1]), json.loads(sys.argv[2]), sys.argv[3]
+
+async def scope(session, account, region, counter):
+    creds = client("sts", account, region, endpoint)._request_signer._credentials
+    async with session.create_client(
+        "kms", region_name=region, endpoint_url=endpoint, aws_access_key_id=creds.access_key,
+        aws_secret_access_key=creds.secret_key, aws_session_token=creds.token,
+        config=AioConfig(max_pool_connections=64),
+    ) as kms:
+        keys = (await kms.list_keys(Limit=1000))["Keys"]
+        await kms.list_aliases(Limit=100)
+        counter[0] += 2
+        queue = list(keys)
+        async def worker():
+            while queue:
+                key = queue.pop()["KeyId"]
+                await asyncio.gather(
+                    kms.describe_key(KeyId=key), kms.get_key_policy(KeyId=key, PolicyName="default"),
+                    kms.list_grants(KeyId=key, Limit=100), kms.list_resource_tags(KeyId=key, Limit=50),
+                )
+                counter[0] += 4
+        await asyncio.gather(*(worker() for _ in range(32)))
+
+async def main():
+    counter = [0]
+    session = get_session()
+    await asyncio.gather(*(scope(session, a, r, counter) for a in ACCOUNTS for r in REGIONS))
+    return counter[0]
+
+c = time.process_time(); t = time.perf_counter()
+n = asyncio.run(main())
+print(json.dumps({"seconds": time.perf_counter() - t, "cpu": time.process_time() - c, "requests": n}))
+"""
+
+
+def raw_loop(endpoint: str) -> dict[str, float]:
+    """A hand-written concurrent aiobotocore loop doing the same KMS reads, in its own process:
+    the client CPU an AWS request costs without kmsaudit (no pacing, no records, no evaluation)."""
+    out = subprocess.run(
+        [sys.executable, "-c", RAW_LOOP, json.dumps(ACCOUNTS), json.dumps(REGIONS), endpoint],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return dict(json.loads(out.strip().splitlines()[-1]))
 
 
 def sequential_loop(endpoint: str, sample: int) -> tuple[float, int]:
@@ -230,6 +285,20 @@ def plain(args: argparse.Namespace, moto_url: str, tmp: Path) -> None:
     print(f"  speed-up: {loop_total / ours:.1f}× (target ≥ 15×)")
     print(f"backend ceiling:        {top:7.0f} calls/s through the same proxy (64 workers, saturating)")
     print(f"  kmsaudit reaches {ours_rate / top * 100:.0f} % of it (target ≥ 80 %)")
+    proxy, url = start_proxy(moto_url, args.latency)
+    try:
+        raw = raw_loop(url)
+        _, again = run_kmsaudit(tmp / "plain.toml", url)  # measured right beside it
+    finally:
+        stop(proxy)
+    assert isinstance(again, dict)
+    ours_cpu = again["cpu"] / again["requests"] * 1000
+    raw_cpu = raw["cpu"] / raw["requests"] * 1000
+    print(
+        f"client CPU per AWS request: kmsaudit {ours_cpu:.2f} ms (evaluation and records included), "
+        f"raw aiobotocore loop {raw_cpu:.2f} ms ({raw['requests']:.0f} requests in {raw['seconds']:.1f} s): "
+        f"{ours_cpu / raw_cpu:.2f}× (target ≤ 1.15×)"
+    )
 
 
 def main() -> None:
