@@ -85,6 +85,8 @@ class ScanSettings(_Strict):
     interval: str = "15m"
     concurrency: int = Field(64, ge=1, le=1024, description="AWS requests in flight at most")
     scopes_at_once: int = Field(16, ge=1, le=1024, description="account × region scopes read at the same time")
+    # Worker processes (README "Performance"); none: one per core once there are 16+ scopes
+    processes: int | None = Field(None, ge=1, le=256, description="worker processes reading scopes")
     retry_mode: Literal["standard", "adaptive"] = "standard"
     max_attempts: int = Field(10, ge=1, le=30)
     quota_margin: float = Field(0.8, gt=0, le=1, description="fraction of each quota kmsaudit uses")

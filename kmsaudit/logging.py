@@ -31,10 +31,15 @@ def _redact(_: object, __: str, event: MutableMapping[str, Any]) -> MutableMappi
     return event
 
 
+# How this process logs, for the worker processes of a scan (kmsaudit/workers.py) to log alike.
+CURRENT: dict[str, object] = {"json_logs": None, "level": "info"}
+
+
 def configure(json_logs: bool | None = None, level: str = "info") -> None:
     """Logs go to stderr; stdout is kept for findings."""
     if json_logs is None:
         json_logs = not sys.stderr.isatty()
+    CURRENT.update(json_logs=json_logs, level=level)
     renderer: structlog.types.Processor = (
         structlog.processors.JSONRenderer() if json_logs else structlog.dev.ConsoleRenderer(colors=False)
     )

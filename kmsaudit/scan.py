@@ -26,6 +26,7 @@ from kmsaudit.gcpause import gc_paused
 from kmsaudit.metrics import Metrics, scan_counters
 from kmsaudit.model import ORGANIZATION, DriftEvent, Evaluation, Finding, KeyRecord, Lint, ScanResult, ScopeStatus
 from kmsaudit.store import Store, writer_lock
+from kmsaudit.workers import merge_attempts, run_parallel, worker_count
 
 log = structlog.get_logger("kmsaudit.scan")
 
@@ -38,9 +39,14 @@ async def run_scan(
     collector: Collector | None = None,
     known: Mapping[str, str] | None = None,
     today: date | None = None,
+    shared_lints: bool = True,
 ) -> ScanResult:
     """One collection and evaluation. `known`: key ARN -> policy hash of the last good states;
-    with it, only the policies that changed keep their text until the snapshot is written."""
+    with it, only the policies that changed keep their text until the snapshot is written.
+    `shared_lints`: report the lints of IAM and the organization (a worker process does not: the
+    process that read them does)."""
+    if collector is None and planned_workers(config) > 1:
+        return await _run_on_processes(config, observer, progress, known, today)
     started = time.time()
     collector = collector or Collector(config, observer=observer, progress=progress)
     findings: list[Finding] = []
@@ -87,7 +93,7 @@ async def run_scan(
                 partial=scope.partial,
             )
         )
-    if collector.audit_scope is not None:
+    if collector.audit_scope is not None and shared_lints:
         lints.extend(lint for lint in collector.audit_scope.lints)
     if collector.organization_error:
         # The member accounts it would have listed are not scanned: a failure, never a clean estate.
@@ -129,6 +135,79 @@ async def run_scan(
 
 
 UNUSED_AFTER_DAYS = 30
+
+
+def planned_workers(config: Config) -> int:
+    """Processes a scan would use, from the config alone (the accounts and regions it names; an
+    organization's members are counted once discovered, when `processes` asks for several)."""
+    scopes = sum(len(config.regions_of(a)) for a in config.accounts)
+    if config.scan.processes is not None:
+        return config.scan.processes if config.organization is not None else worker_count(config, scopes)
+    return worker_count(config, scopes)
+
+
+async def _run_on_processes(
+    config: Config,
+    observer: RequestObserver | None,
+    progress: Callable[[str, int], None] | None,
+    known: Mapping[str, str] | None,
+    today: date | None,
+) -> ScanResult:
+    """IAM and the organization read here once; the scopes dealt out to worker processes
+    (kmsaudit/workers.py); their results merged into one ScanResult for one writer."""
+    started = time.time()
+    parent = Collector(config, observer=observer, progress=progress)
+    await parent.audit_only()
+    scopes = [(t.account, r) for t in parent.targets for r in t.regions]
+    n = worker_count(config, len(scopes))
+    groups = [scopes[i::n] for i in range(n)] if n > 1 else []
+    outcomes = await run_parallel(config, groups, parent.audit_scope, known, today) if groups else []
+    if not groups:  # one process after all: the scopes here, with the IAM just read
+        only = Collector(
+            config, observer=observer, progress=progress, only=dict.fromkeys(scopes), audit_scope=parent.audit_scope
+        )
+        outcomes = [await run_scan(config, collector=only, known=known, today=today, shared_lints=False)]
+    results = [o for o in outcomes if isinstance(o, ScanResult)]
+    failed = [status for o in outcomes if not isinstance(o, ScanResult) for status in o]
+    statuses = [s for r in results for s in r.scopes] + failed
+    if parent.organization_error:
+        statuses.append(
+            ScopeStatus(
+                ORGANIZATION,
+                "global",
+                False,
+                error=f"organization discovery failed: {parent.organization_error}",
+                error_code=parent.organization_error_code or "organization",
+            )
+        )
+    attempts = merge_attempts(results, parent.api.attempts)
+    result = ScanResult(
+        findings=tuple(f for r in results for f in r.findings),
+        lints=tuple(lint for r in results for lint in r.lints)
+        + (tuple(parent.audit_scope.lints) if parent.audit_scope else ()),
+        scopes=tuple(sorted(statuses, key=lambda s: (s.account, s.region))),
+        iam_failures=dict(parent.iam_failures),
+        started_at=started,
+        finished_at=time.time(),
+        requests=sum(attempts.values()),
+        throttled=sum(n for (_, _, outcome), n in attempts.items() if outcome == "throttled"),
+        keys=sum(r.keys for r in results),
+        attempts=tuple(sorted(attempts.items())),
+        accept_configured=frozenset(e.id for e in config.accept),
+        accept_matched=frozenset().union(*(r.accept_matched for r in results)),
+    )
+    log.info(
+        "scan.done",
+        keys=result.keys,
+        findings=len(result.findings),
+        scopes=len(statuses),
+        failed_scopes=len(result.failed_scopes),
+        requests=result.requests,
+        throttled=result.throttled,
+        processes=max(1, len(groups)),
+        seconds=round(result.finished_at - started, 2),
+    )
+    return result
 
 
 def _evaluate(

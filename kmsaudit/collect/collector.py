@@ -59,11 +59,12 @@ class Collector:
         config: Config,
         observer: RequestObserver | None = None,
         progress: Callable[[str, int], None] | None = None,
-        only: Mapping[tuple[str, str], frozenset[str]] | None = None,
+        only: Mapping[tuple[str, str], frozenset[str] | None] | None = None,
         audit_scope: AuditScope | None = None,
         reuse: SharedSessions | None = None,
     ) -> None:
-        """`only`: re-read just these keys (ARNs) of these scopes (README "Real-time detection");
+        """`only`: just these scopes, and in each just these keys (ARNs; None: every key) — a
+        CloudTrail event's re-read (README "Real-time detection"), a worker's share of a scan;
         `audit_scope`: the principals as the last full scan read them, so IAM is not read again;
         `reuse`: the daemon's sessions and verified identities for such re-reads (no AssumeRole
         and no identity check per event)."""
@@ -199,6 +200,23 @@ class Collector:
             duration_seconds=time.monotonic() - started,
             partial=tuple(sorted(wanted)) if wanted is not None else None,
         )
+
+    async def audit_only(self) -> None:
+        """Targets, the organization and every account's IAM, without reading KMS: what a scan
+        on several processes reads once and shares (kmsaudit/workers.py)."""
+        async with Sessions(self.config.scan, on_response=self.api.on_response) as sessions:
+            self.targets = await self._targets(sessions)
+            await asyncio.gather(*(self._iam(sessions, t) for t in self.targets))
+            self.audit_scope = AuditScope(
+                self.principals,
+                audited_accounts=[t.account for t in self.targets if t.account not in self.iam_failures],
+                trusted_accounts=[*self.config.trust.accounts, *(t.account for t in self.targets)],
+                organization=self.organization,
+            )
+            for check in self._identities.values():
+                if check.done() and not check.cancelled():
+                    check.exception()  # reported through the IAM read that waited on it
+        self._identities = {}  # the sessions are closed: a worker verifies its own
 
     async def scopes(self) -> AsyncIterator[ScopeResult]:
         if self.reuse is not None:
