@@ -16,6 +16,7 @@ import signal
 import uuid
 
 from aiohttp import web
+from evaluator import ADMIN, USE  # bench/evaluator.py: the same realistic statements
 
 _SCOPE = re.compile(r"Credential=([^/]+)/\d+/([^/]+)/([^/]+)/")
 STS_NS = "https://sts.amazonaws.com/doc/2011-06-15/"
@@ -50,35 +51,14 @@ def policy(account: str, i: int) -> str:
                     "Sid": "Allow access for Key Administrators",
                     "Effect": "Allow",
                     "Principal": {"AWS": f"arn:aws:iam::{account}:role/KeyAdmin"},
-                    "Action": [
-                        "kms:Create*",
-                        "kms:Describe*",
-                        "kms:Enable*",
-                        "kms:List*",
-                        "kms:Put*",
-                        "kms:Update*",
-                        "kms:Revoke*",
-                        "kms:Disable*",
-                        "kms:Get*",
-                        "kms:Delete*",
-                        "kms:TagResource",
-                        "kms:UntagResource",
-                        "kms:ScheduleKeyDeletion",
-                        "kms:CancelKeyDeletion",
-                    ],
+                    "Action": ADMIN,
                     "Resource": "*",
                 },
                 {
                     "Sid": "Allow a partner to use the key",
                     "Effect": "Allow",
                     "Principal": {"AWS": [f"arn:aws:iam::{(int(account) + 1) % 10**12:012d}:root"]},
-                    "Action": [
-                        "kms:Encrypt",
-                        "kms:Decrypt",
-                        "kms:ReEncrypt*",
-                        "kms:GenerateDataKey*",
-                        "kms:DescribeKey",
-                    ],
+                    "Action": USE,
                     "Resource": "*",
                 },
                 {
@@ -92,6 +72,10 @@ def policy(account: str, i: int) -> str:
             ],
         }
     )
+
+
+def _xml(text: str) -> web.Response:
+    return web.Response(body=text.encode(), content_type="text/xml")
 
 
 class Backend:
@@ -121,7 +105,7 @@ class Backend:
                 f"<Arn>arn:aws:sts::{target_account}:assumed-role/KmsAuditReadOnly/kmsaudit</Arn></AssumedRoleUser>"
                 f"</AssumeRoleResult><ResponseMetadata><RequestId>1</RequestId></ResponseMetadata></AssumeRoleResponse>"
             )
-            return web.Response(body=xml.encode(), content_type="text/xml")
+            return _xml(xml)
         if service == "sts" and action == "GetCallerIdentity":
             xml = (
                 f'<GetCallerIdentityResponse xmlns="{STS_NS}"><GetCallerIdentityResult>'
@@ -129,7 +113,7 @@ class Backend:
                 f"<UserId>AROAEXAMPLE:kmsaudit</UserId><Account>{account}</Account></GetCallerIdentityResult>"
                 f"<ResponseMetadata><RequestId>1</RequestId></ResponseMetadata></GetCallerIdentityResponse>"
             )
-            return web.Response(body=xml.encode(), content_type="text/xml")
+            return _xml(xml)
         if service == "iam" and action == "GetAccountAuthorizationDetails":
             xml = (
                 f'<GetAccountAuthorizationDetailsResponse xmlns="{IAM_NS}"><GetAccountAuthorizationDetailsResult>'
@@ -137,7 +121,7 @@ class Backend:
                 "</GetAccountAuthorizationDetailsResult><ResponseMetadata><RequestId>1</RequestId></ResponseMetadata>"
                 "</GetAccountAuthorizationDetailsResponse>"
             )
-            return web.Response(body=xml.encode(), content_type="text/xml")
+            return _xml(xml)
         return web.Response(status=400, body=b"unknown operation")
 
     def kms(self, operation: str, params: dict[str, object], account: str, region: str) -> web.Response:
