@@ -278,6 +278,8 @@ class ScanResult:
     # Acceptance entries configured, and those that accepted a finding of this scan
     accept_configured: frozenset[str] = frozenset()
     accept_matched: frozenset[str] = frozenset()
+    # CPU seconds the evaluation took (bench/scan.py sets the client's request cost apart from it)
+    evaluation_cpu: float = 0.0
 
     @property
     def failed_scopes(self) -> tuple[ScopeStatus, ...]:

@@ -53,6 +53,7 @@ async def run_scan(
     lints: list[Lint] = []
     statuses: list[ScopeStatus] = []
     keys = 0
+    evaluation_cpu = 0.0
     acceptance: Acceptance | None = None
     async for scope in collector.scopes():
         if acceptance is None:  # the organization is known once scopes come
@@ -67,9 +68,10 @@ async def run_scan(
         assert collector.audit_scope is not None
         # CPU-bound: a thread keeps the event loop (other scopes' requests) moving meanwhile.
         # Known-good access is judged there too: reported and stored, marked, never alerted.
-        evaluation, judged = await asyncio.to_thread(
+        evaluation, judged, cpu = await asyncio.to_thread(
             _evaluate, scope.keys, collector.audit_scope, acceptance if config.accept else None
         )
+        evaluation_cpu += cpu
         findings.extend(judged)
         lints.extend(lint for lint in evaluation.lints if lint.key_arn)
         names = tuple((k.arn, k.aliases, k.key_manager) for k in scope.keys if k.aliases or k.key_manager != "CUSTOMER")
@@ -120,6 +122,7 @@ async def run_scan(
         attempts=tuple(sorted(collector.api.attempts.items())),
         accept_configured=frozenset(e.id for e in config.accept),
         accept_matched=frozenset(acceptance.matched) if acceptance else frozenset(),
+        evaluation_cpu=evaluation_cpu,
     )
     log.info(
         "scan.done",
@@ -195,6 +198,7 @@ async def _run_on_processes(
         attempts=tuple(sorted(attempts.items())),
         accept_configured=frozenset(e.id for e in config.accept),
         accept_matched=frozenset().union(*(r.accept_matched for r in results)),
+        evaluation_cpu=sum(r.evaluation_cpu for r in results),
     )
     log.info(
         "scan.done",
@@ -212,14 +216,17 @@ async def _run_on_processes(
 
 def _evaluate(
     keys: Sequence[KeyRecord], audit_scope: AuditScope, acceptance: Acceptance | None
-) -> tuple[Evaluation, Sequence[Finding]]:
-    """A scope's evaluation, and its findings judged against the acceptance entries (if any)."""
+) -> tuple[Evaluation, Sequence[Finding], float]:
+    """A scope's evaluation, and its findings judged against the acceptance entries (if any), and
+    the CPU seconds that took (this thread's)."""
+    started = time.thread_time()
     with gc_paused():
         evaluation = evaluate_keys(keys, audit_scope)
-        if acceptance is None:
-            return evaluation, evaluation.findings
-        facts = {k.arn: KeyFacts(k.aliases, dict(k.tags)) for k in keys}
-        return evaluation, [acceptance.judge(f, facts.get(f.key_arn, NO_FACTS)) for f in evaluation.findings]
+        judged: Sequence[Finding] = evaluation.findings
+        if acceptance is not None:
+            facts = {k.arn: KeyFacts(k.aliases, dict(k.tags)) for k in keys}
+            judged = [acceptance.judge(f, facts.get(f.key_arn, NO_FACTS)) for f in evaluation.findings]
+    return evaluation, judged, time.thread_time() - started
 
 
 async def _export(config: Config, store: Store, snapshot_id: int, now: float) -> int:
