@@ -157,6 +157,54 @@ async def _sinks(config: Config) -> list[Check]:
     return out
 
 
+async def _events(api: Api, sessions: Sessions, config: Config) -> list[Check]:
+    """Each event queue answers the credentials that will read it (README "Real-time detection")."""
+    from kmsaudit.events import queue_region
+
+    assert config.events is not None
+    out = []
+    for url in config.events.queues:
+        region = queue_region(url, config.events)
+        name = f"event queue {url.rstrip('/').rsplit('/', 1)[-1]}"
+        try:
+            session = await sessions.for_account("events", config.events.role_arn, config.events.external_id)
+            sqs = await sessions.client(session, "sqs", region)
+            wanted = ["ApproximateNumberOfMessages"]
+            answer = await api.call(sqs, "events", region, "GetQueueAttributes", QueueUrl=url, AttributeNames=wanted)
+        except CollectError as exc:
+            fix = (
+                "create it (deploy/cloudformation/kmsaudit-events.json, Mode=central) and allow "
+                "sqs:ReceiveMessage, sqs:DeleteMessage and sqs:GetQueueAttributes on it"
+            )
+            out.append(Check(name, False, str(exc), fix))
+            continue
+        waiting = answer.get("Attributes", {}).get("ApproximateNumberOfMessages", "?")
+        out.append(Check(name, True, f"{region}: {waiting} messages waiting"))
+    return out
+
+
+async def _exports(api: Api, sessions: Sessions, config: Config) -> list[Check]:
+    """Each Security Hub export: the account the findings will land in has Security Hub enabled."""
+    out = []
+    for export in config.export:
+        name = f"export {export.sink_name.removeprefix('export:')}"
+        try:
+            session = await sessions.for_account(export.sink_name, export.role_arn, export.external_id)
+            sts = await sessions.client(session, "sts", export.region)
+            account = str((await api.call(sts, "export", export.region, "GetCallerIdentity"))["Account"])
+            hub = await sessions.client(session, "securityhub", export.region)
+            await api.call(hub, "export", export.region, "DescribeHub")
+        except CollectError as exc:
+            fix = (
+                "enable Security Hub in that account and region, and allow securityhub:BatchImportFindings "
+                "and sts:GetCallerIdentity to the credentials (role_arn, or the ambient ones)"
+            )
+            out.append(Check(name, False, str(exc), fix))
+            continue
+        out.append(Check(name, True, f"findings go to the Security Hub of {account} in {export.region}"))
+    return out
+
+
 def _store(config: Config) -> Check:
     try:
         return Check("store", True, check_location(config.store.path))
@@ -187,6 +235,9 @@ async def run_checks(config: Config) -> list[Check]:
             targets += [m for m in members if m.account not in known]
         for found in await asyncio.gather(*(_account(api, sessions, t) for t in targets)):
             results += found
+        if config.events is not None:
+            results += await _events(api, sessions, config)
+        results += await _exports(api, sessions, config)
     results.append(_store(config))
     for name in config.acceptance.files:
         exists = Path(name).exists()

@@ -105,3 +105,34 @@ def test_check_reports_a_busy_listen_address_and_an_unusable_store(tmp_path: Pat
     found = rows(proc.stdout)
     assert found["store"].startswith("✗") and "directory" in found["store"]
     assert found[f"listen 127.0.0.1:{port}"].startswith("✗")
+
+
+def test_check_covers_the_event_queue_and_the_security_hub_export(tmp_path: Path, estate: Estate, aws: str) -> None:
+    """Issues #16 and #17: the new config sections are checked before the first scan — a queue
+    that exists answers, one that does not names its fix; Security Hub must be enabled."""
+    import boto3
+
+    sqs = boto3.client("sqs", region_name="us-east-1", endpoint_url=aws)
+    queue = sqs.create_queue(QueueName="kmsaudit-events")["QueueUrl"]
+    missing = queue.replace("kmsaudit-events", "no-such-queue")
+    config = tmp_path / "k.toml"
+    config.write_text(
+        config_text((A,), store=str(tmp_path / "k.db"))
+        + f'\n[events]\nqueues = ["{queue}", "{missing}"]\nregion = "us-east-1"\n'
+        + '\n[[export]]\ntype = "securityhub"\nregion = "us-east-1"\n'
+        + f'\n[daemon]\nlisten = "127.0.0.1:{free_port()}"\n'
+    )
+    found = rows(check(config, aws).stdout)
+    assert found["event queue kmsaudit-events"].startswith("✓ us-east-1: 0 messages waiting")
+    assert (
+        found["event queue no-such-queue"].startswith("✗")
+        and "kmsaudit-events.json" in found["event queue no-such-queue"]
+    )
+    assert (
+        found["export securityhub-us-east-1"].startswith("✗")
+        and "enable Security Hub" in found["export securityhub-us-east-1"]
+    )
+    boto3.client("securityhub", region_name="us-east-1", endpoint_url=aws).enable_security_hub()
+    proc = check(config, aws)
+    found = rows(proc.stdout)
+    assert found["export securityhub-us-east-1"] == "✓ findings go to the Security Hub of 123456789012 in us-east-1"
