@@ -9,15 +9,13 @@ A whole snapshot, with its drift events, is written in one transaction.
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import os
 import sqlite3
 import stat
 import time
 import urllib.parse
-import zlib
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,181 +26,17 @@ import structlog
 
 from kmsaudit.drift import ScopeState, baseline_events, diff_scope, policy_hash, scope_failed
 from kmsaudit.errors import SnapshotNotFound, StoreBusy, StoreError, StoreUnusable
+from kmsaudit.migrations import MIGRATIONS, SCHEMA_VERSION, _pack, _unpack
 from kmsaudit.model import ORGANIZATION, DriftEvent, ScanResult
+from kmsaudit.outbox import Outbox
 
 log = structlog.get_logger("kmsaudit.store")
 
-SCHEMA_VERSION = 6
 BUSY_TIMEOUT_MS = 10_000
 PRUNE_BATCH = 50  # snapshots forgotten per transaction: short write locks, a small WAL
 VACUUM_PAGES = 2_000  # free pages given back to the file system per step
 # (metric name, labels, increment): what one scan adds to the cumulative counters
 CounterIncrements = Iterable[tuple[str, tuple[tuple[str, str], ...], float]]
-
-
-def _migration_1(db: sqlite_utils.Database) -> None:
-    db.table("snapshots").create(
-        {
-            "id": int,
-            "started_at": float,
-            "finished_at": float,
-            "complete": int,
-            "keys": int,
-            "findings": int,
-            "requests": int,
-            "throttled": int,
-            "lints": bytes,
-        },
-        pk="id",
-    )
-    db.table("states").create({"digest": str, "body": bytes}, pk="digest")
-    db.table("policies").create({"sha256": str, "text": str}, pk="sha256")
-    db.table("scopes").create(
-        {
-            "snapshot_id": int,
-            "account": str,
-            "region": str,
-            "ok": int,
-            "error": str,
-            "error_code": str,
-            "keys": int,
-            "state": str,
-        },
-        pk=("snapshot_id", "account", "region"),
-        foreign_keys=[("snapshot_id", "snapshots", "id"), ("state", "states", "digest")],
-    )
-    db.table("scopes").create_index(["account", "region", "ok", "snapshot_id"])
-    # A row only when a key's policy changed (or the key appeared): history, not a per-scan copy.
-    db.table("policy_versions").create(
-        {"snapshot_id": int, "key_arn": str, "sha256": str}, pk=("key_arn", "snapshot_id")
-    )
-    db.table("drift").create(
-        {
-            "id": str,
-            "snapshot_id": int,
-            "kind": str,
-            "key_arn": str,
-            "principal": str,
-            "account": str,
-            "region": str,
-            "severity": str,
-            "detected_at": float,
-            "body": str,
-        },
-        pk="id",
-        foreign_keys=[("snapshot_id", "snapshots", "id")],
-    )
-    db.table("drift").create_index(["detected_at"])
-
-
-def _migration_2(db: sqlite_utils.Database) -> None:
-    """The durable alert outbox: one row per (drift event, sink), written with the snapshot."""
-    db.table("outbox").create(
-        {
-            "event_id": str,
-            "sink": str,
-            "snapshot_id": int,
-            "payload": str,
-            "created_at": float,
-            "attempts": int,
-            "next_attempt_at": float,
-            "delivered_at": float,
-            "last_error": str,
-        },
-        pk=("event_id", "sink"),
-        not_null={"attempts", "next_attempt_at"},
-        defaults={"attempts": 0},
-    )
-    db.table("outbox").create_index(["delivered_at", "next_attempt_at"])
-
-
-def _migration_3(db: sqlite_utils.Database) -> None:
-    """Cumulative counters (drift events, scope failures, AWS requests, scan durations): a
-    Prometheus counter must never go back, and a cron scan is a new process each time (issue #13)."""
-    db.table("counters").create({"name": str, "labels": str, "value": float}, pk=("name", "labels"))
-
-
-def _migration_4(db: sqlite_utils.Database) -> None:
-    """Key policies in canonical form (issue #14): earlier releases stored and hashed them as KMS
-    returned them, in a new order on every call. Their texts, versions and the hashes in every
-    scope state are rewritten canonically, so the first scan after the upgrade sees unchanged
-    policies as unchanged."""
-    from kmsaudit.evaluator.policy import canonical_policy
-
-    rehash: dict[str, str] = {}
-    for sha, text in db.execute("SELECT sha256, text FROM policies").fetchall():
-        canonical = canonical_policy(text) or text
-        rehash[sha] = policy_hash(canonical)
-        db.execute("DELETE FROM policies WHERE sha256 = ?", [sha])
-        db.execute("INSERT OR IGNORE INTO policies (sha256, text) VALUES (?, ?)", [rehash[sha], canonical])
-    db.conn.executemany(
-        "UPDATE policy_versions SET sha256 = ? WHERE sha256 = ?",
-        [(new, old) for old, new in rehash.items() if new != old],
-    )
-    for digest, body in db.execute("SELECT digest, body FROM states").fetchall():
-        state = ScopeState.from_json(_unpack(body))
-        rewritten = ScopeState(state.findings, {arn: rehash.get(h, h) for arn, h in state.keys.items()}, state.names)
-        new_digest = rewritten.digest()
-        if new_digest == digest:
-            continue
-        db.execute(
-            "INSERT OR IGNORE INTO states (digest, body) VALUES (?, ?)", [new_digest, _pack(rewritten.to_json())]
-        )
-        db.execute("UPDATE scopes SET state = ? WHERE state = ?", [new_digest, digest])
-        db.execute("DELETE FROM states WHERE digest = ?", [digest])
-
-
-def _migration_5(db: sqlite_utils.Database) -> None:
-    """Accepted access (issue #15): when each entry was first configured and last accepted a
-    finding (for the acceptance-unused lint), and each finding's acceptance changes, by snapshot
-    (so `history` shows when access was accepted, by which entry, and when that lapsed)."""
-    db.table("acceptance_entries").create(
-        {"entry_id": str, "first_seen_at": float, "last_matched_at": float}, pk="entry_id"
-    )
-    db.table("acceptances").create(
-        {
-            "snapshot_id": int,
-            "key_arn": str,
-            "principal": str,
-            "access": str,
-            "entry_id": str,
-            "change": str,  # accepted | lapsed | outgrown
-            "at": float,
-        },
-        foreign_keys=[("snapshot_id", "snapshots", "id")],
-    )
-    db.table("acceptances").create_index(["key_arn", "snapshot_id"])
-
-
-def _migration_6(db: sqlite_utils.Database) -> None:
-    """Exports (issue #16): what each export was last sent of each finding (its digest, when, and
-    the finding itself, to archive it once it is gone), and the outbox row's subject (a finding
-    id), so a newer state of a finding replaces an older one still waiting to be sent."""
-    db.execute("ALTER TABLE outbox ADD COLUMN subject TEXT")
-    db.execute("CREATE INDEX outbox_subject ON outbox (sink, subject) WHERE subject IS NOT NULL")
-    db.table("exported").create(
-        {
-            "sink": str,
-            "finding_id": str,
-            "digest": str,
-            "first_at": float,
-            "queued_at": float,
-            "archived": int,
-            "body": bytes,
-        },
-        pk=("sink", "finding_id"),
-        not_null={"digest", "first_at", "queued_at", "archived"},
-    )
-
-
-MIGRATIONS = {
-    1: _migration_1,
-    2: _migration_2,
-    3: _migration_3,
-    4: _migration_4,
-    5: _migration_5,
-    6: _migration_6,
-}
 
 
 @contextmanager
@@ -271,15 +105,7 @@ class ScopeView:
     state: ScopeState | None  # that state
 
 
-def _pack(text: str) -> bytes:
-    return zlib.compress(text.encode(), 6)
-
-
-def _unpack(blob: bytes) -> str:
-    return zlib.decompress(blob).decode()
-
-
-class Store:
+class Store(Outbox):
     """The snapshot database at `path`.
 
     `create=False` (the read commands): a missing database is an error, not an empty one that
@@ -769,117 +595,6 @@ class Store:
             if not versions or versions[-1]["sha256"] != sha:
                 versions.append({"snapshot_id": snapshot_id, "seen_at": finished_at, "sha256": sha, "text": text})
         return versions
-
-    # -- the alert outbox --------------------------------------------------------------------
-    def due_alerts(self, now: float, limit: int = 500, sink: str | None = None) -> list[dict[str, Any]]:
-        """Up to `limit` due alerts per sink (or of one sink), oldest first (one sink's backlog
-        never hides another's)."""
-        rows = self.db.execute(
-            "SELECT event_id, sink, payload, attempts FROM (SELECT *, row_number() OVER"
-            " (PARTITION BY sink ORDER BY created_at, event_id) AS n FROM outbox"
-            " WHERE delivered_at IS NULL AND next_attempt_at <= ? AND (? IS NULL OR sink = ?))"
-            " WHERE n <= ? ORDER BY created_at, event_id",
-            [now, sink, sink, limit],
-        ).fetchall()
-        return [{"event_id": r[0], "sink": r[1], "event": json.loads(r[2]), "attempts": r[3]} for r in rows]
-
-    def pending_alerts(self) -> int:
-        return int(self.db.execute("SELECT count(*) FROM outbox WHERE delivered_at IS NULL").fetchone()[0])
-
-    def mark_delivered(self, event_id: str, sink: str, at: float) -> None:
-        with self._transaction():
-            self.db.conn.execute(
-                "UPDATE outbox SET delivered_at = ?, attempts = attempts + 1, last_error = NULL"
-                " WHERE event_id = ? AND sink = ?",
-                [at, event_id, sink],
-            )
-
-    def mark_delivered_many(self, event_ids: Iterable[str], sink: str, at: float) -> None:
-        """A batch delivered (an export's 100 findings): one transaction."""
-        with self._transaction():
-            self.db.conn.executemany(
-                "UPDATE outbox SET delivered_at = ?, attempts = attempts + 1, last_error = NULL"
-                " WHERE event_id = ? AND sink = ?",
-                [(at, event_id, sink) for event_id in event_ids],
-            )
-
-    def mark_failed_many(self, failures: Iterable[tuple[str, str, float]], sink: str) -> None:
-        """(event id, error, retry at) of a batch: one transaction."""
-        with self._transaction():
-            self.db.conn.executemany(
-                "UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_attempt_at = ?"
-                " WHERE event_id = ? AND sink = ?",
-                [(error[:500], retry_at, event_id, sink) for event_id, error, retry_at in failures],
-            )
-
-    def queue_export(
-        self, sink: str, findings: Sequence[Mapping[str, Any]], now: float, resend_after: float = 86_400.0
-    ) -> tuple[int, int]:
-        """Queue what an export must send of a snapshot's findings, in one transaction; returns
-        (active, archived) queued. A new or changed finding is queued at once; an unchanged one
-        again only after `resend_after` (Security Hub keeps a finding 90 days after its last
-        update); one that is gone once, archived. A newer state replaces one still waiting."""
-        known = {
-            row[0]: (row[1], row[2], row[3], bool(row[4]))
-            for row in self.db.execute(
-                "SELECT finding_id, digest, first_at, queued_at, archived FROM exported WHERE sink = ?", [sink]
-            )
-        }
-        queue: list[tuple[str, dict[str, Any]]] = []
-        rows: list[tuple[Any, ...]] = []
-        current: set[str] = set()
-        for finding in findings:
-            finding_id = str(finding["id"])
-            current.add(finding_id)
-            digest = hashlib.sha256(json.dumps(finding, sort_keys=True).encode()).hexdigest()[:32]
-            was = known.get(finding_id)
-            if was is not None and was[0] == digest and not was[3] and now - was[2] < resend_after:
-                continue
-            first_at = was[1] if was is not None and not was[3] else now
-            queue.append((finding_id, {"state": "ACTIVE", "finding": dict(finding), "first_at": first_at, "at": now}))
-            rows.append((sink, finding_id, digest, first_at, now, 0, _pack(json.dumps(finding))))
-        gone = [fid for fid, (_, _, _, archived) in known.items() if not archived and fid not in current]
-        if gone:
-            wanted = set(gone)
-            bodies = {
-                r[0]: (json.loads(_unpack(r[1])), r[2])
-                for r in self.db.execute(
-                    "SELECT finding_id, body, first_at FROM exported WHERE sink = ? AND archived = 0", [sink]
-                )
-                if r[0] in wanted
-            }
-            for fid in gone:
-                body, first_at = bodies[fid]
-                queue.append((fid, {"state": "ARCHIVED", "finding": body, "first_at": first_at, "at": now}))
-        with self._transaction():
-            sql = self.db.conn
-            sql.executemany(
-                "DELETE FROM outbox WHERE sink = ? AND subject = ? AND delivered_at IS NULL",
-                [(sink, fid) for fid, _ in queue],
-            )
-            sql.executemany(
-                "INSERT OR REPLACE INTO outbox (event_id, sink, subject, snapshot_id, payload, created_at, attempts,"
-                " next_attempt_at) VALUES (?, ?, ?, NULL, ?, ?, 0, ?)",
-                [(f"{fid}@{now:.6f}", sink, fid, json.dumps(payload), now, now) for fid, payload in queue],
-            )
-            sql.executemany(
-                "INSERT OR REPLACE INTO exported (sink, finding_id, digest, first_at, queued_at, archived, body)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                rows,
-            )
-            sql.executemany(
-                "UPDATE exported SET archived = 1, queued_at = ? WHERE sink = ? AND finding_id = ?",
-                [(now, sink, fid) for fid in gone],
-            )
-        return len(queue) - len(gone), len(gone)
-
-    def mark_failed(self, event_id: str, sink: str, error: str, retry_at: float) -> None:
-        with self._transaction():
-            self.db.conn.execute(
-                "UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_attempt_at = ?"
-                " WHERE event_id = ? AND sink = ?",
-                [error[:500], retry_at, event_id, sink],
-            )
 
     def prune(self, retention_days: float, now: float | None = None) -> int:
         """Forget snapshots older than the retention, and give the space back; returns how many.
