@@ -21,6 +21,9 @@ import zlib
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+from awsproxy import kms_order  # tests/awsproxy.py: what GetKeyPolicy does to a policy
 
 from kmsaudit.drift import ScopeState, diff_scope
 from kmsaudit.model import Finding, ScanResult, ScopeStatus
@@ -161,26 +164,6 @@ def main() -> None:
     accepting(args.keys, args.findings_per_key, args.accept_entries, dense=True)
 
 
-def _kms_order(seed: int):  # type: ignore[no-untyped-def]
-    """What GetKeyPolicy does to a policy on every call: lists and keys shuffled, KMS's layout."""
-    import random
-
-    rnd = random.Random(seed)
-
-    def shuffle(doc):  # type: ignore[no-untyped-def]
-        if isinstance(doc, dict):
-            items = [(k, shuffle(v)) for k, v in doc.items()]
-            rnd.shuffle(items)
-            return dict(items)
-        if isinstance(doc, list):
-            items = [shuffle(v) for v in doc]
-            rnd.shuffle(items)
-            return items
-        return doc
-
-    return lambda text: json.dumps(shuffle(json.loads(text)), indent=2, separators=(",", " : "))
-
-
 def reordered_scans(n_keys: int, scans: int) -> None:
     import dataclasses
     import gc
@@ -199,7 +182,7 @@ def reordered_scans(n_keys: int, scans: int) -> None:
     canonical_times: list[float] = []
     rows = start = 0
     for n in range(scans + 1):
-        reorder = _kms_order(n)
+        reorder = kms_order(n)
         texts = [reorder(k.policy) for k in keys]
         batch = [dataclasses.replace(k, policy=t) for k, t in zip(keys, texts, strict=True)]
         clear_caches()
@@ -252,7 +235,7 @@ def reordered_scans(n_keys: int, scans: int) -> None:
             parser.canonical_statement = lambda raw: (raw, repr(raw))  # type: ignore[assignment]
             parser.document_text = lambda doc, texts: ""  # type: ignore[assignment]
         try:
-            batch = [dataclasses.replace(k, policy=_kms_order(99)(k.policy)) for k in keys]
+            batch = [dataclasses.replace(k, policy=kms_order(99)(k.policy)) for k in keys]
             clear_caches()
             gc.collect()
             t0 = time.perf_counter()

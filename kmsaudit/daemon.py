@@ -202,7 +202,7 @@ class Daemon:
     def _known_scopes(self) -> set[tuple[str, str]]:
         store = Store(self.config.store.path, create=False)
         try:
-            return {(v.account, v.region) for v in store.scope_view() if v.state is not None}
+            return store.event_scopes()
         finally:
             store.close()
 
@@ -210,13 +210,12 @@ class Daemon:
         """The key an alias named in the last state (DeleteAlias carries no key id)."""
         store = Store(self.config.store.path, create=False)
         try:
-            for view in store.scope_view():
-                if (view.account, view.region) == (change.account, change.region) and view.state is not None:
-                    for arn, names in view.state.names.items():
-                        if change.alias in names.get("aliases", ()):
-                            return arn
+            state = store.last_good_state(change.account, change.region)
         finally:
             store.close()
+        for arn, names in (state.names if state else {}).items():
+            if change.alias in names.get("aliases", ()):
+                return arn
         return ""
 
     async def _until(self, moment: float) -> None:

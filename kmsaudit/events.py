@@ -277,6 +277,7 @@ class Consumer:
                 failures = 0
             except CollectError as exc:
                 failures += 1
+                sessions.forget("events")  # a role that could not be assumed is tried again
                 self.count("sqs", "ReceiveMessage", "receive-error")
                 log.error("events.receive_failed", queue=url, reason=str(exc), failures=failures)
                 await _sleep_or_stop(stopping, min(60.0, 2.0**failures))

@@ -315,7 +315,9 @@ async def _record(
 ) -> Recorded:
     """The pipeline once, the writer lock held (scan_and_record)."""
     partial = collector is not None and collector.only is not None
-    result = await run_scan(config, progress=progress, known=store.known_policies(), today=today, collector=collector)
+    # An event's re-read needs the policy hashes of the scopes it touches, not the estate's.
+    known = store.known_policies(collector.only if collector is not None and collector.only is not None else None)
+    result = await run_scan(config, progress=progress, known=known, today=today, collector=collector)
     unused = unused_acceptances(
         store.acceptance_seen(), result.accept_configured, result.accept_matched, result.finished_at
     )

@@ -1,4 +1,5 @@
-"""Snapshots in SQLite (sqlite-utils): the only module with SQL.
+"""Snapshots in SQLite (sqlite-utils): with its parts kmsaudit/migrations.py (the schema) and
+kmsaudit/outbox.py (alerts and exports), the only place with SQL.
 
 A snapshot is one scan. Each scope's state (its findings and its keys' policy hashes) is
 stored once, compressed, under its digest: an unchanged scope costs one row per scan, and
@@ -449,35 +450,72 @@ class Store(Outbox):
     def _carry_unchanged(self, snapshot_id: int, result: ScanResult) -> None:
         """A re-read of some keys (README "Real-time detection"): every scope it did not touch is
         in the new snapshot as it was in the previous one, and the snapshot's totals are the
-        estate's, not the event's."""
+        previous ones with the touched scopes' counts replaced (their states alone are read: an
+        event costs the scopes it touches, not the estate)."""
         sql = self.db.conn
-        previous = sql.execute("SELECT max(id) FROM snapshots WHERE id < ?", [snapshot_id]).fetchone()[0]
-        if previous is None:
+        row = sql.execute(
+            "SELECT id, keys, findings, complete FROM snapshots"
+            " WHERE id = (SELECT max(id) FROM snapshots WHERE id < ?)",
+            [snapshot_id],
+        ).fetchone()
+        if row is None:
             return
+        previous, keys, findings, complete = row
         touched = {(s.account, s.region) for s in result.scopes}
-        rows = sql.execute(
-            "SELECT account, region, ok, error, error_code, keys, state FROM scopes WHERE snapshot_id = ?", [previous]
-        ).fetchall()
+        before = {
+            (r[0], r[1]): r[2:]
+            for r in sql.execute(
+                "SELECT account, region, ok, error, error_code, keys, state FROM scopes WHERE snapshot_id = ?",
+                [previous],
+            )
+        }
         sql.executemany(
             "INSERT INTO scopes (snapshot_id, account, region, ok, error, error_code, keys, state)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            [(snapshot_id, *row) for row in rows if (row[0], row[1]) not in touched],
+            [(snapshot_id, *where, *rest) for where, rest in before.items() if where not in touched],
         )
-        keys = findings = 0
-        for (body,) in sql.execute(
-            "SELECT st.body FROM scopes s JOIN states st ON st.digest = s.state WHERE s.snapshot_id = ?", [snapshot_id]
-        ):
-            state = ScopeState.from_json(_unpack(body))
-            keys, findings = keys + len(state.keys), findings + len(state.findings)
-        complete = sql.execute("SELECT complete FROM snapshots WHERE id = ?", [previous]).fetchone()[0]
+        now = {
+            (r[0], r[1]): (r[2], r[3])
+            for r in sql.execute("SELECT account, region, ok, state FROM scopes WHERE snapshot_id = ?", [snapshot_id])
+            if (r[0], r[1]) in touched
+        }
+
+        def counts(digest: str) -> tuple[int, int]:
+            body = sql.execute("SELECT body FROM states WHERE digest = ?", [digest]).fetchone()
+            state = ScopeState.from_json(_unpack(body[0])) if body else None
+            return (len(state.keys), len(state.findings)) if state else (0, 0)
+
+        for where in touched:
+            if where in before and before[where][0] and before[where][4]:
+                k, f = counts(before[where][4])
+                keys, findings = keys - k, findings - f
+            if where in now and now[where][0] and now[where][1]:
+                k, f = counts(now[where][1])
+                keys, findings = keys + k, findings + f
+        complete = int(bool(complete) and not result.failed_scopes)
         sql.execute(
             "UPDATE snapshots SET keys = ?, findings = ?, complete = ? WHERE id = ?",
             [keys, findings, complete, snapshot_id],
         )
 
-    def known_policies(self) -> dict[str, str]:
-        """Key ARN -> policy hash, in every scope's last good state: a scan keeps the text of a
-        policy only when its hash is not this (issue #19: memory)."""
+    def event_scopes(self) -> set[tuple[str, str]]:
+        """The scopes an event may re-read keys of: those of the latest snapshot with a good
+        state to change (README "Real-time detection"); one query, no state read."""
+        rows = self.db.execute(
+            "SELECT s.account, s.region FROM scopes s WHERE s.snapshot_id = (SELECT max(id) FROM snapshots) "
+            "AND EXISTS (SELECT 1 FROM scopes g WHERE g.account = s.account AND g.region = s.region AND g.ok = 1)"
+        ).fetchall()
+        return {(str(a), str(r)) for a, r in rows}
+
+    def known_policies(self, scopes: Iterable[tuple[str, str]] | None = None) -> dict[str, str]:
+        """Key ARN -> policy hash, in every scope's last good state (or these scopes' only): a
+        scan keeps the text of a policy only when its hash is not this (issue #19: memory)."""
+        if scopes is not None:
+            known_in: dict[str, str] = {}
+            for account, region in scopes:
+                state = self.last_good_state(account, region)
+                known_in.update(state.keys if state else {})
+            return known_in
         known: dict[str, str] = {}
         rows = self.db.execute(
             "SELECT st.body FROM states st WHERE st.digest IN (SELECT s.state FROM scopes s WHERE s.ok = 1 AND "

@@ -29,6 +29,7 @@ import threading
 import time
 import urllib.parse
 import xml.etree.ElementTree as ET
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import aiohttp
@@ -60,6 +61,40 @@ def query_error(status: int, code: str, message: str) -> web.Response:
         f"<Code>{code}</Code><Message>{message}</Message></Error><RequestId>x</RequestId></ErrorResponse>"
     )
     return web.Response(status=status, body=body.encode(), content_type="text/xml")
+
+
+def kms_layout(doc: Any, rnd: random.Random) -> str:
+    """A policy as GetKeyPolicy returns it on any one call (aws-cli#9456): statements, lists and
+    object keys in a new order, in KMS's layout."""
+
+    def shuffled(value: Any) -> Any:
+        if isinstance(value, dict):
+            items = [(k, shuffled(v)) for k, v in value.items()]
+            rnd.shuffle(items)
+            return dict(items)
+        if isinstance(value, list):
+            items = [shuffled(v) for v in value]
+            rnd.shuffle(items)
+            return items
+        return value
+
+    return json.dumps(shuffled(doc), indent=2, separators=(",", " : "))
+
+
+def kms_order(seed: int) -> Callable[[Any], str]:
+    """`kms_layout` with its own seeded order, for a policy given as a document or as its text."""
+    rnd = random.Random(seed)
+    return lambda doc: kms_layout(json.loads(doc) if isinstance(doc, str) else doc, rnd)
+
+
+def like_real_kms(upstream: str, monkeypatch: Any) -> Iterator[str]:
+    """For a pytest fixture: every request through a proxy that answers as real KMS does
+    (DESIGN.md): each key policy in a new order and layout, and lists in pages of two (issue #14)."""
+    proxy = AwsProxy(upstream, reorder_policies=True, page_size=2)
+    url = proxy.start()
+    monkeypatch.setenv("AWS_ENDPOINT_URL", url)
+    yield url
+    proxy.stop()
 
 
 class AwsProxy:
@@ -214,24 +249,13 @@ class AwsProxy:
             data = self._reordered(data)
         return web.Response(status=status, headers=headers, body=data)
 
-    def _shuffle(self, doc: Any) -> Any:
-        if isinstance(doc, dict):
-            items = [(k, self._shuffle(v)) for k, v in doc.items()]
-            self._shuffler.shuffle(items)
-            return dict(items)
-        if isinstance(doc, list):
-            items = [self._shuffle(v) for v in doc]
-            self._shuffler.shuffle(items)
-            return items
-        return doc
-
     def _reordered(self, data: bytes) -> bytes:
         answer = json.loads(data)
         try:
             policy = json.loads(answer["Policy"])
         except (KeyError, ValueError):
             return data  # not JSON (moto stores any text): returned as it is, as KMS would
-        answer["Policy"] = json.dumps(self._shuffle(policy), indent=2, separators=(",", " : "))
+        answer["Policy"] = kms_layout(policy, self._shuffler)
         return json.dumps(answer).encode()
 
     async def _kms_page(self, request: web.Request, params: dict[str, Any], operation: str) -> web.Response:

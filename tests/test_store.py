@@ -158,3 +158,39 @@ def test_on_baseline_sinks_get_the_first_scans_findings_and_the_drift_stays_empt
     assert len(due) == 3  # one per finding of the baseline
     _, events = store.save_scan(scan(3), route=lambda e: ["hook"], route_baseline=lambda e: ["pager"])
     assert events == [] and len(store.due_alerts(time.time() + 1)) == 3  # a second scan is no baseline
+
+
+def test_an_events_snapshot_carries_the_estate_and_counts_it_without_reading_every_state(tmp_path: Path) -> None:
+    """Issue #17: a re-read of some keys of one scope is a snapshot of the whole estate — the
+    other scopes carried, the totals the estate's — and a re-read that failed is no complete
+    snapshot, and keeps the scope's last good state."""
+    import dataclasses
+
+    store = Store(tmp_path / "k.db")
+    full = scan(4)
+    other = ScopeStatus("999988887777", "eu-west-1", True, 0)
+    store.save_scan(dataclasses.replace(full, scopes=(*full.scopes, other)))
+    first = store.snapshot()
+    assert first is not None and first["complete"]
+    # Key 0 re-read: it lost its finding. One scope touched, the other carried as it was.
+    gone = "arn:aws:kms:us-east-1:111122223333:key/00000000"
+    kept = tuple(f for f in full.findings if f.key_arn != gone)
+    touched = ScopeStatus(ACCOUNT, "us-east-1", True, 1, key_policies=(), partial=(gone,))
+    partial = ScanResult((), (), (touched,), started_at=time.time(), finished_at=time.time(), keys=1)
+    _, events = store.save_scan(partial)
+    assert [e.kind for e in events] == ["key-deleted"]  # its findings go with it
+    second = store.snapshot()
+    assert second is not None and second["complete"]
+    assert (second["keys"], second["findings"]) == (3, len(kept))
+    assert {(v.account, v.region) for v in store.scope_view()} == {
+        (ACCOUNT, "us-east-1"),
+        ("999988887777", "eu-west-1"),
+    }
+    assert {f["key_arn"] for f in store.findings()} == {f.key_arn for f in kept}
+    # The next re-read fails: the snapshot is not complete, the last good state still shows.
+    failed = ScopeStatus(ACCOUNT, "us-east-1", False, 0, "boom", "x", partial=(gone,))
+    store.save_scan(ScanResult((), (), (failed,), started_at=time.time(), finished_at=time.time()))
+    third = store.snapshot()
+    assert third is not None and not third["complete"]
+    assert {f["key_arn"] for f in store.findings()} == {f.key_arn for f in kept}
+    store.close()

@@ -5,34 +5,16 @@ after the upgrade reports no drift for the unchanged policies KMS returns in a n
 from __future__ import annotations
 
 import json
-import random
 import shutil
 import sys
 from pathlib import Path
-from typing import Any
 
 from kmsaudit.store import SCHEMA_VERSION, Store
 
 DATA = Path(__file__).resolve().parent / "data"
 sys.path.insert(0, str(DATA))
+from awsproxy import kms_order  # noqa: E402  (tests/awsproxy.py: what KMS does to a policy)
 from v010_estate import keys, result  # noqa: E402
-
-
-def kms_order(seed: int) -> Any:
-    rnd = random.Random(seed)
-
-    def shuffle(doc: Any) -> Any:
-        if isinstance(doc, dict):
-            items = [(k, shuffle(v)) for k, v in doc.items()]
-            rnd.shuffle(items)
-            return dict(items)
-        if isinstance(doc, list):
-            items = [shuffle(v) for v in doc]
-            rnd.shuffle(items)
-            return items
-        return doc
-
-    return lambda doc: json.dumps(shuffle(doc), indent=2, separators=(",", " : "))
 
 
 def test_a_0_1_0_database_is_upgraded_and_reordered_policies_are_no_drift(tmp_path: Path) -> None:

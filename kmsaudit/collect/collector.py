@@ -260,6 +260,8 @@ class Collector:
                         check.cancel()
                     elif not check.cancelled() and check.exception() is not None:
                         self._identities.pop(account)  # a failure is not kept for the next re-read
+                        if self.reuse is not None:
+                            self.reuse.sessions.forget(account)
 
     @property
     def scope_count(self) -> int:

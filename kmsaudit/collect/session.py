@@ -84,6 +84,14 @@ class Sessions:
         # shield: one waiter cancelled (its scope abandoned) must not cancel the others' session
         return await asyncio.shield(pending)
 
+    def forget(self, account: str) -> None:
+        """Drop the account's session if opening it failed, so the next use tries again. For the
+        sessions that outlive one scan (the daemon's event consumer and re-reads): a role that
+        could not be assumed once (AWS briefly unreachable) must not stay failed until restart."""
+        pending = self._sessions.get(account)
+        if pending is not None and pending.done() and (pending.cancelled() or pending.exception() is not None):
+            del self._sessions[account]
+
     async def _open(self, role_arn: str | None, external_id: str | None) -> AioSession:
         if role_arn is None:
             return self.base

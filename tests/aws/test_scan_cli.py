@@ -10,20 +10,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from awsproxy import AwsProxy
+from awsproxy import AwsProxy, like_real_kms
 from estate import A, B, C, D, Estate, client, config_text, key_policy, role
 from helpers import CONTRACT_FIELDS
 
 
 @pytest.fixture
 def aws(aws: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """Every request of these tests through a proxy that answers as real KMS does (DESIGN.md):
-    each key policy in a new order and layout, and lists in pages of two (issue #14)."""
-    proxy = AwsProxy(aws, reorder_policies=True, page_size=2)
-    url = proxy.start()
-    monkeypatch.setenv("AWS_ENDPOINT_URL", url)
-    yield url
-    proxy.stop()
+    """Every request of these tests answered as real KMS answers (awsproxy.like_real_kms)."""
+    yield from like_real_kms(aws, monkeypatch)
 
 
 def scan(config: Path, *args: str, endpoint: str) -> subprocess.CompletedProcess[str]:

@@ -76,3 +76,26 @@ async def test_a_failed_assume_role_fails_every_waiting_caller_once(aws: str, mo
             assert [op for _, op in proxy.operations].count("AssumeRole") == 1
     finally:
         proxy.stop()
+
+
+async def test_a_long_lived_session_assumes_a_failed_role_again_once_forgotten(
+    aws: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The daemon's event consumer keeps its sessions for weeks: one AssumeRole refused while AWS
+    was unreachable must not fail every later read until a restart (within a scan, the failure
+    is shared by every task of the account: single-flight)."""
+    proxy = AwsProxy(aws, deny_assume={A})
+    monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.start())
+    role = f"arn:aws:iam::{A}:role/KmsAuditReadOnly"
+    try:
+        async with Sessions(ScanSettings()) as sessions:
+            with pytest.raises(AccessDenied):
+                await sessions.for_account(A, role, None)
+            proxy.deny_assume = set()
+            with pytest.raises(AccessDenied):
+                await sessions.for_account(A, role, None)  # still the same failure: single-flight
+            sessions.forget(A)
+            session = await sessions.for_account(A, role, None)
+            await (await sessions.client(session, "kms", "us-east-1")).list_keys()
+    finally:
+        proxy.stop()
