@@ -164,6 +164,9 @@ class _Progress:
         self._last = 0.0
 
     def __call__(self, what: str, n: int) -> None:
+        if what == "planned":  # the scopes the scan will read, once known
+            self.total_scopes = n
+            return
         self.counts[what] = self.counts.get(what, 0) + n
         now = time.monotonic()
         if self.enabled and (now - self._last > 0.1 or what == "scopes"):

@@ -7,7 +7,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import gc
+import os
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -24,9 +26,20 @@ from kmsaudit.errors import StoreError
 from kmsaudit.evaluator import AuditScope, evaluate_keys
 from kmsaudit.gcpause import gc_paused
 from kmsaudit.metrics import Metrics, scan_counters
-from kmsaudit.model import ORGANIZATION, DriftEvent, Evaluation, Finding, KeyRecord, Lint, ScanResult, ScopeStatus
+from kmsaudit.model import (
+    ORGANIZATION,
+    DriftEvent,
+    Evaluation,
+    Finding,
+    KeyRecord,
+    Lint,
+    Organization,
+    ScanResult,
+    ScopeResult,
+    ScopeStatus,
+)
 from kmsaudit.store import Store, writer_lock
-from kmsaudit.workers import merge_attempts, run_parallel, worker_count
+from kmsaudit.workers import Outcome, largest_first, run_parallel, worker_count
 
 log = structlog.get_logger("kmsaudit.scan")
 
@@ -55,46 +68,17 @@ async def run_scan(
     keys = 0
     evaluation_cpu = 0.0
     acceptance: Acceptance | None = None
+    first = True
     async for scope in collector.scopes():
-        if acceptance is None:  # the organization is known once scopes come
-            org = collector.organization
-            acceptance = Acceptance.for_scan(
-                config.accept, today or datetime.now(UTC).date(), {org.org_id: org.accounts} if org else None
-            )
-        if not scope.ok:
-            statuses.append(ScopeStatus(scope.account, scope.region, False, 0, scope.error, scope.error_code))
-            continue
-        keys += len(scope.keys)
+        if first:  # the organization is known once scopes come
+            acceptance, first = scan_acceptance(config, collector.organization, today), False
         assert collector.audit_scope is not None
-        # CPU-bound: a thread keeps the event loop (other scopes' requests) moving meanwhile.
-        # Known-good access is judged there too: reported and stored, marked, never alerted.
-        evaluation, judged, cpu = await asyncio.to_thread(
-            _evaluate, scope.keys, collector.audit_scope, acceptance if config.accept else None
-        )
-        evaluation_cpu += cpu
-        findings.extend(judged)
-        lints.extend(lint for lint in evaluation.lints if lint.key_arn)
-        names = tuple((k.arn, k.aliases, k.key_manager) for k in scope.keys if k.aliases or k.key_manager != "CUSTOMER")
-        # The policies as the evaluator read them, in canonical form: KMS's reordering is no change.
-        unreadable = tuple((k.arn, k.unreadable) for k in scope.keys if k.unreadable)
-        hashes: tuple[tuple[str, str], ...] = ()
-        texts = evaluation.policies
-        if known is not None:
-            hashes = tuple((arn, policy_hash(text)) for arn, text in texts)
-            texts = tuple(pair for pair, (_, digest) in zip(texts, hashes, strict=True) if known.get(pair[0]) != digest)
-        statuses.append(
-            ScopeStatus(
-                scope.account,
-                scope.region,
-                True,
-                len(scope.keys),
-                key_policies=texts,
-                key_hashes=hashes,
-                key_names=names,
-                unreadable=unreadable,
-                partial=scope.partial,
-            )
-        )
+        part = await scope_part(scope, collector.audit_scope, acceptance, known)
+        findings.extend(part.findings)
+        lints.extend(part.lints)
+        statuses.append(part.status)
+        keys += part.keys
+        evaluation_cpu += part.evaluation_cpu
     if collector.audit_scope is not None and shared_lints:
         lints.extend(lint for lint in collector.audit_scope.lints)
     if collector.organization_error:
@@ -137,15 +121,68 @@ async def run_scan(
     return result
 
 
+@dataclass(frozen=True, slots=True)
+class ScopePart:
+    """One scope's share of a scan: what a worker process sends as soon as the scope is read."""
+
+    status: ScopeStatus
+    findings: tuple[Finding, ...] = ()
+    lints: tuple[Lint, ...] = ()
+    keys: int = 0
+    evaluation_cpu: float = 0.0
+
+
+def scan_acceptance(config: Config, org: Organization | None, today: date | None) -> Acceptance | None:
+    """The scan's acceptance entries, ready to judge findings; None when none are configured."""
+    if not config.accept:
+        return None
+    return Acceptance.for_scan(
+        config.accept, today or datetime.now(UTC).date(), {org.org_id: org.accounts} if org else None
+    )
+
+
+async def scope_part(
+    scope: ScopeResult, audit_scope: AuditScope, acceptance: Acceptance | None, known: Mapping[str, str] | None
+) -> ScopePart:
+    """A scope as read, evaluated and judged; with `known` (key ARN -> policy hash of the last good
+    states), only the policies that changed keep their text until the snapshot is written."""
+    if not scope.ok:
+        return ScopePart(ScopeStatus(scope.account, scope.region, False, 0, scope.error, scope.error_code))
+    # CPU-bound: a thread keeps the event loop (other scopes' requests) moving meanwhile.
+    # Known-good access is judged there too: reported and stored, marked, never alerted.
+    evaluation, judged, cpu = await asyncio.to_thread(_evaluate, scope.keys, audit_scope, acceptance)
+    names = tuple((k.arn, k.aliases, k.key_manager) for k in scope.keys if k.aliases or k.key_manager != "CUSTOMER")
+    # The policies as the evaluator read them, in canonical form: KMS's reordering is no change.
+    unreadable = tuple((k.arn, k.unreadable) for k in scope.keys if k.unreadable)
+    hashes: tuple[tuple[str, str], ...] = ()
+    texts = evaluation.policies
+    if known is not None:
+        hashes = tuple((arn, policy_hash(text)) for arn, text in texts)
+        texts = tuple(pair for pair, (_, digest) in zip(texts, hashes, strict=True) if known.get(pair[0]) != digest)
+    status = ScopeStatus(
+        scope.account,
+        scope.region,
+        True,
+        len(scope.keys),
+        key_policies=texts,
+        key_hashes=hashes,
+        key_names=names,
+        unreadable=unreadable,
+        partial=scope.partial,
+    )
+    lints = tuple(lint for lint in evaluation.lints if lint.key_arn)
+    return ScopePart(status, tuple(judged), lints, len(scope.keys), cpu)
+
+
 UNUSED_AFTER_DAYS = 30
 
 
 def planned_workers(config: Config) -> int:
-    """Processes a scan would use, from the config alone (the accounts and regions it names; an
-    organization's members are counted once discovered, when `processes` asks for several)."""
+    """Processes a scan would use, from the config alone (the accounts and regions it names); with
+    an `[organization]`, members count once discovered (`_run_on_processes` decides then)."""
     scopes = sum(len(config.regions_of(a)) for a in config.accounts)
-    if config.scan.processes is not None:
-        return config.scan.processes if config.organization is not None else worker_count(config, scopes)
+    if config.organization is not None:
+        return config.scan.processes or os.cpu_count() or 1
     return worker_count(config, scopes)
 
 
@@ -156,23 +193,34 @@ async def _run_on_processes(
     known: Mapping[str, str] | None,
     today: date | None,
 ) -> ScanResult:
-    """IAM and the organization read here once; the scopes dealt out to worker processes
-    (kmsaudit/workers.py); their results merged into one ScanResult for one writer."""
+    """IAM and the organization read here once; the scopes shared out to worker processes
+    (kmsaudit/workers.py), or read here if they are too few to be worth a process; their parts
+    merged into one ScanResult for one writer."""
     started = time.time()
     parent = Collector(config, observer=observer, progress=progress)
     await parent.audit_only()
+    assert parent.audit_scope is not None
     scopes = [(t.account, r) for t in parent.targets for r in t.regions]
     n = worker_count(config, len(scopes))
-    groups = [scopes[i::n] for i in range(n)] if n > 1 else []
-    outcomes = await run_parallel(config, groups, parent.audit_scope, known, today) if groups else []
-    if not groups:  # one process after all: the scopes here, with the IAM just read
+    if progress is not None:
+        progress("planned", len(scopes))
+    if n <= 1:  # one process after all: the scopes here, with the IAM just read
         only = Collector(
             config, observer=observer, progress=progress, only=dict.fromkeys(scopes), audit_scope=parent.audit_scope
         )
-        outcomes = [await run_scan(config, collector=only, known=known, today=today, shared_lints=False)]
-    results = [o for o in outcomes if isinstance(o, ScanResult)]
-    failed = [status for o in outcomes if not isinstance(o, ScanResult) for status in o]
-    statuses = [s for r in results for s in r.scopes] + failed
+        here = await run_scan(config, collector=only, known=known, today=today, shared_lints=False)
+        parts = [ScopePart(s) for s in here.scopes]
+        outcomes = [Outcome(attempts=Counter(dict(here.attempts)), matched=here.accept_matched)]
+        findings, lints, keys, cpu = list(here.findings), list(here.lints), here.keys, here.evaluation_cpu
+    else:
+        outcomes = await run_parallel(
+            config, largest_first(scopes, known), n, parent.audit_scope, known, today, progress
+        )
+        parts = [p for o in outcomes for p in o.parts]
+        findings = [f for p in parts for f in p.findings]
+        lints = [lint for p in parts for lint in p.lints]
+        keys, cpu = sum(p.keys for p in parts), sum(p.evaluation_cpu for p in parts)
+    statuses = [p.status for p in parts] + [s for o in outcomes for s in o.lost]
     if parent.organization_error:
         statuses.append(
             ScopeStatus(
@@ -183,22 +231,23 @@ async def _run_on_processes(
                 error_code=parent.organization_error_code or "organization",
             )
         )
-    attempts = merge_attempts(results, parent.api.attempts)
+    attempts = Counter(parent.api.attempts)
+    for outcome in outcomes:
+        attempts.update(outcome.attempts)
     result = ScanResult(
-        findings=tuple(f for r in results for f in r.findings),
-        lints=tuple(lint for r in results for lint in r.lints)
-        + (tuple(parent.audit_scope.lints) if parent.audit_scope else ()),
+        findings=tuple(findings),
+        lints=tuple(lints) + tuple(parent.audit_scope.lints),
         scopes=tuple(sorted(statuses, key=lambda s: (s.account, s.region))),
         iam_failures=dict(parent.iam_failures),
         started_at=started,
         finished_at=time.time(),
         requests=sum(attempts.values()),
         throttled=sum(n for (_, _, outcome), n in attempts.items() if outcome == "throttled"),
-        keys=sum(r.keys for r in results),
+        keys=keys,
         attempts=tuple(sorted(attempts.items())),
         accept_configured=frozenset(e.id for e in config.accept),
-        accept_matched=frozenset().union(*(r.accept_matched for r in results)),
-        evaluation_cpu=sum(r.evaluation_cpu for r in results),
+        accept_matched=frozenset().union(*(o.matched for o in outcomes)),
+        evaluation_cpu=cpu,
     )
     log.info(
         "scan.done",
@@ -208,7 +257,7 @@ async def _run_on_processes(
         failed_scopes=len(result.failed_scopes),
         requests=result.requests,
         throttled=result.throttled,
-        processes=max(1, len(groups)),
+        processes=n,
         seconds=round(result.finished_at - started, 2),
     )
     return result

@@ -1,20 +1,26 @@
 """A scan on every core (README "Performance"): `[scan] processes`.
 
-IAM and the organization are read once, here; the account × region scopes are dealt out to
-worker processes, each with its own event loop, clients and pacers (a scope lives in one process,
-so its quotas stay right), each evaluating its own scopes; their results come back to this
-process, which records the snapshot (one writer for SQLite). A worker that dies fails its scopes,
-never the scan, and never reads as access removed (their last good state carries over).
+IAM and the organization are read once, in the scan's own process; the account × region scopes
+are shared out to worker processes, each with its own event loop, clients and pacers (a scope
+lives in one process, so its quotas stay right), each evaluating its own scopes. A worker takes
+the next scope whenever it has room, so a fast worker takes more and none sits idle while scopes
+wait; the largest scopes (by the last snapshot) are taken first. Each scope's result comes back as
+soon as it is read, with the workers' progress; the scan's process records the snapshot (one
+writer for SQLite). A worker that dies fails the scopes it had taken and not yet reported, never
+the scan, and never reads as access removed (their last good state carries over).
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import multiprocessing
 import os
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from datetime import date
 from multiprocessing.connection import Connection
 from typing import Any
@@ -22,10 +28,13 @@ from typing import Any
 import structlog
 
 from kmsaudit.config import Config
-from kmsaudit.model import ScanResult, ScopeStatus
+from kmsaudit.model import ScopeStatus
 
 log = structlog.get_logger("kmsaudit.scan")
 SCOPES_PER_WORKER = 8  # without an explicit `processes`: fewer scopes than this a process stay in one
+PROGRESS_EVERY = 0.25  # seconds between a worker's progress messages
+
+Scope = tuple[str, str]  # (account, region)
 
 
 def worker_count(config: Config, scopes: int) -> int:
@@ -36,73 +45,202 @@ def worker_count(config: Config, scopes: int) -> int:
     return max(1, min(os.cpu_count() or 1, scopes // SCOPES_PER_WORKER))
 
 
-def _work(conn: Connection, payload: dict[str, Any]) -> None:
-    """In a worker process: scan its scopes with the IAM it was given; send the ScanResult."""
-    from kmsaudit.collect import Collector
+def largest_first(scopes: Sequence[Scope], known: Mapping[str, str] | None) -> list[Scope]:
+    """The scopes in the order workers take them: those of unknown size (never read) and the
+    largest by the last snapshot's keys first, so no large scope is left to the end."""
+    sizes: Counter[Scope] = Counter()
+    for arn in known or ():
+        parts = arn.split(":", 5)
+        if len(parts) == 6:
+            sizes[(parts[4], parts[3])] += 1
+    seen = known is not None and bool(known)
+    return sorted(scopes, key=lambda s: -sizes[s] if seen and s in sizes else -math.inf)
+
+
+class ScopeShare:
+    """The scan's scopes shared by its worker processes: the next one to take, and who took each
+    (one counter and one array in shared memory)."""
+
+    def __init__(self, context: Any, scopes: Sequence[Scope]) -> None:
+        self.scopes = list(scopes)
+        self._next = context.Value("i", 0)
+        self._owner = context.Array("i", [-1] * max(1, len(self.scopes)), lock=False)
+
+    def claim(self, worker: int) -> Scope | None:
+        with self._next.get_lock():
+            i = int(self._next.value)
+            if i >= len(self.scopes):
+                return None
+            self._next.value = i + 1
+            self._owner[i] = worker
+        return self.scopes[i]
+
+    def taken_by(self, worker: int) -> list[Scope]:
+        return [s for i, s in enumerate(self.scopes) if self._owner[i] == worker]
+
+    def untaken(self) -> list[Scope]:
+        with self._next.get_lock():
+            return self.scopes[self._next.value :]
+
+
+class _Ticks:
+    """A worker's progress, sent to the scan's process in batches (a key at a time is too many)."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.counts: Counter[str] = Counter()
+        self.last = time.monotonic()
+
+    def __call__(self, what: str, n: int = 1) -> None:
+        self.counts[what] += n
+        if time.monotonic() - self.last >= PROGRESS_EVERY:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.counts:
+            self.conn.send(("progress", dict(self.counts)))
+            self.counts.clear()
+        self.last = time.monotonic()
+
+
+def _work(conn: Connection, payload: dict[str, Any], share: ScopeShare, index: int) -> None:
+    """In a worker process: read, evaluate and send scopes until none is left to take."""
     from kmsaudit.logging import configure
-    from kmsaudit.scan import run_scan
 
     configure(**payload["logging"])
-    config: Config = payload["config"]
-    collector = Collector(config, only=dict.fromkeys(payload["scopes"]), audit_scope=payload["audit_scope"])
     try:
-        result = asyncio.run(
-            run_scan(config, collector=collector, known=payload["known"], today=payload["today"], shared_lints=False)
-        )
-        conn.send(result)
+        asyncio.run(_scan_share(conn, payload, share, index))
+    except Exception as exc:  # reported, and its scopes failed by the scan's process
+        log.error("scan.worker_error", worker=index, error=f"{type(exc).__name__}: {exc}"[:500])
+        conn.send(("error", f"{type(exc).__name__}: {exc}"[:500]))
     finally:
         conn.close()
 
 
+async def _scan_share(conn: Connection, payload: dict[str, Any], share: ScopeShare, index: int) -> None:
+    from kmsaudit.collect import Collector
+    from kmsaudit.scan import scan_acceptance, scope_part
+
+    config: Config = payload["config"]
+    audit_scope = payload["audit_scope"]
+    ticks = _Ticks(conn)
+    collector = Collector(
+        config,
+        progress=ticks,
+        only=dict.fromkeys(share.scopes),
+        audit_scope=audit_scope,
+        claim=lambda: share.claim(index),
+        at_once=payload["at_once"],
+    )
+    acceptance = scan_acceptance(config, audit_scope.organization, payload["today"])
+    async for scope in collector.scopes():
+        part = await scope_part(scope, audit_scope, acceptance, payload["known"])
+        ticks.flush()
+        conn.send(("scope", part))
+    conn.send(
+        (
+            "done",
+            {
+                "attempts": dict(collector.api.attempts),
+                "matched": frozenset(acceptance.matched) if acceptance else frozenset(),
+            },
+        )
+    )
+
+
+@dataclass
+class Outcome:
+    """What a worker sent: its scopes' parts (kmsaudit.scan.ScopePart), and, unless it died, its
+    request attempts and the acceptance entries that matched."""
+
+    parts: list[Any] = field(default_factory=list)
+    attempts: Counter[tuple[str, str, str]] = field(default_factory=Counter)
+    matched: frozenset[str] = frozenset()
+    lost: list[ScopeStatus] = field(default_factory=list)
+
+
 async def run_parallel(
     config: Config,
-    groups: Sequence[Sequence[tuple[str, str]]],
+    scopes: Sequence[Scope],
+    workers: int,
     audit_scope: Any,
     known: Mapping[str, str] | None,
     today: date | None,
-) -> list[ScanResult | list[ScopeStatus]]:
-    """Each group of scopes in its own process; a group's ScanResult, or its scopes failed."""
+    progress: Callable[[str, int], None] | None = None,
+) -> list[Outcome]:
+    """`scopes` (in the order to take them) read by `workers` processes; one Outcome each, and
+    one more failing the scopes no worker lived to take."""
     from kmsaudit.logging import CURRENT
 
     context = multiprocessing.get_context("spawn")  # no fork of a running event loop or its sockets
+    share = ScopeShare(context, scopes)
+    # Room per worker: its part of `scopes_at_once` (memory: each scope holds its keys until
+    # evaluated), and no more than an even share, so the first to start does not take them all.
+    at_once = max(1, min(math.ceil(config.scan.scopes_at_once / workers), math.ceil(len(scopes) / workers)))
+    payload = {
+        "config": config,
+        "audit_scope": audit_scope,
+        "known": known,
+        "today": today,
+        "logging": dict(CURRENT),
+        "at_once": at_once,
+    }
+    loop = asyncio.get_running_loop()
+    readers = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kmsaudit-worker")
 
-    async def one(group: Sequence[tuple[str, str]]) -> ScanResult | list[ScopeStatus]:
+    async def one(index: int) -> Outcome:
         receive, send = context.Pipe(duplex=False)
-        subset = None
-        if known is not None:
-            prefixes = tuple(f":{region}:{account}:" for account, region in group)
-            subset = {arn: h for arn, h in known.items() if any(p in arn for p in prefixes)}
-        payload = {
-            "config": config,
-            "scopes": list(group),
-            "audit_scope": audit_scope,
-            "known": subset,
-            "today": today,
-            "logging": dict(CURRENT),
-        }
-        process = context.Process(target=_work, args=(send, payload), daemon=True)
+        process = context.Process(target=_work, args=(send, payload, share, index), daemon=True)
         started = time.monotonic()
         process.start()
         send.close()
+        outcome = Outcome()
+        reason = ""
         try:
-            result: ScanResult = await asyncio.to_thread(receive.recv)
-            return result
-        except (EOFError, OSError) as exc:
-            await asyncio.to_thread(process.join, 5)
+            while True:
+                kind, body = await loop.run_in_executor(readers, receive.recv)
+                if kind == "progress":
+                    for what, n in body.items():
+                        if progress is not None:
+                            progress(what, n)
+                elif kind == "scope":
+                    outcome.parts.append(body)
+                elif kind == "done":
+                    outcome.attempts.update(body["attempts"])
+                    outcome.matched = body["matched"]
+                    break
+                else:  # "error"
+                    reason = f"worker process failed: {body}"
+                    break
+        except (EOFError, OSError):
+            await loop.run_in_executor(readers, process.join, 5)
             reason = f"worker process died (exit code {process.exitcode}) before reporting its scopes"
-            log.error("scan.worker_failed", scopes=len(group), reason=reason, error=str(exc)[:200])
-            return [ScopeStatus(a, r, False, 0, reason, "worker") for a, r in group]
+        except Exception as exc:  # a message that cannot be read: the worker is not to be trusted
+            process.kill()
+            reason = f"worker process sent what could not be read ({type(exc).__name__}: {exc})"[:300]
         finally:
             receive.close()
             if process.is_alive():
-                await asyncio.to_thread(process.join, 5)
-            log.info("scan.worker_done", scopes=len(group), seconds=round(time.monotonic() - started, 2))
+                await loop.run_in_executor(readers, process.join, 5)
+        if reason:
+            reported = {(p.status.account, p.status.region) for p in outcome.parts}
+            lost = [s for s in share.taken_by(index) if s not in reported]
+            log.error("scan.worker_failed", worker=index, scopes=len(lost), reason=reason)
+            outcome.lost = [ScopeStatus(a, r, False, 0, reason, "worker") for a, r in lost]
+        log.info(
+            "scan.worker_done",
+            worker=index,
+            scopes=len(outcome.parts),
+            seconds=round(time.monotonic() - started, 2),
+        )
+        return outcome
 
-    return list(await asyncio.gather(*(one(g) for g in groups)))
-
-
-def merge_attempts(results: Sequence[ScanResult], own: Counter[tuple[str, str, str]]) -> Counter[tuple[str, str, str]]:
-    total = Counter(own)
-    for result in results:
-        total.update(dict(result.attempts))
-    return total
+    try:
+        outcomes = list(await asyncio.gather(*(one(i) for i in range(workers))))
+    finally:
+        readers.shutdown(wait=False)
+    left = share.untaken()
+    if left:  # every worker died before these were taken
+        reason = "no worker process lived to read this scope"
+        outcomes.append(Outcome(lost=[ScopeStatus(a, r, False, 0, reason, "worker") for a, r in left]))
+    return outcomes

@@ -62,12 +62,16 @@ class Collector:
         only: Mapping[tuple[str, str], frozenset[str] | None] | None = None,
         audit_scope: AuditScope | None = None,
         reuse: SharedSessions | None = None,
+        claim: Callable[[], tuple[str, str] | None] | None = None,
+        at_once: int | None = None,
     ) -> None:
         """`only`: just these scopes, and in each just these keys (ARNs; None: every key) — a
         CloudTrail event's re-read (README "Real-time detection"), a worker's share of a scan;
         `audit_scope`: the principals as the last full scan read them, so IAM is not read again;
         `reuse`: the daemon's sessions and verified identities for such re-reads (no AssumeRole
-        and no identity check per event)."""
+        and no identity check per event); `claim`: the next scope of `only` to read, None when none
+        is left — a worker process takes scopes from the ones the scan shares out as it has room
+        (kmsaudit/workers.py), reading `at_once` of them at the same time."""
         self.config = config
         self.reuse = reuse
         self.only = only
@@ -84,6 +88,8 @@ class Collector:
         self._identities: dict[str, asyncio.Future[AioSession]] = reuse.identities if reuse else {}
         # Scopes read at the same time: each holds its keys until evaluated (issue #19: memory).
         self._scopes_at_once = asyncio.Semaphore(config.scan.scopes_at_once)
+        self.claim = claim
+        self.at_once = at_once or config.scan.scopes_at_once
 
     def _tick(self, what: str, n: int = 1) -> None:
         if self.progress is not None:
@@ -201,6 +207,43 @@ class Collector:
             partial=tuple(sorted(wanted)) if wanted is not None else None,
         )
 
+    async def _claimed(self, sessions: Sessions) -> AsyncIterator[ScopeResult]:
+        """The scopes this process claims, `at_once` of them read at the same time, each yielded
+        as soon as it is read; a new one claimed as each is done."""
+        assert self.claim is not None
+        claim = self.claim
+        targets = {t.account: t for t in self.targets}
+        results: asyncio.Queue[ScopeResult | None] = asyncio.Queue()
+
+        async def reader() -> None:
+            try:
+                while (scope := claim()) is not None:
+                    target = targets.get(scope[0])
+                    if target is None:  # not an account of this config: never silently skipped
+                        error = f"account {scope[0]} is neither configured nor in the organization"
+                        await results.put(ScopeResult(scope[0], scope[1], False, error=error, error_code="config"))
+                        continue
+                    await results.put(await self._read_scope(sessions, target, scope[1]))
+            finally:
+                results.put_nowait(None)
+
+        readers = [asyncio.create_task(reader()) for _ in range(self.at_once)]
+        try:
+            running = len(readers)
+            while running:
+                result = await results.get()
+                if result is not None:
+                    yield result
+                    continue
+                running -= 1
+                for task in readers:
+                    if task.done() and not task.cancelled() and task.exception() is not None:
+                        raise task.exception()  # type: ignore[misc]
+        finally:
+            for task in readers:
+                task.cancel()
+            await asyncio.gather(*readers, return_exceptions=True)
+
     async def audit_only(self) -> None:
         """Targets, the organization and every account's IAM, without reading KMS: what a scan
         on several processes reads once and shares (kmsaudit/workers.py)."""
@@ -232,9 +275,14 @@ class Collector:
                 self.organization = self.cached_scope.organization
             else:
                 self.targets = await self._targets(sessions)
+                self._tick("planned", self.scope_count)
             reuse = self.cached_scope is not None and self.only is not None
             iam_tasks = [] if reuse else [asyncio.create_task(self._iam(sessions, t)) for t in self.targets]
-            scope_tasks = [asyncio.create_task(self._scope(sessions, t, r)) for t in self.targets for r in t.regions]
+            scope_tasks = (
+                []
+                if self.claim is not None
+                else [asyncio.create_task(self._scope(sessions, t, r)) for t in self.targets for r in t.regions]
+            )
             try:
                 await asyncio.gather(*iam_tasks)
                 self.audit_scope = (
@@ -247,6 +295,10 @@ class Collector:
                         organization=self.organization,
                     )
                 )
+                if self.claim is not None:
+                    async for result in self._claimed(sessions):
+                        self._tick("scopes")
+                        yield result
                 for next_done in asyncio.as_completed(scope_tasks):
                     result = await next_done
                     self._tick("scopes")

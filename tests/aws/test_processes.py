@@ -4,6 +4,7 @@ what one process finds on the moto estate, and a worker that dies fails its scop
 from __future__ import annotations
 
 import multiprocessing
+import os
 import signal
 import threading
 import time
@@ -17,6 +18,7 @@ from estate import A, B, C, Estate, config_text
 from kmsaudit.config import load_config
 from kmsaudit.model import ScanResult
 from kmsaudit.scan import run_scan
+from kmsaudit.workers import largest_first
 
 
 def _scan(tmp_path: Path, processes: int) -> ScanResult:
@@ -51,27 +53,68 @@ def slow(aws: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[AwsProxy]:
 
 
 def test_a_worker_that_dies_fails_its_scopes_not_the_scan(tmp_path: Path, estate: Estate, slow: AwsProxy) -> None:
+    """SIGKILL a worker while it holds scopes: those it had not reported fail (code `worker`),
+    what it reported before stays, the other worker's scopes are read, and the scan ends."""
+    one = _scan(tmp_path, 1)
+    keyed = {(s.account, s.region) for s in one.scopes if s.keys}  # the scopes with keys
+    estate_keys = one.keys
+    assert len(keyed) >= 2
+    slow.stall["GetKeyPolicy"] = 60.0  # every scope with keys waits on its policies
     killed: list[int] = []
 
     def kill_one() -> None:
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not killed:
-            workers = multiprocessing.active_children()
-            if len(workers) == 2 and all(w.pid for w in workers):
-                time.sleep(1.0)  # both are reading
-                victim = workers[0]
-                assert victim.pid is not None
-                killed.append(victim.pid)
-                import os
-
-                os.kill(victim.pid, signal.SIGKILL)
-            time.sleep(0.05)
+        while time.monotonic() < deadline and len(slow.stalled) < estate_keys:
+            time.sleep(0.02)
+        time.sleep(0.5)  # a worker left with nothing to read has exited by now
+        victims = multiprocessing.active_children()
+        if victims and victims[0].pid is not None:
+            killed.append(victims[0].pid)
+            os.kill(victims[0].pid, signal.SIGKILL)
+        time.sleep(0.5)
+        slow.stall.clear()  # the other worker's policies are answered
 
     threading.Thread(target=kill_one, daemon=True).start()
     result = _scan(tmp_path, 2)
     assert killed, "no worker was seen"
-    failed = [s for s in result.scopes if not s.ok]
-    assert len(failed) == 3 and all(s.error_code == "worker" for s in failed)  # its share: 6 scopes over 2
+    failed = {(s.account, s.region): s for s in result.scopes if not s.ok}
+    # a live worker holds only scopes with keys (the others were read at once); the failed ones
+    # are exactly those the killed worker held
+    assert failed and set(failed) <= keyed
+    assert all(s.error_code == "worker" and "died" in s.error for s in failed.values())
     ok = {(s.account, s.region) for s in result.scopes if s.ok}
-    assert len(ok) == 3  # the other worker's scopes were read
+    assert len(ok) + len(failed) == 6 and keyed - set(failed) <= ok
     assert all((f.key_account, f.region) in ok for f in result.findings)
+    assert {(f.key_account, f.region) for f in result.findings} == {
+        (f.key_account, f.region) for f in one.findings if (f.key_account, f.region) not in failed
+    }
+
+
+def test_workers_report_progress_as_they_go(tmp_path: Path, estate: Estate, aws: str) -> None:
+    """The progress line of a terminal (`kmsaudit scan`) advances with worker processes too: every
+    scope and every key the workers read is counted in the scan's process, and the total is known."""
+    path = tmp_path / "p2.toml"
+    path.write_text(config_text((A, B, C), extra="processes = 2"))
+    counts: dict[str, int] = {}
+
+    def progress(what: str, n: int) -> None:
+        counts[what] = counts.get(what, 0) + n
+
+    import asyncio
+
+    result = asyncio.run(run_scan(load_config(path), progress=progress))
+    assert not result.failed_scopes
+    assert counts["planned"] == len(result.scopes) == 6
+    assert counts["scopes"] == 6
+    assert counts["keys"] == result.keys > 0
+
+
+def test_the_largest_scopes_are_taken_first() -> None:
+    """Workers take scopes in this order: never read (size unknown) first, then by the last
+    snapshot's key count, so a large scope is not left to the end while other workers idle."""
+    known = {f"arn:aws:kms:us-east-1:{A}:key/{i}": "h" for i in range(5)}
+    known |= {f"arn:aws:kms:eu-west-1:{B}:key/{i}": "h" for i in range(50)}
+    known |= {f"arn:aws:kms:us-east-1:{C}:key/{i}": "h" for i in range(1)}
+    scopes = [(A, "us-east-1"), (C, "us-east-1"), (B, "eu-west-1"), (C, "eu-west-1")]
+    assert largest_first(scopes, known) == [(C, "eu-west-1"), (B, "eu-west-1"), (A, "us-east-1"), (C, "us-east-1")]
+    assert largest_first(scopes, None) == scopes  # a first scan: as configured
