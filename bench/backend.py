@@ -217,9 +217,7 @@ def main() -> None:
     args = ap.parse_args()
     backend = Backend(args.keys_per_scope)
     loop = asyncio.new_event_loop()
-    server = loop.run_until_complete(
-        loop.create_server(lambda: Http(backend), "127.0.0.1", args.port, backlog=1024)
-    )
+    server = loop.run_until_complete(loop.create_server(lambda: Http(backend), "127.0.0.1", args.port, backlog=1024))
     print(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}", flush=True)
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)

@@ -29,6 +29,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from statistics import median
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -112,11 +113,13 @@ def seed(moto: str, n_keys: int) -> None:
                     )
 
 
-def write_config(path: Path, quotas: dict[str, float] | None, margin: float) -> None:
+def write_config(
+    path: Path, quotas: dict[str, float] | None, margin: float, accounts: tuple[str, ...] = ACCOUNTS
+) -> None:
     lines = ["[scan]", f"regions = {json.dumps(list(REGIONS))}", "concurrency = 64", f"quota_margin = {margin}"]
     if quotas:
         lines.append("quotas = { " + ", ".join(f"{k} = {v}" for k, v in quotas.items()) + " }")
-    for account in ACCOUNTS:
+    for account in accounts:
         lines += ["[[accounts]]", f'id = "{account}"', f'role_arn = "arn:aws:iam::{account}:role/KmsAuditReadOnly"']
     path.write_text("\n".join(lines) + "\n")
 
@@ -128,10 +131,13 @@ def run_kmsaudit(config: Path, endpoint: str) -> tuple[float, object]:
         "from kmsaudit.config import load_config\nfrom kmsaudit.logging import configure\n"
         "from kmsaudit.scan import run_scan\n"
         "configure(json_logs=True, level='warning')\n"
+        "import resource\n"
         "t = time.perf_counter(); c = time.process_time(); r = asyncio.run(run_scan(load_config(sys.argv[1])))\n"
+        "kids = resource.getrusage(resource.RUSAGE_CHILDREN)\n"
         "print(json.dumps({'seconds': time.perf_counter() - t, 'keys': r.keys, 'requests': r.requests,"
         " 'throttled': r.throttled, 'failed': len(r.failed_scopes), 'findings': len(r.findings),"
-        " 'cpu': time.process_time() - c, 'evaluation_cpu': r.evaluation_cpu}))\n"
+        " 'cpu': time.process_time() - c, 'evaluation_cpu': r.evaluation_cpu,"
+        " 'children_cpu': kids.ru_utime + kids.ru_stime}))\n"
     )
     env = {**os.environ, "AWS_ENDPOINT_URL": endpoint}
     out = subprocess.run(
@@ -182,11 +188,11 @@ print(json.dumps({"seconds": time.perf_counter() - t, "cpu": time.process_time()
 """
 
 
-def raw_loop(endpoint: str) -> dict[str, float]:
+def raw_loop(endpoint: str, accounts: tuple[str, ...] = ACCOUNTS) -> dict[str, float]:
     """A hand-written concurrent aiobotocore loop doing the same KMS reads, in its own process:
     the client CPU an AWS request costs without kmsaudit (no pacing, no records, no evaluation)."""
     out = subprocess.run(
-        [sys.executable, "-c", RAW_LOOP, json.dumps(ACCOUNTS), json.dumps(REGIONS), endpoint],
+        [sys.executable, "-c", RAW_LOOP, json.dumps(accounts), json.dumps(REGIONS), endpoint],
         capture_output=True,
         text=True,
         check=True,
@@ -301,11 +307,22 @@ def plain(args: argparse.Namespace, moto_url: str, tmp: Path) -> None:
     )
 
 
+def _proc_cpu(pid: int) -> float:
+    """CPU seconds a process has used (Linux /proc), to set the backend's share apart."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def canned(args: argparse.Namespace) -> None:
     """The client's own cost (issue #18): bench/backend.py answers at a fraction of moto's CPU, and
-    quotas are lifted, so what binds is kmsaudit's CPU. keys/s with 1 and 2 processes, and CPU per
-    request against the raw aiobotocore loop, side by side in one run."""
-    per_scope = args.keys // (len(ACCOUNTS) * len(REGIONS))
+    quotas are lifted, so what binds is kmsaudit's CPU. An estate of `--accounts` accounts × 2
+    regions (16 scopes by default: an estate of a size where `processes` defaults to one per
+    core). keys/s with 1 and 2 processes, and CPU per request against the raw aiobotocore loop,
+    side by side in one run, interleaved and repeated (the machine is noisy)."""
+    keys_wanted = args.keys or 10_000
+    accounts = tuple(str(100_000_000_000 + i) for i in range(args.accounts))
+    scopes = len(accounts) * len(REGIONS)
+    per_scope = keys_wanted // scopes
     backend = subprocess.Popen(
         [sys.executable, str(REPO / "bench" / "backend.py"), "--keys-per-scope", str(per_scope)],
         stdout=subprocess.PIPE,
@@ -326,56 +343,79 @@ def canned(args: argparse.Namespace) -> None:
             "ListResourceTags",
         )
     }
+    runs: dict[int, list[tuple[float, dict[str, float]]]] = {1: [], 2: []}
+    raws: list[dict[str, float]] = []
+    backend_cpu: list[float] = []
     try:
-        runs = {}
-        for processes in (1, 2, 1, 2):  # twice each, interleaved: the machine is noisy
-            write_config(tmp / "canned.toml", lifted, 1.0)
-            text = (tmp / "canned.toml").read_text().replace("[scan]\n", f"[scan]\nprocesses = {processes}\n", 1)
-            (tmp / "canned.toml").write_text(text)
-            seconds, info = run_kmsaudit(tmp / "canned.toml", url)
-            assert isinstance(info, dict) and not info["failed"], info
-            best = runs.get(processes)
-            if best is None or seconds < best[0]:
-                runs[processes] = (seconds, info)
-        raw = min((raw_loop(url) for _ in range(2)), key=lambda r: r["seconds"])
+        for _ in range(args.repeat):  # interleaved: each kind sees the same noise
+            for processes in (1, 2):
+                write_config(tmp / "canned.toml", lifted, 1.0, accounts)
+                text = (tmp / "canned.toml").read_text()
+                (tmp / "canned.toml").write_text(text.replace("[scan]\n", f"[scan]\nprocesses = {processes}\n", 1))
+                before = _proc_cpu(backend.pid)
+                seconds, info = run_kmsaudit(tmp / "canned.toml", url)
+                assert isinstance(info, dict) and not info["failed"], info
+                runs[processes].append((seconds, info))
+                backend_cpu.append((_proc_cpu(backend.pid) - before) / info["requests"] * 1000)
+            raws.append(raw_loop(url, accounts))
     finally:
         backend.terminate()
         backend.communicate(timeout=10)
-    (one, one_info), (two, _) = runs[1], runs[2]
-    assert isinstance(one_info, dict)
-    keys = one_info["keys"]
-    print(f"canned backend, {keys} keys over {len(ACCOUNTS) * len(REGIONS)} scopes, quotas lifted (best of 2 each):")
-    print(f"  1 process:  {one:6.2f} s  {keys / one:7.0f} keys/s")
-    print(f"  2 processes: {two:5.2f} s  {keys / two:7.0f} keys/s: {one / two:.2f}× (target ≥ 1.5× on 2 cores)")
-    ours_cpu = one_info["cpu"] / one_info["requests"] * 1000
-    requests_cpu = (one_info["cpu"] - one_info["evaluation_cpu"]) / one_info["requests"] * 1000
-    raw_cpu = raw["cpu"] / raw["requests"] * 1000
+
+    keys = int(runs[1][0][1]["keys"])
+    one = [seconds for seconds, _ in runs[1]]
+    two = [seconds for seconds, _ in runs[2]]
+    ratios = [a / b for a, b in zip(one, two, strict=True)]
     print(
-        f"  client CPU per AWS request: kmsaudit {ours_cpu:.2f} ms with the evaluation, {requests_cpu:.2f} ms "
-        f"without it; raw aiobotocore loop {raw_cpu:.2f} ms: {ours_cpu / raw_cpu:.2f}×, {requests_cpu / raw_cpu:.2f}× "
-        "(target ≤ 1.15×)"
+        f"canned backend, {keys} keys over {scopes} scopes ({len(accounts)} accounts × {len(REGIONS)} regions), "
+        f"quotas lifted, {args.repeat} interleaved rounds; the backend's own CPU: "
+        f"{median(backend_cpu):.3f} ms a request"
     )
-    rate = keys / min(one, two)
+    print(f"  1 process:   median {median(one):6.2f} s  {keys / median(one):5.0f} keys/s  (runs: {fmt(one)})")
+    print(f"  2 processes: median {median(two):6.2f} s  {keys / median(two):5.0f} keys/s  (runs: {fmt(two)})")
+    print(
+        f"  2 processes / 1 process, round by round: {fmt(ratios, '×')}; median {median(ratios):.2f}× "
+        "(target ≥ 1.5× on 2 cores, the backend sharing them)"
+    )
+    ours = [info["cpu"] / info["requests"] * 1000 for _, info in runs[1]]
+    requests_only = [(info["cpu"] - info["evaluation_cpu"]) / info["requests"] * 1000 for _, info in runs[1]]
+    workers = [(info["cpu"] + info["children_cpu"]) / info["requests"] * 1000 for _, info in runs[2]]
+    raw = [r["cpu"] / r["requests"] * 1000 for r in raws]
+    cpu_ratios = [a / b for a, b in zip(ours, raw, strict=True)]
+    print(
+        f"  client CPU per AWS request: kmsaudit {median(ours):.2f} ms with the evaluation "
+        f"({median(requests_only):.2f} ms without it), raw aiobotocore loop {median(raw):.2f} ms; "
+        f"round by round {fmt(cpu_ratios, '×')}, median {median(cpu_ratios):.2f}× (target ≤ 1.15×)"
+    )
+    print(f"  with 2 processes, all processes together: {median(workers):.2f} ms a request")
+    rate = keys / median(two)
     print(
         f"  100,000 keys at {rate:.0f} keys/s: {100_000 / rate / 60:.1f} min of client time (target < 15 min); "
         "AWS's quotas add their own bound: 80 keys/s per account and region at the default margin"
     )
 
 
+def fmt(values: list[float], unit: str = "") -> str:
+    return ", ".join(f"{v:.2f}{unit}" for v in values)
+
+
 def main() -> None:
     fake_credentials()
     ap = argparse.ArgumentParser()
-    ap.add_argument("--keys", type=int, default=2000)
+    ap.add_argument("--keys", type=int, default=None, help="keys in all (default 2,000; 10,000 with --canned)")
     ap.add_argument("--sample", type=int, default=40)
     ap.add_argument("--latency", type=float, default=0.05)
     ap.add_argument("--skip-quotas", action="store_true")
     ap.add_argument("--quotas-only", action="store_true", help="only the runs against the quota proxy")
     ap.add_argument("--quota-fraction", type=float, default=0.1, help="the proxy's quotas: this share of AWS's")
     ap.add_argument("--canned", action="store_true", help="only the client-cost runs, on bench/backend.py")
+    ap.add_argument("--accounts", type=int, default=8, help="with --canned: accounts (× 2 regions)")
+    ap.add_argument("--repeat", type=int, default=3, help="with --canned: interleaved rounds")
     args = ap.parse_args()
     if args.canned:
         canned(args)
         return
+    args.keys = args.keys or 2000
     from kmsaudit.config import DEFAULT_QUOTAS
 
     moto, moto_url = start_moto()

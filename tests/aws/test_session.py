@@ -99,3 +99,82 @@ async def test_a_long_lived_session_assumes_a_failed_role_again_once_forgotten(
             await (await sessions.client(session, "kms", "us-east-1")).list_keys()
     finally:
         proxy.stop()
+
+
+async def test_accounts_share_one_loader_of_service_models(aws: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue #18: each account's session reads the KMS, STS and IAM models from the one loader,
+    so they are parsed once per scan, not once per account (0.1 s of CPU each; hundreds of
+    accounts in an organization). The second account's clients read no model file."""
+    from botocore.loaders import JSONFileLoader
+    from estate import B
+
+    proxy = AwsProxy(aws)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.start())
+    reads: list[str] = []
+    original = JSONFileLoader.load_file
+
+    def counting(self: JSONFileLoader, file_path: str) -> object:
+        reads.append(file_path)
+        return original(self, file_path)
+
+    monkeypatch.setattr(JSONFileLoader, "load_file", counting)
+    try:
+        async with Sessions(ScanSettings()) as sessions:
+            for account in (A, B):
+                session = await sessions.for_account(account, f"arn:aws:iam::{account}:role/KmsAuditReadOnly", None)
+                before = len(reads)
+                kms = await sessions.client(session, "kms", "us-east-1")
+                await kms.list_keys()
+                if account == A:
+                    assert any("kms" in path for path in reads[before:])  # read once, here
+                else:
+                    assert reads[before:] == [], "the second account read service models again"
+    finally:
+        proxy.stop()
+
+
+async def test_every_account_shares_one_sts_client_and_one_tls_context(
+    aws: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue #18: the roles of all accounts are assumed through one STS client, and every client
+    of the process shares one TLS context (the CA bundle read once, not 16 ms of CPU per client:
+    an organization's scan has a client per account × region)."""
+    import asyncio
+
+    from aiobotocore.httpsession import AIOHTTPSession
+    from estate import B, C
+
+    from kmsaudit.collect.session import OneTlsContext
+
+    proxy = AwsProxy(aws, latency=0.02)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.start())
+    built: list[object] = []
+    original = AIOHTTPSession._build_verify_context
+
+    def counting(self: AIOHTTPSession) -> object:
+        built.append(self)
+        return original(self)
+
+    monkeypatch.setattr(AIOHTTPSession, "_build_verify_context", counting)
+    monkeypatch.setattr(OneTlsContext, "_contexts", {})
+    created: list[str] = []
+    try:
+        async with Sessions(ScanSettings()) as sessions:
+            real_create = sessions.base.create_client
+
+            def spy(service: str, *args: object, **kwargs: object) -> object:
+                created.append(service)
+                return real_create(service, *args, **kwargs)  # type: ignore[arg-type]
+
+            monkeypatch.setattr(sessions.base, "create_client", spy)
+            got = await asyncio.gather(
+                *(sessions.for_account(a, f"arn:aws:iam::{a}:role/KmsAuditReadOnly", None) for a in (A, B, C))
+            )
+            for session in got:
+                for region in ("us-east-1", "eu-west-1"):
+                    await (await sessions.client(session, "kms", region)).list_keys()
+        assert created == ["sts"]  # one client assumed all three roles
+        assert [op for _, op in proxy.operations].count("AssumeRole") == 3
+        assert len(built) == 1  # 7 clients, one TLS context
+    finally:
+        proxy.stop()
