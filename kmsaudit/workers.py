@@ -46,15 +46,15 @@ def worker_count(config: Config, scopes: int) -> int:
 
 
 def largest_first(scopes: Sequence[Scope], known: Mapping[str, str] | None) -> list[Scope]:
-    """The scopes in the order workers take them: those of unknown size (never read) and the
-    largest by the last snapshot's keys first, so no large scope is left to the end."""
+    """The scopes in the order workers take them: the largest by the last snapshot's keys first,
+    so no large scope is left to the end while the other workers idle (a scope with no key in it,
+    most regions of most accounts, goes last). Without a snapshot, as configured."""
     sizes: Counter[Scope] = Counter()
     for arn in known or ():
         parts = arn.split(":", 5)
         if len(parts) == 6:
             sizes[(parts[4], parts[3])] += 1
-    seen = known is not None and bool(known)
-    return sorted(scopes, key=lambda s: -sizes[s] if seen and s in sizes else -math.inf)
+    return sorted(scopes, key=lambda s: -sizes[s])  # stable: ties stay as configured
 
 
 class ScopeShare:

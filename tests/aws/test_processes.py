@@ -110,11 +110,11 @@ def test_workers_report_progress_as_they_go(tmp_path: Path, estate: Estate, aws:
 
 
 def test_the_largest_scopes_are_taken_first() -> None:
-    """Workers take scopes in this order: never read (size unknown) first, then by the last
-    snapshot's key count, so a large scope is not left to the end while other workers idle."""
+    """Workers take scopes by the last snapshot's key count, largest first (a scope with no key,
+    as most regions are, last), so a large scope is not left to the end while other workers idle."""
     known = {f"arn:aws:kms:us-east-1:{A}:key/{i}": "h" for i in range(5)}
     known |= {f"arn:aws:kms:eu-west-1:{B}:key/{i}": "h" for i in range(50)}
     known |= {f"arn:aws:kms:us-east-1:{C}:key/{i}": "h" for i in range(1)}
     scopes = [(A, "us-east-1"), (C, "us-east-1"), (B, "eu-west-1"), (C, "eu-west-1")]
-    assert largest_first(scopes, known) == [(C, "eu-west-1"), (B, "eu-west-1"), (A, "us-east-1"), (C, "us-east-1")]
+    assert largest_first(scopes, known) == [(B, "eu-west-1"), (A, "us-east-1"), (C, "us-east-1"), (C, "eu-west-1")]
     assert largest_first(scopes, None) == scopes  # a first scan: as configured
