@@ -13,6 +13,7 @@ the scan, and never reads as access removed (their last good state carries over)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import multiprocessing
 import os
@@ -110,9 +111,12 @@ def _work(conn: Connection, payload: dict[str, Any], share: ScopeShare, index: i
     configure(**payload["logging"])
     try:
         asyncio.run(_scan_share(conn, payload, share, index))
+    except (BrokenPipeError, EOFError):
+        pass  # the scan's process stopped listening: the scan was abandoned
     except Exception as exc:  # reported, and its scopes failed by the scan's process
         log.error("scan.worker_error", worker=index, error=f"{type(exc).__name__}: {exc}"[:500])
-        conn.send(("error", f"{type(exc).__name__}: {exc}"[:500]))
+        with contextlib.suppress(OSError):
+            conn.send(("error", f"{type(exc).__name__}: {exc}"[:500]))
     finally:
         conn.close()
 
@@ -218,6 +222,9 @@ async def run_parallel(
         except Exception as exc:  # a message that cannot be read: the worker is not to be trusted
             process.kill()
             reason = f"worker process sent what could not be read ({type(exc).__name__}: {exc})"[:300]
+        except asyncio.CancelledError:  # the scan is abandoned (the daemon stops): so is its work
+            process.kill()
+            raise
         finally:
             receive.close()
             if process.is_alive():

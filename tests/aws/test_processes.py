@@ -118,3 +118,31 @@ def test_the_largest_scopes_are_taken_first() -> None:
     scopes = [(A, "us-east-1"), (C, "us-east-1"), (B, "eu-west-1"), (C, "eu-west-1")]
     assert largest_first(scopes, known) == [(B, "eu-west-1"), (A, "us-east-1"), (C, "us-east-1"), (C, "eu-west-1")]
     assert largest_first(scopes, None) == scopes  # a first scan: as configured
+
+
+def test_an_abandoned_scan_leaves_no_worker_behind(tmp_path: Path, estate: Estate, slow: AwsProxy) -> None:
+    """The daemon cancels a scan when it stops: the worker processes go with it, none is left
+    reading AWS for nobody."""
+    import asyncio
+
+    path = tmp_path / "p2.toml"
+    path.write_text(config_text((A, B, C), extra="processes = 2"))
+
+    async def abandon() -> list[multiprocessing.Process]:
+        scan = asyncio.create_task(run_scan(load_config(path)))
+        for _ in range(600):
+            await asyncio.sleep(0.05)
+            if len(multiprocessing.active_children()) == 2:
+                break
+        seen = multiprocessing.active_children()
+        scan.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await scan
+        return seen
+
+    seen = asyncio.run(abandon())
+    assert len(seen) == 2
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(p.is_alive() for p in seen):
+        time.sleep(0.05)
+    assert not any(p.is_alive() for p in seen)
