@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from collections.abc import Iterable, Sequence
 from datetime import date, timedelta
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING
 
 from kmsaudit.arguments import build_parser
 from kmsaudit.errors import KmsAuditError, UsageError
 from kmsaudit.model import Finding, severity_rank
 from kmsaudit.render import plural, write_drift, write_findings, write_lints
+from kmsaudit.terminal import Progress, Stdout
 
 if TYPE_CHECKING:
     from kmsaudit.metrics import Metrics
@@ -154,35 +154,6 @@ def _snapshots(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-class _Progress:
-    """One self-rewriting line on a terminal's stderr; nothing when not a terminal."""
-
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-        self.counts = {"scopes": 0, "keys": 0}
-        self.total_scopes = 0
-        self._last = 0.0
-
-    def __call__(self, what: str, n: int) -> None:
-        if what == "planned":  # the scopes the scan will read, once known
-            self.total_scopes = n
-            return
-        self.counts[what] = self.counts.get(what, 0) + n
-        now = time.monotonic()
-        if self.enabled and (now - self._last > 0.1 or what == "scopes"):
-            self._last = now
-            total = f"/{self.total_scopes}" if self.total_scopes else ""
-            sys.stderr.write(
-                f"\rscanning: {self.counts['scopes']}{total} scopes done, {self.counts['keys']} keys read "
-            )
-            sys.stderr.flush()
-
-    def close(self) -> None:
-        if self.enabled and self._last:
-            sys.stderr.write("\r\033[K")
-            sys.stderr.flush()
-
-
 def _scan(args: argparse.Namespace) -> int:
     import asyncio
 
@@ -199,7 +170,7 @@ def _scan(args: argparse.Namespace) -> int:
         level="warning" if sys.stderr.isatty() and args.log_format is None else "info",
     )
     metrics = Metrics()
-    progress = _Progress(sys.stderr.isatty() and not args.no_progress)
+    progress = Progress(sys.stderr.isatty() and not args.no_progress)
     try:
         recorded = asyncio.run(scan_and_record(config, sinks, metrics=metrics, progress=progress))
     finally:
@@ -364,49 +335,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     return EXIT_USAGE
 
 
-class _Stdout:
-    """stdout that outlives its reader: `kmsaudit scan --fail-on high | head -1` still exits 3,
-    and stderr still says what failed. Once the pipe is closed, the rest goes to /dev/null."""
-
-    def __init__(self, inner: TextIO) -> None:
-        self.inner = inner
-        self.gone = False
-
-    def write(self, text: str) -> int:
-        if not self.gone:
-            try:
-                self.inner.write(text)
-            except BrokenPipeError:
-                self._reader_went_away()
-        return len(text)
-
-    def flush(self) -> None:
-        if not self.gone:
-            try:
-                self.inner.flush()
-            except BrokenPipeError:
-                self._reader_went_away()
-
-    def writelines(self, lines: Iterable[str]) -> None:
-        for line in lines:
-            self.write(line)
-
-    def isatty(self) -> bool:
-        return self.inner.isatty()
-
-    def __getattr__(self, name: str) -> object:  # encoding, fileno…: the real stream's
-        return getattr(self.inner, name)
-
-    def _reader_went_away(self) -> None:
-        self.gone = True
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, self.inner.fileno())  # so that the interpreter's last flush is quiet
-        os.close(devnull)
-
-
 def run() -> None:
     real = sys.stdout
-    sys.stdout = _Stdout(real)  # type: ignore[assignment,unused-ignore]
+    sys.stdout = Stdout(real)  # type: ignore[assignment,unused-ignore]
     try:
         code = main()
         sys.stdout.flush()

@@ -5,15 +5,14 @@ from __future__ import annotations
 import os
 import re
 import time
-import tomllib
 from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from kmsaudit.errors import ConfigError
+from kmsaudit.configfile import config_error, read_toml, validated
 
 ACCOUNT_PATTERN = r"^\d{12}$"
 ROLE_ARN_RE = re.compile(r"^arn:aws[a-z-]*:iam::(\d{12}):role/[\w+=,.@/-]{1,512}$")
@@ -349,85 +348,27 @@ class Config(_Strict):
         return parse_duration(self.scan.interval)
 
 
-def _location(loc: tuple[object, ...], data: object) -> str:
-    """`accounts[1].id` from pydantic's location, naming list items by position (from 1)."""
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part + 1}]"
-        elif str(part).startswith("function-"):
-            continue
-        else:
-            out += ("." if out else "") + str(part)
-    return out or "(top level)"
-
-
-def _one_line(text: str, limit: int) -> str:
-    """Control characters escaped, newlines included, and the length capped: one clear line."""
-    text = "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _error(path: Path, detail: str) -> ConfigError:
-    return ConfigError(f"{_one_line(str(path), 300)}: {_one_line(detail, 300)}")
-
-
-def _read_toml(path: Path, what: str = "config file") -> dict[str, Any]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise _error(path, f"no such {what} (see config/example.toml)") from None
-    except UnicodeDecodeError as exc:
-        raise _error(path, f"not UTF-8 text (byte {exc.start})") from None
-    except OSError as exc:
-        raise _error(path, f"cannot read: {exc.strerror or exc}") from None
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise _error(path, f"not valid TOML: {exc}") from None
-    except RecursionError:
-        raise _error(path, "not valid TOML: values nested too deeply") from None
-
-
-M = TypeVar("M", bound=BaseModel)
-
-
-def _validated(model: type[M], data: dict[str, Any], path: Path) -> M:
-    try:
-        return model.model_validate(data)
-    except RecursionError:
-        raise _error(path, "values nested too deeply") from None
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = _location(tuple(first["loc"]), data)
-        message = str(first["msg"]).removeprefix("Value error, ")
-        if first["type"] == "extra_forbidden":
-            message = "unknown key"
-        more = f" (and {exc.error_count() - 1} more problems)" if exc.error_count() > 1 else ""
-        raise _error(path, f"{where}: {message}{more}") from None
-
-
 def load_config(path: str | Path, today: date | None = None) -> Config:
     """Read and validate a config file and the acceptance files it names; ConfigError (exit 2)
     names the file and the key, in one line. `today` (default: the UTC date) bounds `expires`."""
     path = Path(path)
-    config = _validated(Config, _read_toml(path), path).relative_to(path.absolute().parent)
+    config = validated(Config, read_toml(path), path).relative_to(path.absolute().parent)
     entries = [(path, entry) for entry in config.accept]
     for name in config.acceptance.files:
         file = Path(name)
         if not file.exists():
             continue  # not written yet (`kmsaudit accept --write` creates it): it accepts nothing
-        data = _read_toml(file, "acceptance file ([acceptance] files)")
-        entries += [(file, entry) for entry in _validated(_AcceptFile, data, file).accept]
+        data = read_toml(file, "acceptance file ([acceptance] files)")
+        entries += [(file, entry) for entry in validated(_AcceptFile, data, file).accept]
     today = today or datetime.now(UTC).date()
     latest = today + timedelta(days=config.acceptance.max_days)
     seen: dict[str, Path] = {}
     for source, entry in entries:
         if entry.id in seen:
-            raise _error(source, f"accept: id {entry.id!r} is used twice (also in {seen[entry.id]})")
+            raise config_error(source, f"accept: id {entry.id!r} is used twice (also in {seen[entry.id]})")
         seen[entry.id] = source
         if entry.expires > latest:
-            raise _error(
+            raise config_error(
                 source,
                 f"accept {entry.id!r}: expires {entry.expires} is more than [acceptance] max_days "
                 f"({config.acceptance.max_days}) ahead",

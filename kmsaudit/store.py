@@ -1,5 +1,7 @@
-"""Snapshots in SQLite (sqlite-utils): with its parts kmsaudit/migrations.py (the schema) and
-kmsaudit/outbox.py (alerts and exports), the only place with SQL.
+"""Snapshots in SQLite (sqlite-utils): with its parts kmsaudit/migrations.py (the schema),
+kmsaudit/queries.py (what the read commands, metrics and scans read back), kmsaudit/carry.py
+(what a snapshot carries over from the one before), kmsaudit/retention.py (forgetting old
+snapshots) and kmsaudit/outbox.py (alerts and exports), the only place with SQL.
 
 A snapshot is one scan. Each scope's state (its findings and its keys' policy hashes) is
 stored once, compressed, under its digest: an unchanged scope costs one row per scan, and
@@ -16,26 +18,26 @@ import sqlite3
 import stat
 import time
 import urllib.parse
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import sqlite_utils
 import structlog
 
+from kmsaudit.carry import Carry
 from kmsaudit.drift import ScopeState, baseline_events, diff_scope, policy_hash, scope_failed
-from kmsaudit.errors import SnapshotNotFound, StoreBusy, StoreError, StoreUnusable
-from kmsaudit.migrations import MIGRATIONS, SCHEMA_VERSION, _pack, _unpack
+from kmsaudit.errors import StoreBusy, StoreError, StoreUnusable
+from kmsaudit.migrations import MIGRATIONS, SCHEMA_VERSION, _pack
 from kmsaudit.model import ORGANIZATION, DriftEvent, ScanResult
 from kmsaudit.outbox import Outbox
+from kmsaudit.queries import Queries
+from kmsaudit.retention import Retention
 
 log = structlog.get_logger("kmsaudit.store")
 
 BUSY_TIMEOUT_MS = 10_000
-PRUNE_BATCH = 50  # snapshots forgotten per transaction: short write locks, a small WAL
-VACUUM_PAGES = 2_000  # free pages given back to the file system per step
 # (metric name, labels, increment): what one scan adds to the cumulative counters
 CounterIncrements = Iterable[tuple[str, tuple[tuple[str, str], ...], float]]
 
@@ -96,17 +98,7 @@ def check_location(path: str | Path) -> str:
     return f"{path}: will be created by the first scan"
 
 
-@dataclass(frozen=True, slots=True)
-class ScopeView:
-    account: str
-    region: str
-    ok: bool  # read in this snapshot
-    error_code: str
-    last_good_at: float | None  # when its state was last read completely (None: never)
-    state: ScopeState | None  # that state
-
-
-class Store(Outbox):
+class Store(Queries, Carry, Retention, Outbox):
     """The snapshot database at `path`.
 
     `create=False` (the read commands): a missing database is an error, not an empty one that
@@ -234,17 +226,6 @@ class Store(Outbox):
                 log.warning("store.permissions_tightened", path=str(path), mode=oct(info.st_mode & 0o777))
 
     # -- writing ---------------------------------------------------------------------------
-    def last_good_state(self, account: str, region: str) -> ScopeState | None:
-        """The scope's state of the most recent collection that read it completely (by when it
-        was collected, not when it was committed: issue #19)."""
-        row = self.db.execute(
-            "SELECT states.body FROM scopes JOIN states ON states.digest = scopes.state "
-            "JOIN snapshots ON snapshots.id = scopes.snapshot_id "
-            "WHERE account = ? AND region = ? AND ok = 1 ORDER BY snapshots.started_at DESC, snapshot_id DESC LIMIT 1",
-            [account, region],
-        ).fetchone()
-        return ScopeState.from_json(_unpack(row[0])) if row else None
-
     def save_scan(
         self,
         result: ScanResult,
@@ -398,293 +379,6 @@ class Store(Outbox):
                 [(e.id, sink, snapshot_id, json.dumps(payload), now, now) for e, sink, payload in outbox],
             )
         return snapshot_id, events
-
-    def _record_acceptances(self, snapshot_id: int, before: ScopeState | None, after: ScopeState, now: float) -> None:
-        """A row per finding whose acceptance changed: accepted (by which entry), lapsed (the
-        entry expired or went away) or outgrown (the access went beyond it)."""
-        rows = []
-        for where in set(after.findings) | set(before.findings if before else {}):
-            old = before.findings.get(where, {}) if before else {}
-            new = after.findings.get(where, {})
-            was, now_by = old.get("accepted_by"), new.get("accepted_by")
-            if now_by and now_by != was:
-                rows.append((where, now_by, "accepted"))
-            elif was and not now_by:
-                rows.append((where, new.get("outgrew") or was, "outgrown" if new.get("outgrew") else "lapsed"))
-        self.db.conn.executemany(
-            "INSERT INTO acceptances (snapshot_id, key_arn, principal, access, entry_id, change, at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [(snapshot_id, w[0], w[1], w[2], entry, change, now) for w, entry, change in sorted(rows)],
-        )
-
-    def acceptance_seen(self) -> dict[str, tuple[float, float | None]]:
-        """Entry id -> (first configured, last accepted a finding) (for acceptance-unused)."""
-        rows = self.db.execute("SELECT entry_id, first_seen_at, last_matched_at FROM acceptance_entries").fetchall()
-        return {entry: (first, last) for entry, first, last in rows}
-
-    def acceptance_history(self, key_arn: str) -> list[dict[str, Any]]:
-        rows = self.db.execute(
-            "SELECT snapshot_id, principal, access, entry_id, change, at FROM acceptances WHERE key_arn = ?"
-            " ORDER BY snapshot_id, principal, access",
-            [key_arn],
-        ).fetchall()
-        names = ("snapshot_id", "principal", "access", "entry_id", "change", "at")
-        return [dict(zip(names, row, strict=True)) for row in rows]
-
-    def _carry_unscanned(self, snapshot_id: int, result: ScanResult) -> None:
-        """Organization discovery failed: the member scopes it would have listed were not scanned.
-        They stay in the snapshot as failed, so `findings` and the metrics keep their last good
-        state (a failure must never read as access removed)."""
-        scanned = {(s.account, s.region) for s in result.scopes}
-        previous = self.db.conn.execute(
-            "SELECT account, region FROM scopes WHERE snapshot_id = (SELECT max(id) FROM snapshots WHERE id < ?)"
-            " AND account <> ?",
-            [snapshot_id, ORGANIZATION],
-        ).fetchall()
-        self.db.conn.executemany(
-            "INSERT INTO scopes (snapshot_id, account, region, ok, error, error_code, keys, state)"
-            " VALUES (?, ?, ?, 0, 'not scanned: organization discovery failed', 'organization', 0, NULL)",
-            [(snapshot_id, account, region) for account, region in previous if (account, region) not in scanned],
-        )
-
-    def _carry_unchanged(self, snapshot_id: int, result: ScanResult) -> None:
-        """A re-read of some keys (README "Real-time detection"): every scope it did not touch is
-        in the new snapshot as it was in the previous one, and the snapshot's totals are the
-        previous ones with the touched scopes' counts replaced (their states alone are read: an
-        event costs the scopes it touches, not the estate)."""
-        sql = self.db.conn
-        row = sql.execute(
-            "SELECT id, keys, findings, complete FROM snapshots"
-            " WHERE id = (SELECT max(id) FROM snapshots WHERE id < ?)",
-            [snapshot_id],
-        ).fetchone()
-        if row is None:
-            return
-        previous, keys, findings, complete = row
-        touched = {(s.account, s.region) for s in result.scopes}
-        before = {
-            (r[0], r[1]): r[2:]
-            for r in sql.execute(
-                "SELECT account, region, ok, error, error_code, keys, state FROM scopes WHERE snapshot_id = ?",
-                [previous],
-            )
-        }
-        sql.executemany(
-            "INSERT INTO scopes (snapshot_id, account, region, ok, error, error_code, keys, state)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            [(snapshot_id, *where, *rest) for where, rest in before.items() if where not in touched],
-        )
-        now = {
-            (r[0], r[1]): (r[2], r[3])
-            for r in sql.execute("SELECT account, region, ok, state FROM scopes WHERE snapshot_id = ?", [snapshot_id])
-            if (r[0], r[1]) in touched
-        }
-
-        def counts(digest: str) -> tuple[int, int]:
-            body = sql.execute("SELECT body FROM states WHERE digest = ?", [digest]).fetchone()
-            state = ScopeState.from_json(_unpack(body[0])) if body else None
-            return (len(state.keys), len(state.findings)) if state else (0, 0)
-
-        for where in touched:
-            if where in before and before[where][0] and before[where][4]:
-                k, f = counts(before[where][4])
-                keys, findings = keys - k, findings - f
-            if where in now and now[where][0] and now[where][1]:
-                k, f = counts(now[where][1])
-                keys, findings = keys + k, findings + f
-        complete = int(bool(complete) and not result.failed_scopes)
-        sql.execute(
-            "UPDATE snapshots SET keys = ?, findings = ?, complete = ? WHERE id = ?",
-            [keys, findings, complete, snapshot_id],
-        )
-
-    def event_scopes(self) -> set[tuple[str, str]]:
-        """The scopes an event may re-read keys of: those of the latest snapshot with a good
-        state to change (README "Real-time detection"); one query, no state read."""
-        rows = self.db.execute(
-            "SELECT s.account, s.region FROM scopes s WHERE s.snapshot_id = (SELECT max(id) FROM snapshots) "
-            "AND EXISTS (SELECT 1 FROM scopes g WHERE g.account = s.account AND g.region = s.region AND g.ok = 1)"
-        ).fetchall()
-        return {(str(a), str(r)) for a, r in rows}
-
-    def known_policies(self, scopes: Iterable[tuple[str, str]] | None = None) -> dict[str, str]:
-        """Key ARN -> policy hash, in every scope's last good state (or these scopes' only): a
-        scan keeps the text of a policy only when its hash is not this (issue #19: memory)."""
-        if scopes is not None:
-            known_in: dict[str, str] = {}
-            for account, region in scopes:
-                state = self.last_good_state(account, region)
-                known_in.update(state.keys if state else {})
-            return known_in
-        known: dict[str, str] = {}
-        rows = self.db.execute(
-            "SELECT st.body FROM states st WHERE st.digest IN (SELECT s.state FROM scopes s WHERE s.ok = 1 AND "
-            "s.snapshot_id = (SELECT max(p.snapshot_id) FROM scopes p WHERE p.account = s.account "
-            "AND p.region = s.region AND p.ok = 1))"
-        ).fetchall()
-        for (body,) in rows:
-            known.update(ScopeState.from_json(_unpack(body)).keys)
-        return known
-
-    def counter_totals(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-        """The cumulative counters: (name, labels) -> value."""
-        rows = self.db.execute("SELECT name, labels, value FROM counters").fetchall()
-        return {(name, tuple((k, v) for k, v in json.loads(labels))): float(value) for name, labels, value in rows}
-
-    # -- reading ---------------------------------------------------------------------------
-    def latest_snapshot(self) -> int | None:
-        row = self.db.execute("SELECT max(id) FROM snapshots").fetchone()
-        return int(row[0]) if row and row[0] is not None else None
-
-    def snapshot(self, snapshot_id: int | None = None) -> dict[str, Any] | None:
-        """One snapshot's row (the latest when no id is given), or None if there is none."""
-        snapshot_id = snapshot_id if snapshot_id is not None else self.latest_snapshot()
-        row = self.db.execute(
-            "SELECT id, started_at, finished_at, complete, keys, findings FROM snapshots WHERE id = ?", [snapshot_id]
-        ).fetchone()
-        names = ("id", "started_at", "finished_at", "complete", "keys", "findings")
-        return dict(zip(names, row, strict=True)) if row else None
-
-    def snapshots(self) -> list[dict[str, Any]]:
-        """Every stored snapshot, oldest first, with its scopes' outcome."""
-        rows = self.db.execute(
-            "SELECT s.id, s.started_at, s.finished_at, s.complete, s.keys, s.findings, "
-            "(SELECT count(*) FROM scopes p WHERE p.snapshot_id = s.id), "
-            "(SELECT count(*) FROM scopes p WHERE p.snapshot_id = s.id AND p.ok = 0) "
-            "FROM snapshots s ORDER BY s.id"
-        ).fetchall()
-        names = ("id", "started_at", "finished_at", "complete", "keys", "findings", "scopes", "failed_scopes")
-        return [dict(zip(names, row, strict=True)) | {"complete": bool(row[3])} for row in rows]
-
-    def scope_view(self, snapshot_id: int | None = None) -> list[ScopeView]:
-        """Each scope of a snapshot: whether it was read, and its last good state (from an earlier
-        snapshot when it failed in this one): what `findings` and the metrics report."""
-        snapshot_id = snapshot_id if snapshot_id is not None else self.latest_snapshot()
-        if snapshot_id is None:
-            return []
-        if not self.db.execute("SELECT 1 FROM snapshots WHERE id = ?", [snapshot_id]).fetchone():
-            raise SnapshotNotFound(f"no snapshot {snapshot_id} in {self.path} (kmsaudit snapshots lists them)")
-        rows = self.db.execute(
-            "SELECT x.account, x.region, x.ok, x.error_code, n.finished_at, st.body FROM ("
-            " SELECT s.account, s.region, s.ok, s.error_code, (SELECT p.snapshot_id FROM scopes p"
-            "  WHERE p.account = s.account AND p.region = s.region AND p.ok = 1 AND p.snapshot_id <= s.snapshot_id"
-            "  ORDER BY p.snapshot_id DESC LIMIT 1) AS good FROM scopes s WHERE s.snapshot_id = ?) x "
-            "LEFT JOIN scopes g ON g.snapshot_id = x.good AND g.account = x.account AND g.region = x.region "
-            "LEFT JOIN states st ON st.digest = g.state LEFT JOIN snapshots n ON n.id = x.good "
-            "ORDER BY x.account, x.region",
-            [snapshot_id],
-        ).fetchall()
-        return [
-            ScopeView(
-                account,
-                region,
-                bool(ok),
-                error_code or "",
-                finished_at,
-                ScopeState.from_json(_unpack(body)) if body is not None else None,
-            )
-            for account, region, ok, error_code, finished_at, body in rows
-        ]
-
-    def key_names(self, snapshot_id: int | None = None) -> dict[str, Mapping[str, Any]]:
-        """Key ARN -> {"aliases", "manager"} of the keys with an alias or managed by AWS."""
-        names: dict[str, Mapping[str, Any]] = {}
-        for scope in self.scope_view(snapshot_id):
-            if scope.state is not None:
-                names.update(scope.state.names)
-        return names
-
-    def find_keys(self, text: str) -> list[str]:
-        """Key ARNs named by `text`: an ARN, a key id, or an alias (`alias/name`: one key per
-        account and region can have it), among the latest snapshot's keys."""
-        found: list[str] = []
-        for scope in self.scope_view():
-            if scope.state is None:
-                continue
-            for arn in scope.state.keys:
-                if text in (arn, arn.rsplit("/", 1)[-1]) or text in scope.state.names.get(arn, {}).get("aliases", ()):
-                    found.append(arn)
-        return sorted(found)
-
-    def findings(self, snapshot_id: int | None = None) -> list[dict[str, Any]]:
-        """Findings of a snapshot; a scope that failed in it shows its last good state."""
-        out: list[Mapping[str, Any]] = []
-        for scope in self.scope_view(snapshot_id):
-            if scope.state is not None:
-                out.extend(scope.state.findings.values())
-        return [dict(f) for f in out]
-
-    def drift(self, since: float | None = None) -> list[dict[str, Any]]:
-        rows = self.db.execute(
-            "SELECT body FROM drift WHERE detected_at >= ? ORDER BY detected_at, id", [since or 0.0]
-        ).fetchall()
-        return [json.loads(r[0]) for r in rows]
-
-    def history(self, key_arn: str) -> list[dict[str, Any]]:
-        """The key's policy versions: each distinct text with the first snapshot that saw it."""
-        rows = self.db.execute(
-            "SELECT kp.snapshot_id, s.finished_at, kp.sha256, p.text FROM policy_versions kp "
-            "JOIN snapshots s ON s.id = kp.snapshot_id LEFT JOIN policies p ON p.sha256 = kp.sha256 "
-            "WHERE kp.key_arn = ? ORDER BY kp.snapshot_id",
-            [key_arn],
-        ).fetchall()
-        versions: list[dict[str, Any]] = []
-        for snapshot_id, finished_at, sha, text in rows:
-            if not versions or versions[-1]["sha256"] != sha:
-                versions.append({"snapshot_id": snapshot_id, "seen_at": finished_at, "sha256": sha, "text": text})
-        return versions
-
-    def prune(self, retention_days: float, now: float | None = None) -> int:
-        """Forget snapshots older than the retention, and give the space back; returns how many.
-
-        Kept whatever their age: the last complete state of every scope (drift compares with it)
-        and the latest policy version of every key (history starts from it).
-
-        In small transactions (a few snapshots each), then free pages are given back step by step
-        (`incremental_vacuum`, where the database allows it) and the WAL truncated: never a full
-        VACUUM, which copies the whole database into the WAL (twice the disk) and holds the lock
-        for its whole length. Any failure (disk full, a lock held too long) is a StoreError: the
-        next prune starts over where this one stopped (issue #19)."""
-        cutoff = (now if now is not None else time.time()) - retention_days * 86400
-        try:
-            keep = "SELECT max(snapshot_id) FROM scopes WHERE ok = 1 GROUP BY account, region"
-            old = [
-                r[0]
-                for r in self.db.execute(
-                    f"SELECT id FROM snapshots WHERE finished_at < ? AND id NOT IN ({keep}) "
-                    "AND id <> (SELECT max(id) FROM snapshots)",
-                    [cutoff],
-                ).fetchall()
-            ]
-            for chunk in range(0, len(old), PRUNE_BATCH):
-                ids = old[chunk : chunk + PRUNE_BATCH]
-                marks = ",".join("?" * len(ids))
-                with self._transaction():
-                    self.db.execute(f"DELETE FROM drift WHERE snapshot_id IN ({marks})", ids)
-                    self.db.execute(f"DELETE FROM scopes WHERE snapshot_id IN ({marks})", ids)
-                    self.db.execute(
-                        f"DELETE FROM policy_versions WHERE snapshot_id IN ({marks}) AND snapshot_id < "
-                        "(SELECT max(v.snapshot_id) FROM policy_versions v WHERE v.key_arn = policy_versions.key_arn)",
-                        ids,
-                    )
-                    self.db.execute(f"DELETE FROM snapshots WHERE id IN ({marks})", ids)
-            with self._transaction():
-                self.db.execute("DELETE FROM outbox WHERE delivered_at IS NOT NULL AND delivered_at < ?", [cutoff])
-                self.db.execute(
-                    "DELETE FROM states WHERE digest NOT IN (SELECT state FROM scopes WHERE state IS NOT NULL)"
-                )
-                self.db.execute("DELETE FROM policies WHERE sha256 NOT IN (SELECT sha256 FROM policy_versions)")
-            self._give_space_back()  # also what an interrupted prune left to give back
-        except sqlite3.Error as exc:
-            raise StoreError(f"{self.path}: retention stopped: {exc}") from None
-        return len(old)
-
-    def _give_space_back(self) -> None:
-        if self.db.execute("PRAGMA auto_vacuum").fetchone()[0] == 2:  # INCREMENTAL
-            while self.db.execute("PRAGMA freelist_count").fetchone()[0]:
-                self.db.execute(f"PRAGMA incremental_vacuum({VACUUM_PAGES})").fetchall()
-        # Databases of earlier releases reuse their free pages instead: bounded, not shrunk.
-        self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
 
     def integrity(self) -> str:
         return str(self.db.execute("PRAGMA integrity_check").fetchone()[0])

@@ -6,6 +6,8 @@ from __future__ import annotations
 import io
 import re
 
+import pytest
+
 from kmsaudit.model import Finding
 from kmsaudit.render import write_drift, write_findings
 
@@ -105,3 +107,18 @@ def test_accepted_findings_are_marked_and_dimmed_on_a_terminal_and_counted() -> 
     assert dimmed.startswith("\033[2m") and dimmed.endswith("\033[0m")
     other = next(line for line in tty.getvalue().splitlines() if "role/Other" in line)
     assert not other.startswith("\033[2m")
+
+
+def test_the_progress_line_shows_scopes_done_of_the_total(capsys: pytest.CaptureFixture[str]) -> None:
+    """`kmsaudit scan` on a terminal: the line counts scopes against the total once the scan
+    knows it (the collector, or the scan's process for worker processes, says `planned`)."""
+    from kmsaudit.terminal import Progress
+
+    progress = Progress(True)
+    progress("planned", 6)
+    progress("keys", 5)
+    progress("scopes", 1)
+    line = capsys.readouterr().err.rsplit("\r", 1)[-1]
+    assert line.strip() == "scanning: 1/6 scopes done, 5 keys read"
+    progress.close()
+    assert capsys.readouterr().err == "\r\x1b[K"

@@ -9,288 +9,41 @@ from typing import Any
 from kmsaudit.evaluator.access import (
     NO_ACCESS,
     Access,
-    Conditions,
     Subject,
     apply_denies,
     evaluate_levels,
     evaluate_statements,
     resource_matches,
 )
-from kmsaudit.evaluator.actions import CROSS_ACCOUNT_MASK, grant_operations_mask, names
-from kmsaudit.evaluator.conditions import IDENTITY_KEYS, ArnInAccount, Context, Excluded, Value
+from kmsaudit.evaluator.actions import CROSS_ACCOUNT_MASK, grant_operations_mask
+from kmsaudit.evaluator.conditions import Context
+from kmsaudit.evaluator.findings import KeyFindings
 from kmsaudit.evaluator.keyindex import KeyPolicyIndex
 from kmsaudit.evaluator.lints import key_policy_lints
-from kmsaudit.evaluator.match import ACCOUNT_RE, PrincipalRef, arn_account, parse_principal, root_arn
-from kmsaudit.evaluator.outsider import DIRECT_CALLER, is_service_principal, outsiders, signature
+from kmsaudit.evaluator.match import ACCOUNT_RE, arn_account, root_arn
+from kmsaudit.evaluator.outsider import is_service_principal
 from kmsaudit.evaluator.policy import PolicyParseError, Statement, parse_policy
-from kmsaudit.evaluator.scope import AuditScope, CompiledPrincipal, org_context
+from kmsaudit.evaluator.scope import AuditScope, CompiledPrincipal
+from kmsaudit.evaluator.subjects import (
+    account_subject,
+    concrete_subject,
+    confined_subjects,
+    grantee_subject,
+    named_subject,
+    outsider_subjects,
+    resource_context,
+    service_subject,
+)
 from kmsaudit.gcpause import gc_paused
 from kmsaudit.model import Evaluation, Finding, Grant, KeyRecord, Lint
 
 __all__ = ["AuditScope", "evaluate_key", "evaluate_keys"]
 
-# principal_account … conditional_actions: the fields of a Finding after key and principal
-Tail = tuple[
-    str, str, str, tuple[str, ...], tuple[str, ...], bool, tuple[dict[str, Any], ...], str, str, tuple[str, ...]
-]
 VIA_KEY_POLICY = ("key-policy",)
 VIA_IAM = ("iam-policy", "key-policy")
 VIA_GRANT = ("grant",)
 _NAMED_KINDS = frozenset({"iam", "session", "federated", "canonical"})
-_PRINCIPAL_TYPES = {"user": "User", "role": "AssumedRole", "federated-user": "FederatedUser"}
-
-
 _NO_TAGS: dict[str, str] = {}
-
-
-def _resource_context(key: KeyRecord, scope: AuditScope) -> dict[str, Value]:
-    """Keys known from the key itself (SPEC §2.7): account, aliases, spec, region.
-
-    Read-only, and shared by the keys with the same properties."""
-    marker = (key.account, key.region, key.aliases, key.key_spec, key.key_usage, key.origin, key.multi_region)
-    found = scope.resource_contexts.get(marker)
-    if found is None:
-        found = scope.resource_contexts[marker] = _make_resource_context(key)
-    return found
-
-
-def _make_resource_context(key: KeyRecord) -> dict[str, Value]:
-    ctx: dict[str, Value] = {
-        "aws:resourceaccount": (key.account,),
-        "aws:requestedregion": (key.region,),
-        "kms:resourcealiases": tuple(key.aliases) or None,
-    }
-    for cond_key, value in (
-        ("kms:keyspec", key.key_spec),
-        ("kms:keyusage", key.key_usage),
-        ("kms:keyorigin", key.origin),
-    ):
-        if value:
-            ctx[cond_key] = (value,)
-    if key.multi_region is not None:
-        ctx["kms:multiregion"] = ("true" if key.multi_region else "false",)
-    return ctx
-
-
-def _made_once(scope: AuditScope, marker: tuple[str, str, str], make: Callable[[], Subject]) -> Subject:
-    """Subjects are made once per scope: their verdict caches then serve every key."""
-    found = scope.subjects.get(marker)
-    if found is None:
-        found = scope.subjects[marker] = make()
-    return found
-
-
-def account_subject(account: str, scope: AuditScope, partition: str = "aws") -> Subject:
-    """Any principal of `account`: what its administrators could delegate (potential)."""
-    return _made_once(scope, ("account", account, partition), lambda: _account_subject(account, scope, partition))
-
-
-def _account_subject(account: str, scope: AuditScope, partition: str) -> Subject:
-    context: dict[str, Value] = {
-        "aws:principalaccount": (account,),
-        "kms:calleraccount": (account,),
-        "aws:principalarn": ArnInAccount(account),
-        "aws:principaltype": Excluded(frozenset()),  # present in every request; which, unknown
-        "aws:principalisawsservice": ("false",),
-        **DIRECT_CALLER,
-    }
-    context.update(org_context(account, scope.organization))
-    return Subject("account", root_arn(account, partition), account, context=context)
-
-
-def outsider_subjects(
-    stmts: tuple[Statement, ...], key: KeyRecord, scope: AuditScope, service: str = ""
-) -> tuple[tuple[Subject, bool], ...]:
-    """SPEC §3's outsider (or §2.11's service acting for one): the candidates `stmts` are asked
-    about, each with whether it stands for an unknown organization's members. Made once per
-    distinct set of statements, so their verdicts are cached like any subject's."""
-    partition = key.arn.split(":")[1] if key.arn.count(":") >= 5 else "aws"
-    marker = (stmts, key.account, partition, service)
-    found = scope.outsiders.get(marker)
-    if found is None:
-        # Statement sets that differ only in what no outsider can choose (kms:ViaService, the
-        # key's own conditions…) share their candidates, and so their verdict caches.
-        alike = (signature(stmts, service), key.account, partition, service)
-        found = scope.outsiders.get(alike)
-        if found is None:
-            org = scope.organization.org_id if scope.organization else None
-            excluded = scope.trusted | {key.account}
-            found = scope.outsiders[alike] = tuple(
-                (
-                    Subject(
-                        "service" if service else "outsider", service or "*", o.account, arn=o.arn, context=o.context
-                    ),
-                    o.other_org,
-                )
-                for o in outsiders(stmts, excluded, org, partition, service)
-            )
-        scope.outsiders[marker] = found
-    return found
-
-
-def service_subject(service: str, account: str, scope: AuditScope) -> Subject:
-    """An AWS service acting for a resource of `account` (SPEC §2.11)."""
-    return _made_once(scope, ("service", service, account), lambda: _service_subject(service, account, scope))
-
-
-def _service_subject(service: str, account: str, scope: AuditScope) -> Subject:
-    org = org_context(account, scope.organization)
-    context: dict[str, Value] = {
-        "aws:principalisawsservice": ("true",),
-        "aws:principalservicename": (service,),
-        "aws:principalaccount": None,
-        "aws:principalarn": None,
-        "aws:principalorgid": None,
-        "kms:calleraccount": (account,),
-        "aws:sourceaccount": (account,),
-        "aws:sourcearn": ArnInAccount(account),
-        "aws:sourceorgid": org.get("aws:principalorgid"),
-        "aws:sourceorgpaths": org.get("aws:principalorgpaths"),
-    }
-    return Subject("service", service, account, context=context)
-
-
-def named_subject(ref: PrincipalRef, scope: AuditScope) -> Subject:
-    """A user, role or session named by ARN in the key policy."""
-    return _made_once(scope, ("named", ref.kind, ref.value), lambda: _named_subject(ref, scope))
-
-
-def _named_subject(ref: PrincipalRef, scope: AuditScope) -> Subject:
-    if ref.kind in ("service", "federated", "canonical"):
-        context: dict[str, Value] = {"aws:principalisawsservice": ("true" if ref.kind == "service" else "false",)}
-        if ref.kind == "service":
-            context.update({"aws:principalaccount": None, "aws:principalarn": None, "aws:principalorgid": None})
-        return Subject(ref.kind, ref.value, ref.account, context=context)
-    partition = ref.value.split(":", 2)[1]
-    resource = ref.value.split(":", 5)[5]
-    if ref.kind == "session":
-        principal_arn = f"arn:{partition}:iam::{ref.account}:role/{ref.role_name}"
-        ptype = "AssumedRole"
-    else:
-        principal_arn = ref.value
-        ptype = _PRINCIPAL_TYPES.get(resource.split("/", 1)[0], "User")
-    role_name = resource.rsplit("/", 1)[-1] if resource.startswith("role/") else ref.role_name
-    context = {
-        "aws:principalaccount": (ref.account,),
-        "kms:calleraccount": (ref.account,),
-        "aws:principalarn": (principal_arn,),
-        "aws:principaltype": (ptype,),
-        "aws:principalisawsservice": ("false",),
-        **DIRECT_CALLER,
-    }
-    context.update(org_context(ref.account, scope.organization))
-    return Subject("concrete", ref.value, ref.account, arn=ref.value, role_name=role_name, context=context)
-
-
-def concrete_subject(cp: CompiledPrincipal) -> Subject:
-    if cp.subject is None:
-        p = cp.source
-        role_name = p.name if p.kind == "role" else ""
-        cp.subject = Subject("concrete", p.arn, p.account, arn=p.arn, role_name=role_name, context=cp.context)
-    return cp.subject
-
-
-class _Collector:
-    """Findings of one key, merged per (principal, access level)."""
-
-    def __init__(self, key: KeyRecord, scope: AuditScope) -> None:
-        self.key, self.scope = key, scope
-        # (principal, access, account): a service principal is reported once per account it acts for
-        self.items: dict[tuple[str, str, str], tuple[str, Access, tuple[str, ...]]] = {}
-
-    def add(self, principal: str, account: str, access: str, acc: Access, via: tuple[str, ...]) -> None:
-        """`via`: sorted, as findings show it (VIA_KEY_POLICY, VIA_IAM, VIA_GRANT)."""
-        acc = acc.restrict(CROSS_ACCOUNT_MASK)  # SPEC §2.3
-        if not (acc.sure or acc.maybe):
-            return
-        slot = (principal, access, account)
-        before = self.items.get(slot)
-        if before is not None:
-            _, merged, vias = before
-            self.items[slot] = (account, merged.either(acc), tuple(sorted({*vias, *via})))
-        else:
-            self.items[slot] = (account, acc, via)
-
-    def findings(self) -> list[Finding]:
-        out = []
-        key = self.key
-        tails = self.scope.finding_tails
-        for (principal, access, _), (account, acc, via) in self.items.items():
-            # Verdicts are shared between keys (cached), and so is what a finding says of one.
-            marker = (id(acc), account, access, via)
-            entry = tails.get(marker)
-            if entry is None or entry[0] is not acc:
-                entry = tails[marker] = (acc, self._tail(account, access, acc, via))
-            out.append(Finding(key.arn, key.account, key.region, principal, *entry[1]))
-        return out
-
-    def _tail(self, account: str, access: str, acc: Access, via: tuple[str, ...]) -> Tail:
-        """A finding's fields after `principal`, as SPEC §4 orders them."""
-        trusted = account in self.scope.trusted and access != "public" and account != "*"
-        zone = "trusted" if trusted else "external"
-        conditional = acc.sure == 0
-        if zone == "trusted":
-            severity = "low"
-        elif access == "public":
-            severity = "high" if conditional else "critical"
-        else:
-            severity = "medium" if conditional else "high"
-        conditions = self._conditions(acc.conditions) if acc.conditions else ()
-        actions = names(acc.sure | acc.maybe)
-        return (account, access, zone, via, actions, conditional, conditions, severity, "access", names(acc.maybe))
-
-    def _conditions(self, conds: Conditions) -> tuple[dict[str, Any], ...]:
-        cache = self.scope.condition_dicts
-        found = cache.get(conds)
-        if found is None:
-            dicts: list[dict[str, Any]] = []
-            for _, desc in conds:
-                as_dict = {k: list(v) if isinstance(v, tuple) else v for k, v in desc}
-                if as_dict not in dicts:
-                    dicts.append(as_dict)
-            found = cache[conds] = tuple(dicts)
-        return found
-
-
-def _confined_subjects(stmts: tuple[Statement, ...], scope: AuditScope) -> dict[str, Subject]:
-    """Accounts and principals that identity conditions on a `"*"` Allow admit (SPEC §3)."""
-    found: dict[str, Subject] = {}
-    org = scope.organization
-    for stmt in stmts:
-        pset = stmt.principals
-        if not stmt.allow or pset is None or not (pset.any or stmt.not_principal):
-            continue
-        for clause in stmt.conditions:
-            if clause.key_lc not in IDENTITY_KEYS or clause.base.startswith(("stringnot", "arnnot")):
-                continue
-            for value in clause.values:
-                if clause.key_lc in ("aws:principalaccount", "kms:calleraccount"):
-                    if ACCOUNT_RE.match(value):
-                        found.setdefault(root_arn(value), account_subject(value, scope))
-                elif clause.key_lc == "aws:principalarn":
-                    account = arn_account(value)
-                    if not ACCOUNT_RE.match(account):
-                        continue
-                    resource = value.split(":", 5)[5]
-                    if "*" in resource or "?" in resource or resource == "root":
-                        found.setdefault(root_arn(account), account_subject(account, scope))
-                    else:
-                        ref = parse_principal({"AWS": value})[0]
-                        if ref.kind in ("iam", "session"):
-                            found.setdefault(ref.value, named_subject(ref, scope))
-                elif org is not None and (value == org.org_id or value.startswith(org.org_id + "/")):
-                    for account in org.accounts:
-                        found.setdefault(root_arn(account), account_subject(account, scope))
-    return found
-
-
-def _grantee_subject(principal: str, scope: AuditScope) -> Subject:
-    ref = parse_principal({"AWS": principal})[0]
-    if ref.kind == "account":
-        return account_subject(ref.account, scope, principal.split(":")[1])
-    if ref.kind in ("iam", "session"):
-        return named_subject(ref, scope)
-    return named_subject(PrincipalRef("service", principal), scope)
 
 
 def _unparseable(key: KeyRecord, reason: str) -> Finding:
@@ -407,7 +160,7 @@ def _services(
     key: KeyRecord,
     index: KeyPolicyIndex,
     scope: AuditScope,
-    out: _Collector,
+    out: KeyFindings,
     lints: list[Lint],
     verdict: Callable[[tuple[Statement, ...], Subject], Access],
 ) -> int:
@@ -455,7 +208,7 @@ def _raw_text(policy: Any) -> str | None:
 def evaluate_key(key: KeyRecord, scope: AuditScope) -> tuple[list[Finding], list[Lint], int, str | None]:
     """Every external principal's access to one key, the key's lints, the decisions made, and
     the canonical text of its policy (the raw text if it is not one; None if none was read)."""
-    out = _Collector(key, scope)
+    out = KeyFindings(key, scope)
     lints: list[Lint] = []
     decisions = 0
     extra: list[Finding] = []
@@ -470,7 +223,7 @@ def evaluate_key(key: KeyRecord, scope: AuditScope) -> tuple[list[Finding], list
     except PolicyParseError as exc:
         extra.append(_unparseable(key, str(exc)))
         stmts = ()
-    resource = _resource_context(key, scope)
+    resource = resource_context(key, scope)
     tags = {k.lower(): v for k, v in key.tags} if key.tags else _NO_TAGS
     index = KeyPolicyIndex(stmts)
 
@@ -530,7 +283,7 @@ def evaluate_key(key: KeyRecord, scope: AuditScope) -> tuple[list[Finding], list
         public = public.restrict(CROSS_ACCOUNT_MASK)
         out.add("*", "*", "public", public, VIA_KEY_POLICY)
         out.add("*", "*", "potential", other_org.restrict(CROSS_ACCOUNT_MASK & ~public.any), VIA_KEY_POLICY)
-        for name, subject in _confined_subjects(stmts, scope).items():
+        for name, subject in confined_subjects(stmts, scope).items():
             if subject.account != key.account:
                 named.setdefault(name, subject)
     for name, subject in named.items():
@@ -613,7 +366,7 @@ def evaluate_key(key: KeyRecord, scope: AuditScope) -> tuple[list[Finding], list
             if account == key.account:
                 continue
             principal = root_arn(account) if ACCOUNT_RE.match(grantee) else grantee
-            subject = _grantee_subject(principal, scope)
+            subject = grantee_subject(principal, scope)
         decisions += 1
         acc = _grant_access(grant.grant_id, grant_operations_mask(grant.operations), grant.constraints)
         ctx = Context(subject.context, resource, tags)

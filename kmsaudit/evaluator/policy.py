@@ -64,7 +64,7 @@ class PrincipalSet:
         )
 
 
-# Condition keys whose values come from the key itself, not the caller (decide.py puts them in
+# Condition keys whose values come from the key itself, not the caller (subjects.resource_context puts them in
 # the context, with `aws:ResourceTag/…`). A statement that tests none of them decides the same
 # way for one principal on every key, so its verdict is worked out once per principal.
 RESOURCE_KEYS = frozenset(

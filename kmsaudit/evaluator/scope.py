@@ -27,7 +27,7 @@ class CompiledPrincipal:
     statements: tuple[Statement, ...]  # identity statements that mention a KMS action
     boundary: tuple[Statement, ...] | None
     context: dict[str, Value]
-    subject: Subject | None = None  # made once (decide.concrete_subject), with its verdict cache
+    subject: Subject | None = None  # made once (subjects.concrete_subject), with its verdict cache
     # Do all its statements (and its account's SCPs) decide by the principal alone? (decide.py)
     invariant: bool | None = None
     # (key-policy verdict, RCPs, Resource matches) -> effective access (decide.py)
@@ -121,14 +121,14 @@ class AuditScope:
         self.iam: dict[str, AccountIam] = {}
         self._by_arn: dict[str, CompiledPrincipal] | None = None
         # Subjects asked about on more than one key, made once so their verdicts are cached
-        # (decide.py: account, outsider and named subjects).
+        # (evaluator/subjects.py: account, outsider and named subjects).
         self.subjects: dict[tuple[str, str, str], Subject] = {}
-        # Finding conditions as dicts, per distinct condition tuple (decide._Collector).
+        # Finding conditions as dicts, per distinct condition tuple (findings.KeyFindings).
         self.condition_dicts = Memo(200_000)
         self._interned: dict[Access, Access] = {}
         # (key-policy statements, id(subject)) -> verdict, across keys (decide.evaluate_key).
         self.key_verdicts = Memo(200_000)
-        # a key's properties -> its condition context (decide._resource_context)
+        # a key's properties -> its condition context (subjects.resource_context)
         self.resource_contexts: dict[tuple[Any, ...], dict[str, Value]] = {}
         # a key policy's `"*"` statements -> the audited accounts they give anything to (one
         # entry per distinct set of such statements: few in an estate)
@@ -136,7 +136,7 @@ class AuditScope:
         # (id(verdict), account, access, via) -> (verdict, the finding fields it decides)
         self.finding_tails = Memo(200_000)
         # ("*" statements, key account, partition, service) -> the outsiders they are asked about
-        # (decide.outsider_subjects: SPEC §3, §2.11)
+        # (subjects.outsider_subjects: SPEC §3, §2.11)
         self.outsiders: dict[tuple[Any, ...], tuple[tuple[Subject, bool], ...]] = {}
         # statement -> the accounts its aws:Source* conditions name (decide._service_accounts)
         self.service_accounts: dict[Statement, frozenset[str]] = {}

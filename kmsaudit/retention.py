@@ -1,0 +1,78 @@
+"""Retention: forgetting snapshots older than `store.retention_days`, in small transactions, and
+giving their space back. A part of Store (kmsaudit/store.py), in its own file."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from contextlib import AbstractContextManager
+from pathlib import Path
+
+import sqlite_utils
+
+from kmsaudit.errors import StoreError
+
+PRUNE_BATCH = 50  # snapshots forgotten per transaction: short write locks, a small WAL
+VACUUM_PAGES = 2_000  # free pages given back to the file system per step
+
+
+class Retention:
+    """Store's retention methods; Store provides the database and its transactions."""
+
+    db: sqlite_utils.Database
+    path: Path
+
+    def _transaction(self) -> AbstractContextManager[None]:
+        raise NotImplementedError  # Store's
+
+    def prune(self, retention_days: float, now: float | None = None) -> int:
+        """Forget snapshots older than the retention, and give the space back; returns how many.
+
+        Kept whatever their age: the last complete state of every scope (drift compares with it)
+        and the latest policy version of every key (history starts from it).
+
+        In small transactions (a few snapshots each), then free pages are given back step by step
+        (`incremental_vacuum`, where the database allows it) and the WAL truncated: never a full
+        VACUUM, which copies the whole database into the WAL (twice the disk) and holds the lock
+        for its whole length. Any failure (disk full, a lock held too long) is a StoreError: the
+        next prune starts over where this one stopped (issue #19)."""
+        cutoff = (now if now is not None else time.time()) - retention_days * 86400
+        try:
+            keep = "SELECT max(snapshot_id) FROM scopes WHERE ok = 1 GROUP BY account, region"
+            old = [
+                r[0]
+                for r in self.db.execute(
+                    f"SELECT id FROM snapshots WHERE finished_at < ? AND id NOT IN ({keep}) "
+                    "AND id <> (SELECT max(id) FROM snapshots)",
+                    [cutoff],
+                ).fetchall()
+            ]
+            for chunk in range(0, len(old), PRUNE_BATCH):
+                ids = old[chunk : chunk + PRUNE_BATCH]
+                marks = ",".join("?" * len(ids))
+                with self._transaction():
+                    self.db.execute(f"DELETE FROM drift WHERE snapshot_id IN ({marks})", ids)
+                    self.db.execute(f"DELETE FROM scopes WHERE snapshot_id IN ({marks})", ids)
+                    self.db.execute(
+                        f"DELETE FROM policy_versions WHERE snapshot_id IN ({marks}) AND snapshot_id < "
+                        "(SELECT max(v.snapshot_id) FROM policy_versions v WHERE v.key_arn = policy_versions.key_arn)",
+                        ids,
+                    )
+                    self.db.execute(f"DELETE FROM snapshots WHERE id IN ({marks})", ids)
+            with self._transaction():
+                self.db.execute("DELETE FROM outbox WHERE delivered_at IS NOT NULL AND delivered_at < ?", [cutoff])
+                self.db.execute(
+                    "DELETE FROM states WHERE digest NOT IN (SELECT state FROM scopes WHERE state IS NOT NULL)"
+                )
+                self.db.execute("DELETE FROM policies WHERE sha256 NOT IN (SELECT sha256 FROM policy_versions)")
+            self._give_space_back()  # also what an interrupted prune left to give back
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: retention stopped: {exc}") from None
+        return len(old)
+
+    def _give_space_back(self) -> None:
+        if self.db.execute("PRAGMA auto_vacuum").fetchone()[0] == 2:  # INCREMENTAL
+            while self.db.execute("PRAGMA freelist_count").fetchone()[0]:
+                self.db.execute(f"PRAGMA incremental_vacuum({VACUUM_PAGES})").fetchall()
+        # Databases of earlier releases reuse their free pages instead: bounded, not shrunk.
+        self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()

@@ -1,0 +1,79 @@
+"""The command line's terminal: a progress line on stderr while a scan runs, and a stdout that
+outlives the reader of its pipe."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Iterable
+from typing import TextIO
+
+
+class Progress:
+    """One self-rewriting line on a terminal's stderr; nothing when not a terminal."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.counts = {"scopes": 0, "keys": 0}
+        self.total_scopes = 0
+        self._last = 0.0
+
+    def __call__(self, what: str, n: int) -> None:
+        if what == "planned":  # the scopes the scan will read, once known
+            self.total_scopes = n
+            return
+        self.counts[what] = self.counts.get(what, 0) + n
+        now = time.monotonic()
+        if self.enabled and (now - self._last > 0.1 or what == "scopes"):
+            self._last = now
+            total = f"/{self.total_scopes}" if self.total_scopes else ""
+            sys.stderr.write(
+                f"\rscanning: {self.counts['scopes']}{total} scopes done, {self.counts['keys']} keys read "
+            )
+            sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.enabled and self._last:
+            sys.stderr.write("\r\033[K")
+            sys.stderr.flush()
+
+
+class Stdout:
+    """stdout that outlives its reader: `kmsaudit scan --fail-on high | head -1` still exits 3,
+    and stderr still says what failed. Once the pipe is closed, the rest goes to /dev/null."""
+
+    def __init__(self, inner: TextIO) -> None:
+        self.inner = inner
+        self.gone = False
+
+    def write(self, text: str) -> int:
+        if not self.gone:
+            try:
+                self.inner.write(text)
+            except BrokenPipeError:
+                self._reader_went_away()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.gone:
+            try:
+                self.inner.flush()
+            except BrokenPipeError:
+                self._reader_went_away()
+
+    def writelines(self, lines: Iterable[str]) -> None:
+        for line in lines:
+            self.write(line)
+
+    def isatty(self) -> bool:
+        return self.inner.isatty()
+
+    def __getattr__(self, name: str) -> object:  # encoding, fileno…: the real stream's
+        return getattr(self.inner, name)
+
+    def _reader_went_away(self) -> None:
+        self.gone = True
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, self.inner.fileno())  # so that the interpreter's last flush is quiet
+        os.close(devnull)
