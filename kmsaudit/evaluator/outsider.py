@@ -345,6 +345,23 @@ def outsiders(
     return tuple(found)
 
 
+def service_context(service: str, account: str, source_arn: Value, org_id: Value, org_paths: Value) -> dict[str, Value]:
+    """An AWS service calling for a resource of `account` (SPEC §2.11): no principal account, ARN
+    or organization of its own; the source's account, ARN and organization instead."""
+    return {
+        "aws:principalisawsservice": ("true",),
+        "aws:principalservicename": (service,),
+        "aws:principalaccount": None,
+        "aws:principalarn": None,
+        "aws:principalorgid": None,
+        "kms:calleraccount": (account,),
+        "aws:sourceaccount": (account,),
+        "aws:sourcearn": source_arn,
+        "aws:sourceorgid": org_id,
+        "aws:sourceorgpaths": org_paths,
+    }
+
+
 def _context(
     service: str,
     account: str,
@@ -356,18 +373,7 @@ def _context(
     org_value: Value = (org,) if org else None
     path_value: Value = (path,) if path else None
     if service:
-        return {
-            "aws:principalisawsservice": ("true",),
-            "aws:principalservicename": (service,),
-            "aws:principalaccount": None,
-            "aws:principalarn": None,
-            "aws:principalorgid": None,
-            "kms:calleraccount": (account,),
-            "aws:sourceaccount": (account,),
-            "aws:sourcearn": (arn,),
-            "aws:sourceorgid": org_value,
-            "aws:sourceorgpaths": path_value,
-        }
+        return service_context(service, account, (arn,), org_value, path_value)
     resource = arn.split(":", 5)[5]
     kind = resource.split("/", 1)[0]
     context: dict[str, Value] = {

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from kmsaudit.evaluator.access import Subject
 from kmsaudit.evaluator.conditions import IDENTITY_KEYS, ArnInAccount, Excluded, Value
 from kmsaudit.evaluator.match import ACCOUNT_RE, PrincipalRef, arn_account, parse_principal, root_arn
-from kmsaudit.evaluator.outsider import DIRECT_CALLER, outsiders, signature
+from kmsaudit.evaluator.outsider import DIRECT_CALLER, outsiders, service_context, signature
 from kmsaudit.evaluator.policy import Statement
 from kmsaudit.evaluator.scope import AuditScope, CompiledPrincipal, org_context
 from kmsaudit.model import KeyRecord
@@ -111,18 +111,9 @@ def service_subject(service: str, account: str, scope: AuditScope) -> Subject:
 
 def _service_subject(service: str, account: str, scope: AuditScope) -> Subject:
     org = org_context(account, scope.organization)
-    context: dict[str, Value] = {
-        "aws:principalisawsservice": ("true",),
-        "aws:principalservicename": (service,),
-        "aws:principalaccount": None,
-        "aws:principalarn": None,
-        "aws:principalorgid": None,
-        "kms:calleraccount": (account,),
-        "aws:sourceaccount": (account,),
-        "aws:sourcearn": ArnInAccount(account),
-        "aws:sourceorgid": org.get("aws:principalorgid"),
-        "aws:sourceorgpaths": org.get("aws:principalorgpaths"),
-    }
+    context = service_context(
+        service, account, ArnInAccount(account), org.get("aws:principalorgid"), org.get("aws:principalorgpaths")
+    )
     return Subject("service", service, account, context=context)
 
 
