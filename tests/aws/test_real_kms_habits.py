@@ -125,3 +125,25 @@ def test_one_key_that_keeps_failing_does_not_blind_its_region(tmp_path: Path, es
     assert events == [("key-unreadable", shared), ("key-readable", shared)]
     assert baseline <= kept  # while unreadable, its findings were still reported
     assert now == baseline
+
+
+def test_worker_processes_read_real_kms_as_one_process_does(tmp_path: Path, estate: Estate, aws: str) -> None:
+    """Issue #18 with DESIGN.md's real-AWS habits: `kmsaudit scan` on 2 processes, through pages of
+    two and policies reordered on every call, reports what one process reports, and a second
+    scan on 2 processes is no drift (the policies it stores are canonical, as one process's)."""
+    one_config, two_config = tmp_path / "one.toml", tmp_path / "two.toml"
+    one_config.write_text(config_text(store=str(tmp_path / "one.db")))
+    two_config.write_text(config_text(store=str(tmp_path / "two.db"), extra="processes = 2"))
+    proxy = AwsProxy(aws, reorder_policies=True, page_size=2)
+    url = proxy.start()
+    try:
+        one = scan(one_config, url)
+        first = scan(two_config, url)
+        again = scan(two_config, url)
+    finally:
+        proxy.stop()
+    assert one.returncode == first.returncode == again.returncode == 0, (one.stderr, first.stderr)
+    assert json.loads(first.stdout) == json.loads(one.stdout)
+    assert json.loads(again.stdout) == json.loads(one.stdout)
+    assert counts(tmp_path / "two.db")[0] == 0  # no drift event
+    assert counts(tmp_path / "two.db")[1:] == counts(tmp_path / "one.db")[1:]  # the same states and policies
