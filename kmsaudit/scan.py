@@ -206,7 +206,12 @@ async def _run_on_processes(
         progress("planned", len(scopes))
     if n <= 1:  # one process after all: the scopes here, with the IAM just read
         only = Collector(
-            config, observer=observer, progress=progress, only=dict.fromkeys(scopes), audit_scope=parent.audit_scope
+            config,
+            observer=observer,
+            progress=progress,
+            only=dict.fromkeys(scopes),
+            audit_scope=parent.audit_scope,
+            credentials=parent.handed_over,
         )
         here = await run_scan(config, collector=only, known=known, today=today, shared_lints=False)
         parts = [ScopePart(s) for s in here.scopes]
@@ -214,7 +219,7 @@ async def _run_on_processes(
         findings, lints, keys, cpu = list(here.findings), list(here.lints), here.keys, here.evaluation_cpu
     else:
         outcomes = await run_parallel(
-            config, largest_first(scopes, known), n, parent.audit_scope, known, today, progress
+            config, largest_first(scopes, known), n, parent.audit_scope, known, today, progress, parent.handed_over
         )
         parts = [p for o in outcomes for p in o.parts]
         findings = [f for p in parts for f in p.findings]

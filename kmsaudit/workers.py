@@ -135,6 +135,7 @@ async def _scan_share(conn: Connection, payload: dict[str, Any], share: ScopeSha
         audit_scope=audit_scope,
         claim=lambda: share.claim(index),
         at_once=payload["at_once"],
+        credentials=payload["credentials"],
     )
     acceptance = scan_acceptance(config, audit_scope.organization, payload["today"])
     async for scope in collector.scopes():
@@ -171,9 +172,11 @@ async def run_parallel(
     known: Mapping[str, str] | None,
     today: date | None,
     progress: Callable[[str, int], None] | None = None,
+    credentials: Mapping[str, dict[str, str]] | None = None,
 ) -> list[Outcome]:
     """`scopes` (in the order to take them) read by `workers` processes; one Outcome each, and
-    one more failing the scopes no worker lived to take."""
+    one more failing the scopes no worker lived to take. `credentials`: the role credentials this
+    process assumed and verified, so that no worker assumes a role or checks an identity again."""
     from kmsaudit.logging import CURRENT
 
     context = multiprocessing.get_context("spawn")  # no fork of a running event loop or its sockets
@@ -188,6 +191,7 @@ async def run_parallel(
         "today": today,
         "logging": dict(CURRENT),
         "at_once": at_once,
+        "credentials": dict(credentials or {}),  # through the pipe to our own children only
     }
     loop = asyncio.get_running_loop()
     readers = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kmsaudit-worker")

@@ -64,6 +64,7 @@ class Collector:
         reuse: SharedSessions | None = None,
         claim: Callable[[], tuple[str, str] | None] | None = None,
         at_once: int | None = None,
+        credentials: Mapping[str, dict[str, str]] | None = None,
     ) -> None:
         """`only`: just these scopes, and in each just these keys (ARNs; None: every key) — a
         CloudTrail event's re-read (README "Real-time detection"), a worker's share of a scan;
@@ -71,7 +72,9 @@ class Collector:
         `reuse`: the daemon's sessions and verified identities for such re-reads (no AssumeRole
         and no identity check per event); `claim`: the next scope of `only` to read, None when none
         is left — a worker process takes scopes from the ones the scan shares out as it has room
-        (kmsaudit/workers.py), reading `at_once` of them at the same time."""
+        (kmsaudit/workers.py), reading `at_once` of them at the same time; `credentials`: account ->
+        the role credentials the scan's process assumed and verified (`handed_over`), used as they
+        are: no AssumeRole and no identity check again per worker."""
         self.config = config
         self.reuse = reuse
         self.only = only
@@ -90,6 +93,8 @@ class Collector:
         self._scopes_at_once = asyncio.Semaphore(config.scan.scopes_at_once)
         self.claim = claim
         self.at_once = at_once or config.scan.scopes_at_once
+        self.credentials = credentials or {}
+        self.handed_over: dict[str, dict[str, str]] = {}  # audit_only: for the worker processes
 
     def _tick(self, what: str, n: int = 1) -> None:
         if self.progress is not None:
@@ -256,9 +261,12 @@ class Collector:
                 trusted_accounts=[*self.config.trust.accounts, *(t.account for t in self.targets)],
                 organization=self.organization,
             )
-            for check in self._identities.values():
+            verified = []
+            for account, check in self._identities.items():
                 if check.done() and not check.cancelled():
-                    check.exception()  # reported through the IAM read that waited on it
+                    if check.exception() is None:  # else reported through the IAM read that waited on it
+                        verified.append(account)
+            self.handed_over = sessions.handed_over(verified)
         self._identities = {}  # the sessions are closed: a worker verifies its own
 
     async def scopes(self) -> AsyncIterator[ScopeResult]:
@@ -276,6 +284,13 @@ class Collector:
             else:
                 self.targets = await self._targets(sessions)
                 self._tick("planned", self.scope_count)
+            for target in self.targets:
+                metadata = self.credentials.get(target.account)
+                if metadata is not None and target.role_arn and target.account not in self._identities:
+                    adopted = sessions.adopt(target.account, target.role_arn, target.external_id, metadata)
+                    verified: asyncio.Future[AioSession] = asyncio.get_running_loop().create_future()
+                    verified.set_result(adopted)  # checked by the scan's process
+                    self._identities[target.account] = verified
             reuse = self.cached_scope is not None and self.only is not None
             iam_tasks = [] if reuse else [asyncio.create_task(self._iam(sessions, t)) for t in self.targets]
             scope_tasks = (

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime
 from typing import Any, ClassVar
@@ -124,17 +124,54 @@ class Sessions:
         if pending is not None and pending.done() and (pending.cancelled() or pending.exception() is not None):
             del self._sessions[account]
 
-    async def _open(self, role_arn: str | None, external_id: str | None) -> AioSession:
-        if role_arn is None:
-            return self.base
+    def handed_over(self, accounts: Iterable[str]) -> dict[str, dict[str, str]]:
+        """The role credentials of these accounts, as AssumeRole gave them (for the worker
+        processes of a scan: they read with them instead of assuming every role again)."""
+        out: dict[str, dict[str, str]] = {}
+        for account in accounts:
+            pending = self._sessions.get(account)
+            if pending is None or not pending.done() or pending.cancelled() or pending.exception() is not None:
+                continue
+            credentials = pending.result()._credentials
+            if not isinstance(credentials, AioRefreshableCredentials) or pending.result() is self.base:
+                continue  # ambient credentials: every process has its own
+            out[account] = {
+                "access_key": credentials._access_key,
+                "secret_key": credentials._secret_key,
+                "token": credentials._token,
+                "expiry_time": credentials._expiry_time.isoformat(),
+            }
+        return out
+
+    def adopt(self, account: str, role_arn: str, external_id: str | None, metadata: dict[str, str]) -> AioSession:
+        """The account's session from credentials its role gave the scan's process: no AssumeRole
+        here until they near their expiry (then this process assumes the role itself)."""
+        refresh = _assume_role_refresher(
+            lambda: self.client(self.base, "sts", STS_REGION), self._assume_params(role_arn, external_id)
+        )
+        adopted: asyncio.Future[AioSession] = asyncio.get_running_loop().create_future()
+        adopted.set_result(self._session_with(metadata, refresh))
+        self._sessions[account] = adopted
+        return adopted.result()
+
+    def _assume_params(self, role_arn: str, external_id: str | None) -> dict[str, Any]:
         params: dict[str, Any] = {"RoleArn": role_arn, "RoleSessionName": self.settings.session_name}
         if external_id:
             params["ExternalId"] = external_id
+        return params
+
+    async def _open(self, role_arn: str | None, external_id: str | None) -> AioSession:
+        if role_arn is None:
+            return self.base
+        params = self._assume_params(role_arn, external_id)
         refresh = _assume_role_refresher(lambda: self.client(self.base, "sts", STS_REGION), params)
         try:
             metadata = await refresh()
         except Exception as exc:
             raise convert(exc, f"AssumeRole {role_arn}") from None
+        return self._session_with(metadata, refresh)
+
+    def _session_with(self, metadata: dict[str, Any], refresh: Callable[[], Awaitable[dict[str, Any]]]) -> AioSession:
         credentials = AioRefreshableCredentials(
             access_key=metadata["access_key"],
             secret_key=metadata["secret_key"],

@@ -39,9 +39,11 @@ def test_two_processes_find_exactly_what_one_finds(tmp_path: Path, estate: Estat
     one, two = _scan(tmp_path, 1), _scan(tmp_path, 2)
     assert _view(one) == _view(two)
     assert one.keys == two.keys and not two.failed_scopes
-    # IAM is read once, by the parent, not once per worker
-    iam = sum(n for (service, op, _), n in two.attempts if op == "GetAccountAuthorizationDetails")
-    assert iam == sum(n for (service, op, _), n in one.attempts if op == "GetAccountAuthorizationDetails")
+    # IAM is read once, by the parent, not once per worker; and each role is assumed and each
+    # identity checked once: the workers read with the credentials the parent verified
+    for operation in ("GetAccountAuthorizationDetails", "AssumeRole", "GetCallerIdentity"):
+        calls = sum(n for (_, op, _), n in two.attempts if op == operation)
+        assert calls == sum(n for (_, op, _), n in one.attempts if op == operation) == 3, operation
 
 
 @pytest.fixture
