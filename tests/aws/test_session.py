@@ -178,3 +178,31 @@ async def test_every_account_shares_one_sts_client_and_one_tls_context(
         assert len(built) == 1  # 7 clients, one TLS context
     finally:
         proxy.stop()
+
+
+async def test_adopted_credentials_are_refreshed_by_assuming_the_role(
+    aws: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue #18: a worker process reads with the credentials the scan's process assumed; when
+    they near expiry (a long scan), the worker assumes the role itself, once."""
+    from datetime import UTC, datetime, timedelta
+
+    proxy = AwsProxy(aws)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.start())
+    role = f"arn:aws:iam::{A}:role/KmsAuditReadOnly"
+    try:
+        async with Sessions(ScanSettings()) as parent:
+            await parent.for_account(A, role, None)
+            handed = parent.handed_over([A])
+        assert set(handed) == {A}
+        async with Sessions(ScanSettings()) as worker:
+            session = worker.adopt(A, role, None, handed[A])
+            assert await worker.for_account(A, role, None) is session  # no AssumeRole for it
+            kms = await worker.client(session, "kms", "us-east-1")
+            await kms.list_keys()
+            assert [op for _, op in proxy.operations].count("AssumeRole") == 1  # the parent's
+            session._credentials._expiry_time = datetime.now(UTC) + timedelta(minutes=5)
+            await kms.list_keys()
+            assert [op for _, op in proxy.operations].count("AssumeRole") == 2
+    finally:
+        proxy.stop()
