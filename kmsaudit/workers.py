@@ -123,7 +123,7 @@ def _work(conn: Connection, payload: dict[str, Any], share: ScopeShare, index: i
 
 async def _scan_share(conn: Connection, payload: dict[str, Any], share: ScopeShare, index: int) -> None:
     from kmsaudit.collect import Collector
-    from kmsaudit.scan import scan_acceptance, scope_part
+    from kmsaudit.pipeline import scan_acceptance, scope_part
 
     config: Config = payload["config"]
     audit_scope = payload["audit_scope"]
