@@ -109,6 +109,7 @@ def _work(conn: Connection, payload: dict[str, Any], share: ScopeShare, index: i
     from kmsaudit.logging import configure
 
     configure(**payload["logging"])
+    structlog.contextvars.bind_contextvars(worker=index)  # its log lines say which worker wrote them
     try:
         asyncio.run(_scan_share(conn, payload, share, index))
     except (BrokenPipeError, EOFError):

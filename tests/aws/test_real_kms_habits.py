@@ -146,4 +146,7 @@ def test_worker_processes_read_real_kms_as_one_process_does(tmp_path: Path, esta
     assert json.loads(first.stdout) == json.loads(one.stdout)
     assert json.loads(again.stdout) == json.loads(one.stdout)
     assert counts(tmp_path / "two.db")[0] == 0  # no drift event
+    # each scope's log line says which worker process read it
+    workers = {json.loads(line).get("worker") for line in first.stderr.splitlines() if '"scope.done"' in line}
+    assert workers and workers <= {0, 1} and None not in workers
     assert counts(tmp_path / "two.db")[1:] == counts(tmp_path / "one.db")[1:]  # the same states and policies
