@@ -84,7 +84,7 @@ class ScanSettings(_Strict):
     interval: str = "15m"
     concurrency: int = Field(64, ge=1, le=1024, description="AWS requests in flight at most")
     scopes_at_once: int = Field(16, ge=1, le=1024, description="account × region scopes read at the same time")
-    # Worker processes (README "Performance"); none: one per core once there are 16+ scopes
+    # Worker processes (README "Performance"); none: one per core, each with 8 scopes or 2,000 keys
     processes: int | None = Field(None, ge=1, le=256, description="worker processes reading scopes")
     retry_mode: Literal["standard", "adaptive"] = "standard"
     max_attempts: int = Field(10, ge=1, le=30)

@@ -53,7 +53,7 @@ async def run_scan(
     with it, only the policies that changed keep their text until the snapshot is written.
     `shared_lints`: report the lints of IAM and the organization (a worker process does not: the
     process that read them does)."""
-    if collector is None and planned_workers(config) > 1:
+    if collector is None and planned_workers(config, known) > 1:
         return await _run_on_processes(config, observer, progress, known, today)
     started = time.time()
     collector = collector or Collector(config, observer=observer, progress=progress)
@@ -116,13 +116,14 @@ async def run_scan(
     return result
 
 
-def planned_workers(config: Config) -> int:
-    """Processes a scan would use, from the config alone (the accounts and regions it names); with
-    an `[organization]`, members count once discovered (`_run_on_processes` decides then)."""
+def planned_workers(config: Config, known: Mapping[str, str] | None = None) -> int:
+    """Processes a scan would use, from the config (the accounts and regions it names) and the
+    last snapshot's keys; with an `[organization]`, members count once discovered
+    (`_run_on_processes` decides then)."""
     scopes = sum(len(config.regions_of(a)) for a in config.accounts)
     if config.organization is not None:
         return config.scan.processes or os.cpu_count() or 1
-    return worker_count(config, scopes)
+    return worker_count(config, scopes, len(known or ()))
 
 
 async def _run_on_processes(
@@ -140,7 +141,7 @@ async def _run_on_processes(
     await parent.audit_only()
     assert parent.audit_scope is not None
     scopes = [(t.account, r) for t in parent.targets for r in t.regions]
-    n = worker_count(config, len(scopes))
+    n = worker_count(config, len(scopes), len(known or ()))
     if progress is not None:
         progress("planned", len(scopes))
     if n <= 1:  # one process after all: the scopes here, with the IAM just read

@@ -32,18 +32,21 @@ from kmsaudit.config import Config
 from kmsaudit.model import ScopeStatus
 
 log = structlog.get_logger("kmsaudit.scan")
-SCOPES_PER_WORKER = 8  # without an explicit `processes`: fewer scopes than this a process stay in one
+SCOPES_PER_WORKER = 8  # without an explicit `processes`: a worker for every this many scopes…
+KEYS_PER_WORKER = 2_000  # …or for every this many keys of the last snapshot (a worker starts in 0.5 s)
 PROGRESS_EVERY = 0.25  # seconds between a worker's progress messages
 
 Scope = tuple[str, str]  # (account, region)
 
 
-def worker_count(config: Config, scopes: int) -> int:
+def worker_count(config: Config, scopes: int, keys: int = 0) -> int:
     """How many processes read `scopes` scopes: `processes` if set (at most one per scope); else
-    one per core, as long as each gets a handful of scopes (a process costs a second to start)."""
+    one per core, as long as each gets enough to do — a handful of scopes, or a couple of thousand
+    keys by the last snapshot (`keys`) — for its start (half a second of CPU) to be worth it."""
     if config.scan.processes is not None:
         return max(1, min(config.scan.processes, scopes))
-    return max(1, min(os.cpu_count() or 1, scopes // SCOPES_PER_WORKER))
+    enough = max(scopes // SCOPES_PER_WORKER, keys // KEYS_PER_WORKER)
+    return max(1, min(os.cpu_count() or 1, scopes, enough))
 
 
 def largest_first(scopes: Sequence[Scope], known: Mapping[str, str] | None) -> list[Scope]:

@@ -148,3 +148,25 @@ def test_an_abandoned_scan_leaves_no_worker_behind(tmp_path: Path, estate: Estat
     while time.monotonic() < deadline and any(p.is_alive() for p in seen):
         time.sleep(0.05)
     assert not any(p.is_alive() for p in seen)
+
+
+def test_by_default_a_scan_uses_every_core_once_there_is_enough_to_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """README "Performance": without `processes`, one process per core once each has enough to
+    do — 8 scopes, or 2,000 keys of the last snapshot — and never more than one per scope; a
+    small estate stays on one process (a worker costs half a second to start)."""
+    from kmsaudit.workers import worker_count
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    path = tmp_path / "k.toml"
+    path.write_text(config_text((A, B, C)))
+    config = load_config(path)
+    assert worker_count(config, 6) == 1  # 3 accounts × 2 regions, nothing known yet
+    assert worker_count(config, 6, keys=300) == 1  # a small estate
+    assert worker_count(config, 6, keys=5_000) == 2  # 2,000 keys a worker
+    assert worker_count(config, 6, keys=100_000) == 4  # every core
+    assert worker_count(config, 3, keys=100_000) == 3  # never more than one per scope
+    assert worker_count(config, 40) == 4  # many scopes, even before the first snapshot
+    path.write_text(config_text((A, B, C), extra="processes = 3"))
+    assert worker_count(load_config(path), 6) == 3  # as set
