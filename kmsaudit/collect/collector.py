@@ -213,16 +213,24 @@ class Collector:
         )
 
     async def _claimed(self, sessions: Sessions) -> AsyncIterator[ScopeResult]:
-        """The scopes this process claims, `at_once` of them read at the same time, each yielded
-        as soon as it is read; a new one claimed as each is done."""
+        """The scopes this process claims, each yielded as soon as it is read. At most `at_once`
+        are held at a time, from the claim until the caller is done with the scope (read, waiting,
+        or being evaluated: each holds its keys, issue #19), and a new one is claimed only then, so
+        the scopes this process has no room for are left to the other workers."""
         assert self.claim is not None
         claim = self.claim
         targets = {t.account: t for t in self.targets}
         results: asyncio.Queue[ScopeResult | None] = asyncio.Queue()
+        room = asyncio.Semaphore(self.at_once)
 
         async def reader() -> None:
             try:
-                while (scope := claim()) is not None:
+                while True:
+                    await room.acquire()
+                    scope = claim()
+                    if scope is None:
+                        room.release()
+                        return
                     target = targets.get(scope[0])
                     if target is None:  # not an account of this config: never silently skipped
                         error = f"account {scope[0]} is neither configured nor in the organization"
@@ -239,6 +247,7 @@ class Collector:
                 result = await results.get()
                 if result is not None:
                     yield result
+                    room.release()  # the caller is done with it: room for the next scope
                     continue
                 running -= 1
                 for task in readers:

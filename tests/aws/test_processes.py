@@ -170,3 +170,49 @@ def test_by_default_a_scan_uses_every_core_once_there_is_enough_to_read(
     assert worker_count(config, 40) == 4  # many scopes, even before the first snapshot
     path.write_text(config_text((A, B, C), extra="processes = 3"))
     assert worker_count(load_config(path), 6) == 3  # as set
+
+
+def test_a_worker_holds_at_most_its_room_of_scopes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker claims a scope only when it has room: at most `at_once` scopes are held — being
+    read, waiting, or being evaluated by the caller (each holds its keys: issue #19's memory
+    bound) — and what it has no room for is left for the other workers to claim."""
+    import asyncio
+
+    from kmsaudit.collect import Collector
+    from kmsaudit.collect.collector import Target
+    from kmsaudit.model import ScopeResult
+
+    path = tmp_path / "k.toml"
+    path.write_text(config_text((A, B, C)))
+    config = load_config(path)
+    scopes = [(a, r) for a in (A, B, C) for r in ("us-east-1", "eu-west-1")]
+    left = list(scopes)
+    held: list[int] = [0]
+    most: list[int] = [0]
+
+    def claim() -> tuple[str, str] | None:
+        if not left:
+            return None
+        held[0] += 1
+        most[0] = max(most[0], held[0])
+        return left.pop(0)
+
+    async def read(self: Collector, sessions: object, target: Target, region: str) -> ScopeResult:
+        await asyncio.sleep(0.01)
+        return ScopeResult(target.account, region, True)
+
+    monkeypatch.setattr(Collector, "_read_scope", read)
+
+    async def consume() -> list[tuple[str, str]]:
+        collector = Collector(config, only=dict.fromkeys(scopes), claim=claim, at_once=2)
+        collector.targets = collector._only_targets()
+        seen = []
+        async for result in collector._claimed(None):  # type: ignore[arg-type]
+            seen.append((result.account, result.region))
+            await asyncio.sleep(0.05)  # a slow evaluation: the readers must not run ahead
+            held[0] -= 1
+        return seen
+
+    seen = asyncio.run(consume())
+    assert sorted(seen) == sorted(scopes)
+    assert most[0] == 2
