@@ -146,7 +146,8 @@ class AwsProxy:
         self._client = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256), auto_decompress=False)
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
+        # A request held open (an SQS long poll) must not hold up the stop: 1 s, not aiohttp's 60
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
@@ -244,7 +245,10 @@ class AwsProxy:
             return await self._kms_page(request, params, operation)
         if self.page_size and operation == "GetAccountAuthorizationDetails":
             return await self._iam_page(request, params)
-        status, headers, data = await self._forward(request, body)
+        try:
+            status, headers, data = await self._forward(request, body)
+        except aiohttp.ClientError as exc:  # the upstream went away: AWS would answer 503 too
+            return json_error(503, "ServiceUnavailableException", f"upstream unreachable: {exc}")
         if self.reorder_policies and operation == "GetKeyPolicy" and status == 200:
             data = self._reordered(data)
         return web.Response(status=status, headers=headers, body=data)
