@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import gc
-import os
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -33,7 +32,7 @@ from kmsaudit.model import (
 )
 from kmsaudit.pipeline import ScopePart, scan_acceptance, scope_part
 from kmsaudit.store import Store, writer_lock
-from kmsaudit.workers import Outcome, largest_first, run_parallel, worker_count
+from kmsaudit.workers import Outcome, largest_first, run_parallel, usable_cores, worker_count
 
 log = structlog.get_logger("kmsaudit.scan")
 UNUSED_AFTER_DAYS = 30
@@ -122,7 +121,7 @@ def planned_workers(config: Config, known: Mapping[str, str] | None = None) -> i
     (`_run_on_processes` decides then)."""
     scopes = sum(len(config.regions_of(a)) for a in config.accounts)
     if config.organization is not None:
-        return config.scan.processes or os.cpu_count() or 1
+        return config.scan.processes or usable_cores()
     return worker_count(config, scopes, len(known or ()))
 
 

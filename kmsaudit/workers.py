@@ -17,6 +17,7 @@ import contextlib
 import math
 import multiprocessing
 import os
+import resource
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -24,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -39,6 +41,37 @@ PROGRESS_EVERY = 0.25  # seconds between a worker's progress messages
 Scope = tuple[str, str]  # (account, region)
 
 
+WORKER_BUDGET_MB = 256  # memory allowed a worker under a container's limit (one measured: ~90 MB)
+CGROUP = Path("/sys/fs/cgroup")
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return ""
+
+
+def usable_cores(cgroup: Path = CGROUP) -> int:
+    """The cores this process may use: its CPU affinity, within a container's CPU quota (cgroup v2
+    `cpu.max`, v1 `cpu.cfs_quota_us`), and no more workers than a container's memory limit holds
+    at WORKER_BUDGET_MB each beside the scan's own process. os.cpu_count() counts the host's cores:
+    a pod limited to one CPU and 1 GiB on a 64-core node must not start 64 workers."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    quota, period = [*_read(cgroup / "cpu.max").split(), "", ""][:2]
+    if not quota:  # cgroup v1
+        quota, period = _read(cgroup / "cpu" / "cpu.cfs_quota_us"), _read(cgroup / "cpu" / "cpu.cfs_period_us")
+    if quota.isdigit() and period.isdigit() and int(period) > 0:
+        cores = min(cores, max(1, int(quota) // int(period)))
+    limit = _read(cgroup / "memory.max") or _read(cgroup / "memory" / "memory.limit_in_bytes")
+    if limit.isdigit() and int(limit) < 2**60:  # v1 says "no limit" with a huge number
+        cores = min(cores, max(1, int(limit) // 2**20 // WORKER_BUDGET_MB - 1))
+    return max(1, cores)
+
+
 def worker_count(config: Config, scopes: int, keys: int = 0) -> int:
     """How many processes read `scopes` scopes: `processes` if set (at most one per scope); else
     one per core, as long as each gets enough to do — a handful of scopes, or a couple of thousand
@@ -46,7 +79,7 @@ def worker_count(config: Config, scopes: int, keys: int = 0) -> int:
     if config.scan.processes is not None:
         return max(1, min(config.scan.processes, scopes))
     enough = max(scopes // SCOPES_PER_WORKER, keys // KEYS_PER_WORKER)
-    return max(1, min(os.cpu_count() or 1, scopes, enough))
+    return max(1, min(usable_cores(), scopes, enough))
 
 
 def largest_first(scopes: Sequence[Scope], known: Mapping[str, str] | None) -> list[Scope]:
@@ -152,6 +185,7 @@ async def _scan_share(conn: Connection, payload: dict[str, Any], share: ScopeSha
             {
                 "attempts": dict(collector.api.attempts),
                 "matched": frozenset(acceptance.matched) if acceptance else frozenset(),
+                "max_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
             },
         )
     )
@@ -166,6 +200,7 @@ class Outcome:
     attempts: Counter[tuple[str, str, str]] = field(default_factory=Counter)
     matched: frozenset[str] = frozenset()
     lost: list[ScopeStatus] = field(default_factory=list)
+    max_rss_mb: int = 0  # the worker's peak memory (README "Sizing")
 
 
 async def run_parallel(
@@ -220,6 +255,7 @@ async def run_parallel(
                 elif kind == "done":
                     outcome.attempts.update(body["attempts"])
                     outcome.matched = body["matched"]
+                    outcome.max_rss_mb = body["max_rss_mb"]
                     break
                 else:  # "error"
                     reason = f"worker process failed: {body}"
@@ -247,6 +283,7 @@ async def run_parallel(
             worker=index,
             scopes=len(outcome.parts),
             seconds=round(time.monotonic() - started, 2),
+            max_rss_mb=outcome.max_rss_mb,
         )
         return outcome
 

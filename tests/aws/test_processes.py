@@ -156,9 +156,10 @@ def test_by_default_a_scan_uses_every_core_once_there_is_enough_to_read(
     """README "Performance": without `processes`, one process per core once each has enough to
     do — 8 scopes, or 2,000 keys of the last snapshot — and never more than one per scope; a
     small estate stays on one process (a worker costs half a second to start)."""
+    from kmsaudit import workers
     from kmsaudit.workers import worker_count
 
-    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    monkeypatch.setattr(workers, "usable_cores", lambda: 4)
     path = tmp_path / "k.toml"
     path.write_text(config_text((A, B, C)))
     config = load_config(path)
@@ -216,3 +217,31 @@ def test_a_worker_holds_at_most_its_room_of_scopes(tmp_path: Path, monkeypatch: 
     seen = asyncio.run(consume())
     assert sorted(seen) == sorted(scopes)
     assert most[0] == 2
+
+
+def test_a_containers_cpu_quota_and_memory_limit_bound_the_default(tmp_path: Path) -> None:
+    """os.cpu_count() counts the host's cores: a pod limited to 1.5 CPUs, or to 1 GiB (256 MB a
+    worker beside the scan's own process), must not start a worker per host core."""
+    from kmsaudit.workers import usable_cores
+
+    affinity = len(os.sched_getaffinity(0))
+    v2 = tmp_path / "v2"
+    v2.mkdir()
+    assert usable_cores(v2) == affinity  # no cgroup files: the CPUs this process may run on
+    (v2 / "cpu.max").write_text("max 100000\n")
+    (v2 / "memory.max").write_text("max\n")
+    assert usable_cores(v2) == affinity  # no limits
+    (v2 / "cpu.max").write_text("150000 100000\n")
+    assert usable_cores(v2) == 1  # 1.5 CPUs: one worker
+    (v2 / "cpu.max").write_text("max 100000\n")
+    (v2 / "memory.max").write_text(f"{512 * 2**20}\n")
+    assert usable_cores(v2) == 1  # 512 MB: the scan's process and one worker
+    v1 = tmp_path / "v1"
+    (v1 / "cpu").mkdir(parents=True)
+    (v1 / "memory").mkdir()
+    (v1 / "cpu" / "cpu.cfs_quota_us").write_text("-1\n")
+    (v1 / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
+    (v1 / "memory" / "memory.limit_in_bytes").write_text("9223372036854771712\n")
+    assert usable_cores(v1) == affinity  # v1 without limits
+    (v1 / "cpu" / "cpu.cfs_quota_us").write_text("100000\n")
+    assert usable_cores(v1) == 1
