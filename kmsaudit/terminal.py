@@ -20,16 +20,20 @@ class Progress:
         self._last = 0.0
 
     def __call__(self, what: str, n: int) -> None:
-        if what == "planned":  # the scopes the scan will read, once known
+        """`planned`: the scopes the scan will read, once known; `accounts`: whose IAM it reads;
+        `iam`, `scopes`, `keys`: one more of each read."""
+        if what == "planned":
             self.total_scopes = n
             return
         self.counts[what] = self.counts.get(what, 0) + n
         now = time.monotonic()
-        if self.enabled and (now - self._last > 0.1 or what == "scopes"):
+        if self.enabled and (now - self._last > 0.1 or what in ("scopes", "iam")):
             self._last = now
             total = f"/{self.total_scopes}" if self.total_scopes else ""
+            accounts = self.counts.get("accounts", 0)
+            iam = f"IAM of {self.counts.get('iam', 0)}/{accounts} accounts, " if accounts else ""
             sys.stderr.write(
-                f"\rscanning: {self.counts['scopes']}{total} scopes done, {self.counts['keys']} keys read "
+                f"\rscanning: {iam}{self.counts['scopes']}{total} scopes done, {self.counts['keys']} keys read "
             )
             sys.stderr.flush()
 

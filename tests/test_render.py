@@ -116,9 +116,15 @@ def test_the_progress_line_shows_scopes_done_of_the_total(capsys: pytest.Capture
 
     progress = Progress(True)
     progress("planned", 6)
+    progress("accounts", 3)
+    progress("iam", 1)
+    assert (
+        capsys.readouterr().err.rsplit("\r", 1)[-1].strip()
+        == "scanning: IAM of 1/3 accounts, 0/6 scopes done, 0 keys read"
+    )
     progress("keys", 5)
     progress("scopes", 1)
     line = capsys.readouterr().err.rsplit("\r", 1)[-1]
-    assert line.strip() == "scanning: 1/6 scopes done, 5 keys read"
+    assert line.strip() == "scanning: IAM of 1/3 accounts, 1/6 scopes done, 5 keys read"
     progress.close()
     assert capsys.readouterr().err == "\r\x1b[K"

@@ -173,6 +173,7 @@ class Collector:
         except CollectError as exc:
             self.iam_failures[target.account] = str(exc)
             log.error("iam.failed", account=target.account, reason=str(exc), code=exc.code)
+        self._tick("iam")
 
     async def _scope(self, sessions: Sessions, target: Target, region: str) -> ScopeResult:
         async with self._scopes_at_once:
@@ -263,6 +264,7 @@ class Collector:
         on several processes reads once and shares (kmsaudit/workers.py)."""
         async with Sessions(self.config.scan, on_response=self.api.on_response) as sessions:
             self.targets = await self._targets(sessions)
+            self._tick("accounts", len(self.targets))
             await asyncio.gather(*(self._iam(sessions, t) for t in self.targets))
             self.audit_scope = AuditScope(
                 self.principals,
@@ -293,6 +295,7 @@ class Collector:
             else:
                 self.targets = await self._targets(sessions)
                 self._tick("planned", self.scope_count)
+                self._tick("accounts", len(self.targets))
             for target in self.targets:
                 metadata = self.credentials.get(target.account)
                 if metadata is not None and target.role_arn and target.account not in self._identities:
