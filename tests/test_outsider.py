@@ -547,3 +547,31 @@ def test_no_statement_set_an_outsider_satisfies_is_reported_below_public(
     assert found is not None, (doc, arn, org, team)
     assert set(names(reference.any)) <= set(found.actions), (doc, arn, found)
     assert set(names(reference.sure)) <= _sure(found), (doc, arn, found)
+
+
+def test_a_principal_an_allow_admits_and_no_deny_stops_makes_the_key_public() -> None:
+    """SPEC §3 (found by the property above): the Allow admits any account's `role/backup-*`, the
+    Deny stops everyone but account 444455556666's roles and `*-reader`. An outsider's
+    `role/backup-reader` is admitted and escapes the Deny: public. Its candidate must satisfy the
+    Allow's pattern and the Deny's escape together, not each alone."""
+    doc = policy(
+        {
+            "Effect": "Allow",
+            "Principal": "*",
+            "Action": "kms:Decrypt",
+            "Resource": "*",
+            "Condition": {"ArnLike": {"aws:PrincipalArn": ["arn:aws:iam::*:role/backup-*"]}},
+        },
+        {
+            "Effect": "Deny",
+            "Principal": "*",
+            "Action": "kms:Decrypt",
+            "Resource": "*",
+            "Condition": {"ArnNotLike": {"aws:PrincipalArn": ["arn:aws:iam::444455556666:role/*", "*-reader"]}},
+        },
+    )
+    found = _public(doc)
+    assert found is not None and found.actions == ("kms:Decrypt",) and not found.conditional
+    # and with the escape narrowed to the partner's roles only, nothing outside is left
+    doc["Statement"][-1]["Condition"]["ArnNotLike"]["aws:PrincipalArn"] = ["arn:aws:iam::444455556666:role/*"]
+    assert _public(doc) is None

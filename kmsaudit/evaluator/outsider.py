@@ -49,6 +49,7 @@ def _add(found: list[Any], item: Any) -> None:
 
 
 _POSITIVE = frozenset({"stringequals", "stringequalsignorecase", "stringlike", "arnequals", "arnlike"})
+_NEGATED = frozenset({"stringnotequals", "stringnotequalsignorecase", "stringnotlike", "arnnotequals", "arnnotlike"})
 _WILDCARD_BASES = frozenset({"stringlike", "stringnotlike", "arnequals", "arnlike", "arnnotequals", "arnnotlike"})
 _ACCOUNT = digits(12)
 _PRINCIPAL_TYPES = {"role": "AssumedRole", "user": "User", "root": "Account", "federated-user": "FederatedUser"}
@@ -108,6 +109,9 @@ class _Patterns:
         self.keys = keys
         self.per_statement: list[dict[str, list[ConditionClause]]] = []
         self.singles: dict[str, list[ConditionClause]] = {}
+        # A Deny's negated clauses (`ArnNotLike aws:PrincipalArn [a, b]`): matching one of their
+        # values is how a principal escapes that Deny, so it is tried together with the Allows'.
+        self.escapes: dict[str, list[ConditionClause]] = {}
         self.named_accounts: set[str] = set()
         self.named_orgs: set[str] = set()
         self.tag_keys: set[str] = set()
@@ -123,6 +127,8 @@ class _Patterns:
                 self.singles.setdefault(what, []).append(clause)
                 if clause.base in _POSITIVE and clause.prefix != "forallvalues":
                     grouped.setdefault(what, []).append(clause)
+                elif not stmt.allow and clause.base in _NEGATED and clause.prefix != "forallvalues":
+                    self.escapes.setdefault(what, []).append(clause)
                 for value in clause.values:
                     # Named, not the outsider's to be: a literal account (also the literal account
                     # field of an ARN pattern, whatever its resource), or organization.
@@ -157,16 +163,31 @@ class _Patterns:
 
     def combinations(self, *what: str) -> Iterator[list[Shape]]:
         """Value choices that must hold together: one value of each clause on `what` in one
-        statement (values of a clause OR, clauses AND), then each value on its own."""
+        statement (values of a clause OR, clauses AND), then each value on its own; then each of
+        those (and none) with a value that escapes the Denies' negated clauses — one of every
+        such clause, or of one alone (a principal both an Allow admits and no Deny stops)."""
+        allowed: list[list[Shape]] = []
         for grouped in self.per_statement:
             clauses = [c for w in what for c in grouped.get(w, ())]
             if clauses:
                 options = [_shapes(c) for c in clauses]
-                yield from (list(combo) for combo in itertools.islice(itertools.product(*options), MAX_COMBINATIONS))
+                for combo in itertools.islice(itertools.product(*options), MAX_COMBINATIONS):
+                    allowed.append(list(combo))
+                    yield list(combo)
         for w in what:
             for clause in self.singles.get(w, ()):
                 for one in _shapes(clause):
                     yield [one]
+        escapes = [values for w in what for c in self.escapes.get(w, ()) if (values := _shapes(c))]
+        if not escapes:
+            return
+        ways: list[list[Shape]] = [list(w) for w in itertools.islice(itertools.product(*escapes), MAX_COMBINATIONS)]
+        if len(escapes) > 1:
+            ways += [[one] for values in escapes for one in values]
+        none: list[Shape] = []
+        for chosen in [none, *allowed]:
+            for way in ways[:MAX_COMBINATIONS]:
+                yield [*chosen, *way]
 
     def patterns(self, what: str) -> list[str]:
         return [v for c in self.singles.get(what, ()) if c.base in _WILDCARD_BASES for v in c.values]
