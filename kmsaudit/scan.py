@@ -25,7 +25,6 @@ from kmsaudit.metrics import Metrics, scan_counters
 from kmsaudit.model import (
     ORGANIZATION,
     DriftEvent,
-    Finding,
     Lint,
     ScanResult,
     ScopeStatus,
@@ -46,70 +45,84 @@ async def run_scan(
     collector: Collector | None = None,
     known: Mapping[str, str] | None = None,
     today: date | None = None,
-    shared_lints: bool = True,
 ) -> ScanResult:
     """One collection and evaluation. `known`: key ARN -> policy hash of the last good states;
-    with it, only the policies that changed keep their text until the snapshot is written.
-    `shared_lints`: report the lints of IAM and the organization (a worker process does not: the
-    process that read them does)."""
+    with it, only the policies that changed keep their text until the snapshot is written."""
     if collector is None and planned_workers(config, known) > 1:
         return await _run_on_processes(config, observer, progress, known, today)
     started = time.time()
     collector = collector or Collector(config, observer=observer, progress=progress)
-    findings: list[Finding] = []
-    lints: list[Lint] = []
-    statuses: list[ScopeStatus] = []
-    keys = 0
-    evaluation_cpu = 0.0
+    parts, matched = await _scope_parts(config, collector, known, today)
+    return _finish(config, started, parts, (), collector, Counter(collector.api.attempts), matched, 1)
+
+
+async def _scope_parts(
+    config: Config, collector: Collector, known: Mapping[str, str] | None, today: date | None
+) -> tuple[list[ScopePart], frozenset[str]]:
+    """Every scope the collector reads, evaluated and judged as it comes; and the acceptance
+    entries that accepted a finding."""
+    parts: list[ScopePart] = []
     acceptance: Acceptance | None = None
     first = True
     async for scope in collector.scopes():
         if first:  # the organization is known once scopes come
             acceptance, first = scan_acceptance(config, collector.organization, today), False
         assert collector.audit_scope is not None
-        part = await scope_part(scope, collector.audit_scope, acceptance, known)
-        findings.extend(part.findings)
-        lints.extend(part.lints)
-        statuses.append(part.status)
-        keys += part.keys
-        evaluation_cpu += part.evaluation_cpu
-    if collector.audit_scope is not None and shared_lints:
-        lints.extend(lint for lint in collector.audit_scope.lints)
-    if collector.organization_error:
+        parts.append(await scope_part(scope, collector.audit_scope, acceptance, known))
+    return parts, frozenset(acceptance.matched) if acceptance else frozenset()
+
+
+def _finish(
+    config: Config,
+    started: float,
+    parts: Sequence[ScopePart],
+    lost: Sequence[ScopeStatus],
+    shared: Collector,
+    attempts: Counter[tuple[str, str, str]],
+    matched: frozenset[str],
+    processes: int,
+) -> ScanResult:
+    """The scan's result from its scopes' parts (and the scopes lost with a worker), with what
+    `shared`, the collector that read IAM and the organization, says of them: their lints, the
+    accounts whose IAM failed, and a failed discovery — never a clean estate. Logged once."""
+    statuses = [p.status for p in parts] + list(lost)
+    if shared.organization_error:
         # The member accounts it would have listed are not scanned: a failure, never a clean estate.
         statuses.append(
             ScopeStatus(
                 ORGANIZATION,
                 "global",
                 False,
-                error=f"organization discovery failed: {collector.organization_error}",
-                error_code=collector.organization_error_code or "organization",
+                error=f"organization discovery failed: {shared.organization_error}",
+                error_code=shared.organization_error_code or "organization",
             )
         )
     gc.collect()
     result = ScanResult(
-        findings=tuple(findings),
-        lints=tuple(lints),
+        findings=tuple(f for p in parts for f in p.findings),
+        lints=tuple(lint for p in parts for lint in p.lints)
+        + (tuple(shared.audit_scope.lints) if shared.audit_scope is not None else ()),
         scopes=tuple(sorted(statuses, key=lambda s: (s.account, s.region))),
-        iam_failures=dict(collector.iam_failures),
+        iam_failures=dict(shared.iam_failures),
         started_at=started,
         finished_at=time.time(),
-        requests=collector.api.requests,
-        throttled=collector.api.throttled,
-        keys=keys,
-        attempts=tuple(sorted(collector.api.attempts.items())),
+        requests=sum(attempts.values()),
+        throttled=sum(n for (_, _, outcome), n in attempts.items() if outcome == "throttled"),
+        keys=sum(p.keys for p in parts),
+        attempts=tuple(sorted(attempts.items())),
         accept_configured=frozenset(e.id for e in config.accept),
-        accept_matched=frozenset(acceptance.matched) if acceptance else frozenset(),
-        evaluation_cpu=evaluation_cpu,
+        accept_matched=matched,
+        evaluation_cpu=sum(p.evaluation_cpu for p in parts),
     )
     log.info(
         "scan.done",
-        keys=keys,
-        findings=len(findings),
+        keys=result.keys,
+        findings=len(result.findings),
         scopes=len(statuses),
         failed_scopes=len(result.failed_scopes),
         requests=result.requests,
         throttled=result.throttled,
+        processes=processes,
         seconds=round(result.finished_at - started, 2),
     )
     return result
@@ -152,59 +165,25 @@ async def _run_on_processes(
             audit_scope=parent.audit_scope,
             credentials=parent.handed_over,
         )
-        here = await run_scan(config, collector=only, known=known, today=today, shared_lints=False)
-        parts = [ScopePart(s) for s in here.scopes]
-        outcomes = [Outcome(attempts=Counter(dict(here.attempts)), matched=here.accept_matched)]
-        findings, lints, keys, cpu = list(here.findings), list(here.lints), here.keys, here.evaluation_cpu
+        parts, matched = await _scope_parts(config, only, known, today)
+        outcomes = [Outcome(parts=parts, attempts=Counter(only.api.attempts), matched=matched)]
     else:
         outcomes = await run_parallel(
             config, largest_first(scopes, known), n, parent.audit_scope, known, today, progress, parent.handed_over
         )
-        parts = [p for o in outcomes for p in o.parts]
-        findings = [f for p in parts for f in p.findings]
-        lints = [lint for p in parts for lint in p.lints]
-        keys, cpu = sum(p.keys for p in parts), sum(p.evaluation_cpu for p in parts)
-    statuses = [p.status for p in parts] + [s for o in outcomes for s in o.lost]
-    if parent.organization_error:
-        statuses.append(
-            ScopeStatus(
-                ORGANIZATION,
-                "global",
-                False,
-                error=f"organization discovery failed: {parent.organization_error}",
-                error_code=parent.organization_error_code or "organization",
-            )
-        )
     attempts = Counter(parent.api.attempts)
     for outcome in outcomes:
         attempts.update(outcome.attempts)
-    result = ScanResult(
-        findings=tuple(findings),
-        lints=tuple(lints) + tuple(parent.audit_scope.lints),
-        scopes=tuple(sorted(statuses, key=lambda s: (s.account, s.region))),
-        iam_failures=dict(parent.iam_failures),
-        started_at=started,
-        finished_at=time.time(),
-        requests=sum(attempts.values()),
-        throttled=sum(n for (_, _, outcome), n in attempts.items() if outcome == "throttled"),
-        keys=keys,
-        attempts=tuple(sorted(attempts.items())),
-        accept_configured=frozenset(e.id for e in config.accept),
-        accept_matched=frozenset().union(*(o.matched for o in outcomes)),
-        evaluation_cpu=cpu,
+    return _finish(
+        config,
+        started,
+        [p for o in outcomes for p in o.parts],
+        [s for o in outcomes for s in o.lost],
+        parent,
+        attempts,
+        frozenset().union(*(o.matched for o in outcomes)),
+        n,
     )
-    log.info(
-        "scan.done",
-        keys=result.keys,
-        findings=len(result.findings),
-        scopes=len(statuses),
-        failed_scopes=len(result.failed_scopes),
-        requests=result.requests,
-        throttled=result.throttled,
-        processes=n,
-        seconds=round(result.finished_at - started, 2),
-    )
-    return result
 
 
 async def _export(config: Config, store: Store, snapshot_id: int, now: float) -> int:
