@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,6 +16,9 @@ from kmsaudit.evaluator.match import PrincipalRef, parse_principal, wildcard
 from kmsaudit.evaluator.memo import MISSING, Memo
 
 T = TypeVar("T")
+
+
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
 class PolicyParseError(ValueError):
@@ -331,6 +335,12 @@ def load_document(raw: Any) -> dict[str, Any]:
             raw = json.loads(text)
         except (ValueError, RecursionError) as exc:
             raise PolicyParseError(f"not valid JSON: {str(exc)[:120]}") from None
+        if _SURROGATE_ESCAPE.search(text):  # rare: checked only when the text escapes a surrogate
+            try:
+                json.dumps(raw, ensure_ascii=False).encode("utf-8")
+            except UnicodeEncodeError:
+                # "\ud800" alone is JSON but no text: it could be neither matched, stored nor shown
+                raise PolicyParseError("not valid Unicode: an unpaired surrogate escape (\\ud800-\\udfff)") from None
     if not isinstance(raw, dict):
         raise PolicyParseError(f"a policy must be a JSON object, not {type(raw).__name__}")
     return raw

@@ -322,3 +322,27 @@ def test_fuzzed_config_files_are_exit_2_and_one_line(
         report.add(configs_rejected=1)
     report.add(configs_fuzzed=1)
     # else: the mutation happened to leave a valid file; loading it is all there is to check
+
+
+def test_an_unpaired_surrogate_in_a_policy_is_unparseable_not_a_traceback(tmp_path: Path) -> None:
+    """SPEC §2.10 (found by the fuzzer above): `"\\ud800"` alone is valid JSON but no text — it can
+    be neither matched, stored in SQLite nor printed. The key policy is reported unparseable,
+    never an exception."""
+    doc = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Effect": "Allow", "Principal": "*", "Action": "kms:*", "Resource": "*"},
+            {"Effect": "Allow", "Principal": {"Service": "\ud800"}, "Action": "kms:*", "Resource": "*"},
+        ],
+    }
+    path = tmp_path / "policy.json"
+    path.write_text(json.dumps(doc))  # the surrogate escaped, as JSON allows
+    code, out, err = _cli("evaluate", "--key-policy", str(path), "--key-arn", KEY_ARN, "--format", "json")
+    assert code == 0, err
+    findings = json.loads(out)
+    assert [f["kind"] for f in findings] == ["unparseable"]
+    assert "unpaired surrogate" in json.dumps(findings)
+    # a surrogate pair is text (an emoji): evaluated as usual
+    path.write_text(json.dumps({**doc, "Statement": [doc["Statement"][0] | {"Sid": "\U0001f600"}]}))
+    code, out, err = _cli("evaluate", "--key-policy", str(path), "--key-arn", KEY_ARN, "--format", "json")
+    assert code == 0 and [f["access"] for f in json.loads(out)] == ["public"], (err, out)
