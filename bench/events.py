@@ -37,7 +37,7 @@ from aiohttp import web  # noqa: E402
 from loopback import LocalReceiver, free_port, get_until, http_get  # noqa: E402
 from scan import fake_credentials, start_moto, start_proxy, stop  # noqa: E402
 
-from kmsaudit.emulator import client  # noqa: E402
+from kmsaudit.demo.emulator import client  # noqa: E402
 
 ACCOUNT, REGION = "111111111111", "us-east-1"
 

@@ -37,7 +37,7 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from loopback import free_port  # noqa: E402
 
-from kmsaudit.emulator import client  # noqa: E402
+from kmsaudit.demo.emulator import client  # noqa: E402
 
 ACCOUNTS = ("111111111111", "222222222222")
 REGIONS = ("us-east-1", "eu-west-1")
@@ -151,7 +151,7 @@ RAW_LOOP = """
 import asyncio, json, sys, time
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
-from kmsaudit.emulator import client
+from kmsaudit.demo.emulator import client
 
 ACCOUNTS, REGIONS, endpoint = json.loads(sys.argv[1]), json.loads(sys.argv[2]), sys.argv[3]
 
@@ -416,7 +416,7 @@ def main() -> None:
         canned(args)
         return
     args.keys = args.keys or 2000
-    from kmsaudit.config import DEFAULT_QUOTAS
+    from kmsaudit.config.settings import DEFAULT_QUOTAS
 
     moto, moto_url = start_moto()
     try:
@@ -432,7 +432,7 @@ def main() -> None:
         if args.skip_quotas:
             return
         scaled = {op: rate * args.quota_fraction for op, rate in DEFAULT_QUOTAS.items()}
-        from kmsaudit.config import ScanSettings
+        from kmsaudit.config.settings import ScanSettings
 
         for margin in (0.95, ScanSettings().quota_margin):
             proxy, url = start_proxy(moto_url, args.latency, scaled)

@@ -40,10 +40,10 @@ async def soak(
     config_path: Path, cycles: int, change: Any = None, healthy: Any = None
 ) -> tuple[list[tuple[int, float, int, int]], int, int]:
     """Samples, and (with sinks) events raised and events the healthy sink got in their own scan."""
-    from kmsaudit.config import load_config
-    from kmsaudit.daemon import Daemon
+    from kmsaudit.config.settings import load_config
     from kmsaudit.logging import configure
-    from kmsaudit.store import Store
+    from kmsaudit.run.daemon import Daemon
+    from kmsaudit.store.database import Store
 
     configure(json_logs=True, level="error")
     daemon = Daemon(config_path, load_config(config_path))
@@ -71,7 +71,7 @@ def _trust_a_new_account(url: str) -> Any:
     """Each cycle, the first key of the first scope trusts one more outside account: one event."""
     import json
 
-    from kmsaudit.emulator import client
+    from kmsaudit.demo.emulator import client
 
     kms = client("kms", ACCOUNTS[0], REGIONS[0], url)
     key = kms.list_keys()["Keys"][0]["KeyId"]

@@ -27,7 +27,7 @@ from awsproxy import kms_order  # tests/awsproxy.py: what GetKeyPolicy does to a
 
 from kmsaudit.drift import ScopeState, diff_scope
 from kmsaudit.model import Finding, ScanResult, ScopeStatus
-from kmsaudit.store import Store
+from kmsaudit.store.database import Store
 
 ACCOUNTS = [f"1000000000{i:02d}" for i in range(4)]
 REGIONS = ["us-east-1", "eu-west-1"]
@@ -343,10 +343,10 @@ def accepting(n_keys: int, per_key: int, n_entries: int, dense: bool = False) ->
     each with its own glob over the key ids of the same key account."""
     from datetime import date, timedelta
 
-    from kmsaudit.accept import _LAST, Acceptance, KeyFacts
+    from kmsaudit.acceptance.matcher import _LAST, Acceptance, KeyFacts
 
     _LAST.clear()
-    from kmsaudit.config import AcceptSettings
+    from kmsaudit.config.settings import AcceptSettings
     from kmsaudit.gcpause import gc_paused
 
     result = estate(n_keys, per_key)
@@ -410,7 +410,7 @@ def accepting(n_keys: int, per_key: int, n_entries: int, dense: bool = False) ->
     def judging() -> tuple[float, Acceptance, tuple[Finding, ...]]:
         t0 = time.perf_counter()
         acceptance = Acceptance.for_scan(entries, today)  # built on the first scan, reused after
-        with gc_paused():  # as kmsaudit/scan.py judges, beside the evaluation
+        with gc_paused():  # as kmsaudit/run/scan.py judges, beside the evaluation
             judged = tuple(acceptance.judge(f, facts[f.key_arn]) for f in findings)
         return time.perf_counter() - t0, acceptance, judged
 

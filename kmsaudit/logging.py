@@ -31,7 +31,7 @@ def _redact(_: object, __: str, event: MutableMapping[str, Any]) -> MutableMappi
     return event
 
 
-# How this process logs, for the worker processes of a scan (kmsaudit/workers.py) to log alike.
+# How this process logs, for the worker processes of a scan (kmsaudit/run/workers.py) to log alike.
 CURRENT: dict[str, object] = {"json_logs": None, "level": "info"}
 
 

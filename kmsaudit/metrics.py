@@ -28,7 +28,7 @@ from prometheus_client.registry import Collector
 from kmsaudit.model import DRIFT_KINDS, SEVERITIES, DriftEvent, ScanResult
 
 if TYPE_CHECKING:
-    from kmsaudit.store import CounterIncrements, Store
+    from kmsaudit.store.database import CounterIncrements, Store
 
 SCAN_DURATION_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1200, 2400, 3600)
 Labels = tuple[tuple[str, str], ...]

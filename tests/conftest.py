@@ -6,7 +6,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from kmsaudit.emulator import start_emulator
+from kmsaudit.demo.emulator import start_emulator
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from kmsaudit.emulator import client, create_key, create_role, document, key_policy
+from kmsaudit.demo.emulator import client, create_key, create_role, document, key_policy
 
 A, B, C, D = "111111111111", "222222222222", "333333333333", "444444444444"
 REGIONS = ("us-east-1", "eu-west-1")

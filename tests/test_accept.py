@@ -1,4 +1,4 @@
-"""Issue #15: accepted access, pure (kmsaudit/accept.py) and as configuration (one-line errors)."""
+"""Issue #15: accepted access, pure (kmsaudit/acceptance/matcher.py) and as configuration (one-line errors)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kmsaudit.accept import Acceptance, KeyFacts
-from kmsaudit.config import AcceptSettings, load_config
+from kmsaudit.acceptance.matcher import Acceptance, KeyFacts
+from kmsaudit.config.settings import AcceptSettings, load_config
 from kmsaudit.errors import ConfigError
 from kmsaudit.model import Finding
 

@@ -17,9 +17,9 @@ from aiohttp import web
 from loopback import LocalReceiver, free_port
 from structlog.testing import capture_logs
 
-from kmsaudit.alert import build_sinks, deliver
-from kmsaudit.config import AlertSinkSettings
-from kmsaudit.store import Store
+from kmsaudit.config.settings import AlertSinkSettings
+from kmsaudit.delivery.alerts import build_sinks, deliver
+from kmsaudit.store.database import Store
 
 SECRET = "s3cr3t-hmac"
 
@@ -41,8 +41,8 @@ import asyncio, sys
 sys.path.insert(0, sys.argv[2])
 from test_store import scan
 from test_alerts import SINKS
-from kmsaudit.alert import build_sinks, deliver, router
-from kmsaudit.store import Store
+from kmsaudit.delivery.alerts import build_sinks, deliver, router
+from kmsaudit.store.database import Store
 store = Store(sys.argv[1])
 sinks = build_sinks(SINKS)
 store.save_scan(scan(20), route=router(sinks))                       # baseline: no alerts
@@ -115,7 +115,7 @@ def test_alertmanager_format_and_no_secret_in_failure_logs(tmp_path: Path, sink_
 
     store = Store(tmp_path / "k.db")
     am = build_sinks([SINKS[2].model_copy(update={"min_severity": "low"})])
-    from kmsaudit.alert import router
+    from kmsaudit.delivery.alerts import router
 
     store.save_scan(scan(2), route=router(am))
     store.save_scan(scan(2, extra_principal="arn:aws:iam::999988887777:root"), route=router(am))

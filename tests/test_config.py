@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from kmsaudit.config import load_config
+from kmsaudit.config.settings import load_config
 from kmsaudit.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -94,7 +94,7 @@ def test_the_readme_configuration_table_lists_every_key() -> None:
 
     from pydantic import BaseModel
 
-    from kmsaudit.config import Config
+    from kmsaudit.config.settings import Config
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     table = readme.split("| key | default | meaning |", 1)[1].split("\n\n", 1)[0]

@@ -81,7 +81,7 @@ def test_kubernetes_manifests_reference_what_exists() -> None:
     # The ConfigMap's config is valid, and listens where the container port is.
     import tomllib
 
-    from kmsaudit.config import Config
+    from kmsaudit.config.settings import Config
 
     config = Config.model_validate(tomllib.loads(by_kind["ConfigMap"]["kmsaudit-config"]["data"]["kmsaudit.toml"]))
     assert config.daemon.listen.endswith(":9465")
@@ -93,7 +93,7 @@ def test_the_configmap_config_and_acceptance_file_load_as_mounted(tmp_path: Path
     is a deploy that fails)."""
     from datetime import date
 
-    from kmsaudit.config import load_config
+    from kmsaudit.config.settings import load_config
 
     configmaps = [
         d for d in yaml.safe_load_all((DEPLOY / "kubernetes" / "kmsaudit.yaml").read_text()) if d["kind"] == "ConfigMap"
@@ -189,10 +189,10 @@ def test_the_stale_scan_alert_names_the_interval_it_assumes() -> None:
 
 
 def test_the_events_template_forwards_exactly_what_kmsaudit_reads_and_only_to_its_queue() -> None:
-    """Issue #17: the forwarder rule's event names are the ones kmsaudit/events.py re-reads for
+    """Issue #17: the forwarder rule's event names are the ones kmsaudit/run/events.py re-reads for
     (a name missing there is a change nobody is paged for); the queue takes messages from the
     central rule only; the bus from the organization only."""
-    from kmsaudit.events import IAM_EVENTS, KMS_ALIAS_EVENTS, KMS_KEY_EVENTS, ORG_EVENTS
+    from kmsaudit.run.events import IAM_EVENTS, KMS_ALIAS_EVENTS, KMS_KEY_EVENTS, ORG_EVENTS
 
     template = json.loads((DEPLOY / "cloudformation" / "kmsaudit-events.json").read_text())
     resources = template["Resources"]

@@ -1,4 +1,4 @@
-"""Issue #17: which CloudTrail event re-reads what (kmsaudit/events.py `classify`, pure), on the
+"""Issue #17: which CloudTrail event re-reads what (kmsaudit/run/events.py `classify`, pure), on the
 event shapes EventBridge delivers into SQS (tests/data/cloudtrail, from the KMS, IAM and
 Organizations CloudTrail documentation)."""
 
@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kmsaudit.events import Change, Dropped, Seen, classify
+from kmsaudit.run.events import Change, Dropped, Seen, classify
 
 FIXTURES = Path(__file__).parent / "data" / "cloudtrail"
 ARN = "arn:aws:kms:us-west-2:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"

@@ -14,8 +14,8 @@ from helpers import KEY_ARN, ROLE_B, B
 from py_ocsf_models import OCSF_VERSION
 from py_ocsf_models.events.findings.detection_finding import DetectionFinding
 
+from kmsaudit.formats.ocsf import drift_to_ocsf, finding_to_ocsf
 from kmsaudit.model import Finding
-from kmsaudit.ocsf import drift_to_ocsf, finding_to_ocsf
 
 
 def finding(**overrides: Any) -> Finding:

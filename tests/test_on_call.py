@@ -14,10 +14,10 @@ from botocore.exceptions import ConnectTimeoutError, ReadTimeoutError
 from loopback import Blackhole, LocalReceiver, RecordingReceiver
 from test_store import scan
 
-from kmsaudit.alert import build_sinks, deliver, router
 from kmsaudit.collect.errors import convert
-from kmsaudit.config import AlertSinkSettings
-from kmsaudit.store import Store
+from kmsaudit.config.settings import AlertSinkSettings
+from kmsaudit.delivery.alerts import build_sinks, deliver, router
+from kmsaudit.store.database import Store
 
 
 class Redirecting(LocalReceiver):
@@ -151,7 +151,7 @@ async def test_9_a_throttled_scope_cannot_take_every_request_slot() -> None:
     """The `concurrency` slot was held through botocore's backoff sleeps: one throttled scope
     could hold all of them and stall every other scope. A scope now holds at most its share."""
     from kmsaudit.collect.api import Api
-    from kmsaudit.config import ScanSettings
+    from kmsaudit.config.settings import ScanSettings
 
     api = Api(ScanSettings(concurrency=8))
     done = {"throttled": 0}

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from kmsaudit.store import Store
+from kmsaudit.store.database import Store
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "config" / "examples"
 KEY_ARN = "arn:aws:kms:us-west-2:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"

@@ -8,8 +8,8 @@ import re
 
 import pytest
 
+from kmsaudit.formats.render import write_drift, write_findings
 from kmsaudit.model import Finding
-from kmsaudit.render import write_drift, write_findings
 
 KEY = "arn:aws:kms:us-east-1:111122223333:key/k1"
 
@@ -112,7 +112,7 @@ def test_accepted_findings_are_marked_and_dimmed_on_a_terminal_and_counted() -> 
 def test_the_progress_line_shows_scopes_done_of_the_total(capsys: pytest.CaptureFixture[str]) -> None:
     """`kmsaudit scan` on a terminal: the line counts scopes against the total once the scan
     knows it (the collector, or the scan's process for worker processes, says `planned`)."""
-    from kmsaudit.terminal import Progress
+    from kmsaudit.cli.terminal import Progress
 
     progress = Progress(True)
     progress("planned", 6)

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from kmsaudit.model import Finding, ScanResult, ScopeStatus
-from kmsaudit.store import Store
+from kmsaudit.store.database import Store
 
 ACCOUNT = "111122223333"
 
@@ -103,7 +103,7 @@ def test_an_unchanged_estate_grows_the_database_by_little(tmp_path: Path) -> Non
 def test_a_version_1_database_is_migrated_in_place(tmp_path: Path) -> None:
     import sqlite_utils
 
-    from kmsaudit.store import MIGRATIONS, SCHEMA_VERSION
+    from kmsaudit.store.database import MIGRATIONS, SCHEMA_VERSION
 
     path = tmp_path / "old.db"
     db = sqlite_utils.Database(path)

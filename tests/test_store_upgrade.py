@@ -9,7 +9,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from kmsaudit.store import SCHEMA_VERSION, Store
+from kmsaudit.store.database import SCHEMA_VERSION, Store
 
 DATA = Path(__file__).resolve().parent / "data"
 sys.path.insert(0, str(DATA))

@@ -12,7 +12,7 @@ from botocore.exceptions import ClientError
 
 from kmsaudit.collect.errors import THROTTLE_CODES, convert, is_missing
 from kmsaudit.collect.pacing import Pacer
-from kmsaudit.config import DEFAULT_QUOTAS, ScanSettings
+from kmsaudit.config.settings import DEFAULT_QUOTAS, ScanSettings
 
 # (service, operation, outcome) for every HTTP attempt, retries included.
 RequestObserver = Callable[[str, str, str], None]

@@ -17,7 +17,7 @@ from kmsaudit.collect.iam import collect_iam
 from kmsaudit.collect.kms import collect_keys, collect_region
 from kmsaudit.collect.org import collect_organization
 from kmsaudit.collect.session import STS_REGION, Sessions
-from kmsaudit.config import Config
+from kmsaudit.config.settings import Config
 from kmsaudit.errors import CollectError
 from kmsaudit.evaluator import AuditScope
 from kmsaudit.model import IamPrincipal, Organization, ScopeResult
@@ -72,7 +72,7 @@ class Collector:
         `reuse`: the daemon's sessions and verified identities for such re-reads (no AssumeRole
         and no identity check per event); `claim`: the next scope of `only` to read, None when none
         is left — a worker process takes scopes from the ones the scan shares out as it has room
-        (kmsaudit/workers.py), reading `at_once` of them at the same time; `credentials`: account ->
+        (kmsaudit/run/workers.py), reading `at_once` of them at the same time; `credentials`: account ->
         the role credentials the scan's process assumed and verified (`handed_over`), used as they
         are: no AssumeRole and no identity check again per worker."""
         self.config = config
@@ -261,7 +261,7 @@ class Collector:
 
     async def audit_only(self) -> None:
         """Targets, the organization and every account's IAM, without reading KMS: what a scan
-        on several processes reads once and shares (kmsaudit/workers.py)."""
+        on several processes reads once and shares (kmsaudit/run/workers.py)."""
         async with Sessions(self.config.scan, on_response=self.api.on_response) as sessions:
             self.targets = await self._targets(sessions)
             self._tick("accounts", len(self.targets))

@@ -15,7 +15,7 @@ from aiobotocore.httpsession import AIOHTTPSession
 from aiobotocore.session import AioSession, get_session
 
 from kmsaudit.collect.errors import convert
-from kmsaudit.config import ScanSettings
+from kmsaudit.config.settings import ScanSettings
 
 STS_REGION = "us-east-1"
 

@@ -16,9 +16,9 @@ from aiohttp import web
 from estate import A, Estate, client, config_text, key_policy
 from loopback import LocalReceiver
 
-from kmsaudit.alert import build_sinks
-from kmsaudit.config import load_config
-from kmsaudit.scan import scan_and_record
+from kmsaudit.config.settings import load_config
+from kmsaudit.delivery.alerts import build_sinks
+from kmsaudit.run.scan import scan_and_record
 
 PARTNER = "555566667777"  # not audited, not trusted
 

@@ -23,9 +23,9 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from test_scan_cli import scan
 
-from kmsaudit.config import load_config
-from kmsaudit.daemon import Daemon
-from kmsaudit.emulator import client
+from kmsaudit.config.settings import load_config
+from kmsaudit.demo.emulator import client
+from kmsaudit.run.daemon import Daemon
 
 RULES = Path(__file__).resolve().parents[2] / "deploy" / "prometheus" / "kmsaudit-rules.yml"
 DOWN = "http://127.0.0.1:9"

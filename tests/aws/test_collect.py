@@ -12,10 +12,10 @@ from awsproxy import AwsProxy
 from estate import A, B, C, D, Estate, client, config_text, role
 from helpers import USE_EXPANDED
 
-from kmsaudit.config import Config, load_config
+from kmsaudit.config.settings import Config, load_config
 from kmsaudit.evaluator.match import wildcard_match
 from kmsaudit.model import ScanResult
-from kmsaudit.scan import run_scan
+from kmsaudit.run.scan import run_scan
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -235,7 +235,7 @@ async def test_a_scan_keeps_policy_texts_only_for_changed_keys_and_bounds_scopes
     """Issue #19.10: every key's policy text stayed in memory until the scan ended, and every
     scope's collection started at once. Unchanged policies now keep only their hash, and at most
     `scan.scopes_at_once` scopes are read at the same time."""
-    from kmsaudit.store import Store
+    from kmsaudit.store.database import Store
 
     store = Store(tmp_path / "k.db")
     path = tmp_path / "k.toml"

@@ -9,8 +9,8 @@ from pathlib import Path
 from estate import Estate
 from test_scan_cli import scan
 
-from kmsaudit.emulator import client, create_key
-from kmsaudit.store import Store
+from kmsaudit.demo.emulator import client, create_key
+from kmsaudit.store.database import Store
 
 AMBIENT = "123456789012"  # moto's account for the ambient test credentials
 CONFIGURED = "333333333333"

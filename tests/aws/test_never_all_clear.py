@@ -15,7 +15,7 @@ from estate import Estate, config_text
 from prometheus_client.parser import text_string_to_metric_families
 from test_scan_cli import scan
 
-from kmsaudit.emulator import client, create_key, key_policy
+from kmsaudit.demo.emulator import client, create_key, key_policy
 
 # AWS unreachable: botocore would retry ten times with backoff (~75 s a scan); two attempts
 # show the same behaviour.

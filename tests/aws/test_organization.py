@@ -6,9 +6,9 @@ from pathlib import Path
 
 import boto3
 
-from kmsaudit.config import load_config
-from kmsaudit.emulator import client, create_key, create_role, document, key_policy
-from kmsaudit.scan import run_scan
+from kmsaudit.config.settings import load_config
+from kmsaudit.demo.emulator import client, create_key, create_role, document, key_policy
+from kmsaudit.run.scan import run_scan
 
 MANAGEMENT = "123456789012"  # moto's account for the ambient credentials
 

@@ -1,4 +1,4 @@
-"""Issue #18: a scan on several processes (`[scan] processes`, kmsaudit/workers.py) finds exactly
+"""Issue #18: a scan on several processes (`[scan] processes`, kmsaudit/run/workers.py) finds exactly
 what one process finds on the moto estate, and a worker that dies fails its scopes only."""
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ import pytest
 from awsproxy import AwsProxy
 from estate import A, B, C, Estate, config_text
 
-from kmsaudit.config import load_config
+from kmsaudit.config.settings import load_config
 from kmsaudit.model import ScanResult
-from kmsaudit.scan import run_scan
-from kmsaudit.workers import largest_first
+from kmsaudit.run.scan import run_scan
+from kmsaudit.run.workers import largest_first
 
 
 def _scan(tmp_path: Path, processes: int) -> ScanResult:
@@ -156,8 +156,8 @@ def test_by_default_a_scan_uses_every_core_once_there_is_enough_to_read(
     """README "Performance": without `processes`, one process per core once each has enough to
     do — 8 scopes, or 2,000 keys of the last snapshot — and never more than one per scope; a
     small estate stays on one process (a worker costs half a second to start)."""
-    from kmsaudit import workers
-    from kmsaudit.workers import worker_count
+    from kmsaudit.run import workers
+    from kmsaudit.run.workers import worker_count
 
     monkeypatch.setattr(workers, "usable_cores", lambda: 4)
     path = tmp_path / "k.toml"
@@ -222,7 +222,7 @@ def test_a_worker_holds_at_most_its_room_of_scopes(tmp_path: Path, monkeypatch: 
 def test_a_containers_cpu_quota_and_memory_limit_bound_the_default(tmp_path: Path) -> None:
     """os.cpu_count() counts the host's cores: a pod limited to 1.5 CPUs, or to 1 GiB (256 MB a
     worker beside the scan's own process), must not start a worker per host core."""
-    from kmsaudit.workers import usable_cores
+    from kmsaudit.run.workers import usable_cores
 
     affinity = len(os.sched_getaffinity(0))
     v2 = tmp_path / "v2"

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from loopback import get_until
 
-from kmsaudit.emulator import create_key, key_policy
+from kmsaudit.demo.emulator import create_key, key_policy
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 

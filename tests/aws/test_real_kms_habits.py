@@ -14,7 +14,7 @@ from pathlib import Path
 from awsproxy import AwsProxy
 from estate import A, B, Estate, config_text, role
 
-from kmsaudit.store import Store
+from kmsaudit.store.database import Store
 
 
 def scan(config: Path, endpoint: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -66,7 +66,7 @@ def test_a_reordered_unchanged_estate_is_no_drift_and_no_new_state(tmp_path: Pat
 
 
 def test_a_real_change_through_the_reordering_proxy_is_still_drift(tmp_path: Path, estate: Estate, aws: str) -> None:
-    from kmsaudit.emulator import client
+    from kmsaudit.demo.emulator import client
 
     config = tmp_path / "k.toml"
     config.write_text(config_text(store=str(tmp_path / "k.db")))

@@ -76,8 +76,8 @@ def test_chromium_renders_the_counts_and_runs_the_filters(
 
 
 def test_values_from_aws_cannot_inject_markup() -> None:
+    from kmsaudit.formats.report import render_report
     from kmsaudit.model import Finding
-    from kmsaudit.report import render_report
 
     hostile = "arn:aws:iam::444455556666:role/<img src=x onerror=alert(1)>"
     finding = Finding(

@@ -15,9 +15,9 @@ import pytest
 from awsproxy import AwsProxy
 from estate import A, Estate, client, config_text, key_policy
 
-from kmsaudit.config import load_config
-from kmsaudit.scan import scan_and_record
-from kmsaudit.store import Store
+from kmsaudit.config.settings import load_config
+from kmsaudit.run.scan import scan_and_record
+from kmsaudit.store.database import Store
 
 EXPORT = '\n[[export]]\ntype = "securityhub"\nregion = "us-east-1"\n'
 SEVERITY = {"critical": "CRITICAL", "high": "HIGH", "medium": "MEDIUM", "low": "LOW"}

@@ -9,7 +9,7 @@ from awsproxy import AwsProxy
 from estate import A
 
 from kmsaudit.collect.session import Sessions
-from kmsaudit.config import ScanSettings
+from kmsaudit.config.settings import ScanSettings
 from kmsaudit.errors import AccessDenied
 
 

@@ -14,9 +14,9 @@ import pytest
 from awsproxy import AwsProxy, like_real_kms
 from estate import A, B, Estate, client, config_text, key_policy, role
 
-from kmsaudit.config import load_config
-from kmsaudit.scan import run_scan
-from kmsaudit.store import Store
+from kmsaudit.config.settings import load_config
+from kmsaudit.run.scan import run_scan
+from kmsaudit.store.database import Store
 
 
 @pytest.fixture

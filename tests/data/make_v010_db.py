@@ -13,7 +13,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from v010_estate import result
 
-from kmsaudit.store import Store  # the 0.1.0 store, from PYTHONPATH
+from kmsaudit.store.database import Store  # the 0.1.0 store, from PYTHONPATH
 
 path = Path(sys.argv[1])
 for stale in path.parent.glob(path.name + "*"):

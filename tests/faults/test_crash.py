@@ -22,9 +22,9 @@ from estate import Estate, config_text
 from loopback import LocalReceiver, wait_for
 from test_store import scan
 
-from kmsaudit.alert import build_sinks, router
-from kmsaudit.config import AlertSinkSettings
-from kmsaudit.store import Store
+from kmsaudit.config.settings import AlertSinkSettings
+from kmsaudit.delivery.alerts import build_sinks, router
+from kmsaudit.store.database import Store
 
 TESTS = str(Path(__file__).resolve().parents[1])
 
@@ -86,7 +86,7 @@ WRITER = r"""
 import sys
 sys.path.insert(0, sys.argv[2])
 from test_store import scan
-from kmsaudit.store import Store
+from kmsaudit.store.database import Store
 store = Store(sys.argv[1])
 store.save_scan(scan(10))
 print("ready", flush=True)
@@ -139,9 +139,9 @@ class HoldingReceiver(LocalReceiver):
 
 SENDER = r"""
 import asyncio, sys
-from kmsaudit.alert import build_sinks, deliver
-from kmsaudit.config import AlertSinkSettings
-from kmsaudit.store import Store
+from kmsaudit.delivery.alerts import build_sinks, deliver
+from kmsaudit.config.settings import AlertSinkSettings
+from kmsaudit.store.database import Store
 sinks = build_sinks([AlertSinkSettings(name="hook", type="webhook", url_env="KMSAUDIT_TEST_HOOK", min_severity="high")])
 print(asyncio.run(deliver(Store(sys.argv[1]), sinks, now=float("inf"))), flush=True)
 """

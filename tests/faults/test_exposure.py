@@ -27,11 +27,11 @@ from prometheus_client import generate_latest
 from structlog.testing import capture_logs
 from test_store import scan
 
-from kmsaudit.alert import build_sinks
-from kmsaudit.config import load_config
+from kmsaudit.config.settings import load_config
+from kmsaudit.delivery.alerts import build_sinks
 from kmsaudit.metrics import Metrics
-from kmsaudit.scan import scan_and_record
-from kmsaudit.store import Store
+from kmsaudit.run.scan import scan_and_record
+from kmsaudit.store.database import Store
 
 REPO = Path(__file__).resolve().parents[2]
 AMBIENT_SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYzSECRETKEY"

@@ -15,10 +15,10 @@ import pytest
 from estate import REGIONS, A, B, C, Estate, config_text
 from faultproxy import KINDS, FaultProxy, Plan, Rule
 
-from kmsaudit.config import Config, load_config
+from kmsaudit.config.settings import Config, load_config
 from kmsaudit.model import ScanResult
-from kmsaudit.scan import run_scan
-from kmsaudit.store import Store
+from kmsaudit.run.scan import run_scan
+from kmsaudit.store.database import Store
 
 # Each attempt waits at most 2 s for an answer (a loaded CI machine's moto answers well within
 # that); the proxy's slow answers take 2.6 s.

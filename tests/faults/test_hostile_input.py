@@ -24,8 +24,8 @@ from helpers import KEY_ARN, A, B, hostile_policy, principal, run
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kmsaudit.cli import main
-from kmsaudit.config import load_config
+from kmsaudit.cli.main import main
+from kmsaudit.config.settings import load_config
 from kmsaudit.errors import ConfigError
 from kmsaudit.evaluator.match import wildcard_match
 from kmsaudit.model import Evaluation, Grant

@@ -1,5 +1,5 @@
 """Reading a TOML file and validating it with pydantic, every mistake one clear line naming the
-file and the key (SPEC §7): for the config (kmsaudit/config.py) and its acceptance files."""
+file and the key (SPEC §7): for the config (kmsaudit/config/settings.py) and its acceptance files."""
 
 from __future__ import annotations
 

@@ -17,10 +17,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from kmsaudit.emulator import client, create_key, create_role, key_policy, start_emulator
+from kmsaudit.demo.emulator import client, create_key, create_role, key_policy, start_emulator
 
 if TYPE_CHECKING:
-    from kmsaudit.config import Config
+    from kmsaudit.config.settings import Config
     from kmsaudit.model import Finding
 
 PARTNER, NEWCOMER, VENDOR = "555566667777", "666677778888", "777788889999"
@@ -214,8 +214,8 @@ def _config(workdir: Path, listen: str) -> Path:
 def _accept_ingest(config_path: Path, findings: Sequence[Finding], out: TextIO) -> Config:
     """Accept the partner's constrained Ingest grant as `kmsaudit accept … --write` would: the
     narrowest entry (that key, that role, those actions, conditional), owned, reasoned, expiring."""
-    from kmsaudit.acceptance import append, entry_for, to_toml
-    from kmsaudit.config import load_config
+    from kmsaudit.acceptance.entries import append, entry_for, to_toml
+    from kmsaudit.config.settings import load_config
 
     ingest = next(f for f in findings if f.principal.endswith(":role/Ingest"))
     expires = datetime.now(UTC).date() + timedelta(days=180)
@@ -241,11 +241,11 @@ def run_demo(workdir: str | Path = "kmsaudit-demo", serve: bool = False, out: Te
         from kmsaudit.errors import UsageError
 
         raise UsageError("the demo needs the embedded emulator: pip install 'kmsaudit[demo]'") from None
-    from kmsaudit.alert import build_sinks
-    from kmsaudit.config import load_config
+    from kmsaudit.config.settings import load_config
+    from kmsaudit.delivery.alerts import build_sinks
+    from kmsaudit.formats.render import write_drift, write_findings
     from kmsaudit.logging import configure
-    from kmsaudit.render import write_drift, write_findings
-    from kmsaudit.scan import scan_and_record
+    from kmsaudit.run.scan import scan_and_record
 
     workdir = Path(workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
@@ -339,12 +339,12 @@ def run_demo(workdir: str | Path = "kmsaudit-demo", serve: bool = False, out: Te
             f"  kmsaudit history {keys['analytics-reader']['arn']} {cfg}\n"
             "Try your own documents offline: kmsaudit evaluate --key-policy FILE (see README).\n"
         )
-        from kmsaudit.report import run_report
+        from kmsaudit.formats.report import run_report
 
         out.write("\n" + run_report(config_path, workdir / "kmsaudit-report.html") + "\n")
         out.write(f"Open it in a browser: {(workdir / 'kmsaudit-report.html').as_uri()}\n")
         if serve:
-            from kmsaudit.daemon import run_daemon
+            from kmsaudit.run.daemon import run_daemon
 
             out.write("\nServing /metrics, /healthz, /readyz on 127.0.0.1:9465 (Ctrl-C to stop).\n")
             out.flush()

@@ -1,6 +1,6 @@
-"""The durable outbox of alerts and exports (kmsaudit/alert.py and kmsaudit/securityhub.py send
+"""The durable outbox of alerts and exports (kmsaudit/delivery/alerts.py and kmsaudit/delivery/securityhub.py send
 from it): what is due, what was delivered or failed, and what an export must send of a snapshot.
-A part of Store (kmsaudit/store.py), in its own file."""
+A part of Store (kmsaudit/store/database.py), in its own file."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any
 
 import sqlite_utils
 
-from kmsaudit.migrations import _pack, _unpack
+from kmsaudit.store.migrations import _pack, _unpack
 
 
 class Outbox:

@@ -25,7 +25,7 @@ from kmsaudit.gcpause import gc_paused
 from kmsaudit.model import Finding
 
 if TYPE_CHECKING:
-    from kmsaudit.config import AcceptSettings as EntrySettings
+    from kmsaudit.config.settings import AcceptSettings as EntrySettings
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,12 +18,12 @@ from typing import Any, TextIO
 
 import aiohttp
 
-from kmsaudit.alert import build_sinks
 from kmsaudit.collect.api import Api
 from kmsaudit.collect.session import STS_REGION, Sessions
-from kmsaudit.config import Config
+from kmsaudit.config.settings import Config
+from kmsaudit.delivery.alerts import build_sinks
 from kmsaudit.errors import AlertError, CollectError, KmsAuditError
-from kmsaudit.store import check_location
+from kmsaudit.store.database import check_location
 
 ROLE_TEMPLATE = "deploy/cloudformation/kmsaudit-audit-role-stackset.json"
 READ_POLICY = "deploy/iam/kmsaudit-readonly.json"
@@ -159,7 +159,7 @@ async def _sinks(config: Config) -> list[Check]:
 
 async def _events(api: Api, sessions: Sessions, config: Config) -> list[Check]:
     """Each event queue answers the credentials that will read it (README "Real-time detection")."""
-    from kmsaudit.events import queue_region
+    from kmsaudit.run.events import queue_region
 
     assert config.events is not None
     out = []

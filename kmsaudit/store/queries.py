@@ -1,6 +1,6 @@
 """What is read back from the snapshot database: the last good state of a scope, a snapshot's
 scopes and findings, drift, policy history and acceptance history, and what a scan needs to
-know of the last one. A part of Store (kmsaudit/store.py), in its own file."""
+know of the last one. A part of Store (kmsaudit/store/database.py), in its own file."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import sqlite_utils
 
 from kmsaudit.drift import ScopeState
 from kmsaudit.errors import SnapshotNotFound
-from kmsaudit.migrations import _unpack
+from kmsaudit.store.migrations import _unpack
 
 
 @dataclass(frozen=True, slots=True)

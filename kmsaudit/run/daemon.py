@@ -14,15 +14,15 @@ import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from kmsaudit.alert import build_sinks, deliver
 from kmsaudit.collect import Collector, SharedSessions
-from kmsaudit.config import Config, is_cron, load_config
+from kmsaudit.config.settings import Config, is_cron, load_config
+from kmsaudit.delivery.alerts import build_sinks, deliver
 from kmsaudit.errors import KmsAuditError, StoreBusy, UsageError
 from kmsaudit.evaluator import AuditScope
-from kmsaudit.events import Change, Consumer, Message
 from kmsaudit.metrics import Metrics
-from kmsaudit.scan import scan_and_record
-from kmsaudit.store import Store
+from kmsaudit.run.events import Change, Consumer, Message
+from kmsaudit.run.scan import scan_and_record
+from kmsaudit.store.database import Store
 
 log = structlog.get_logger("kmsaudit.daemon")
 JITTER = 0.1  # ±10 % of the interval, so many daemons do not hit AWS in step

@@ -22,10 +22,10 @@ from typing import Any
 import aiohttp
 import structlog
 
-from kmsaudit.config import AlertSinkSettings
+from kmsaudit.config.settings import AlertSinkSettings
 from kmsaudit.errors import AlertError, ConfigError
 from kmsaudit.model import DriftEvent, severity_rank
-from kmsaudit.store import Store
+from kmsaudit.store.database import Store
 
 log = structlog.get_logger("kmsaudit.alert")
 MAX_BACKOFF_SECONDS = 3600.0

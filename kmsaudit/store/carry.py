@@ -1,6 +1,6 @@
 """What a snapshot carries over from the one before it: the acceptance changes of its findings,
 the scopes an organization's failed discovery left unscanned, and the scopes an event's re-read
-did not touch. Called inside Store.save_scan's transaction; a part of Store (kmsaudit/store.py),
+did not touch. Called inside Store.save_scan's transaction; a part of Store (kmsaudit/store/database.py),
 in its own file."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ from __future__ import annotations
 import sqlite_utils
 
 from kmsaudit.drift import ScopeState
-from kmsaudit.migrations import _unpack
 from kmsaudit.model import ORGANIZATION, ScanResult
+from kmsaudit.store.migrations import _unpack
 
 
 class Carry:

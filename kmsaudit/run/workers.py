@@ -30,7 +30,7 @@ from typing import Any
 
 import structlog
 
-from kmsaudit.config import Config
+from kmsaudit.config.settings import Config
 from kmsaudit.model import ScopeStatus
 
 log = structlog.get_logger("kmsaudit.scan")
@@ -160,7 +160,7 @@ def _work(conn: Connection, payload: dict[str, Any], share: ScopeShare, index: i
 
 async def _scan_share(conn: Connection, payload: dict[str, Any], share: ScopeShare, index: int) -> None:
     from kmsaudit.collect import Collector
-    from kmsaudit.pipeline import scan_acceptance, scope_part
+    from kmsaudit.run.pipeline import scan_acceptance, scope_part
 
     config: Config = payload["config"]
     audit_scope = payload["audit_scope"]
@@ -193,7 +193,7 @@ async def _scan_share(conn: Connection, payload: dict[str, Any], share: ScopeSha
 
 @dataclass
 class Outcome:
-    """What a worker sent: its scopes' parts (kmsaudit.scan.ScopePart), and, unless it died, its
+    """What a worker sent: its scopes' parts (kmsaudit.run.scan.ScopePart), and, unless it died, its
     request attempts and the acceptance entries that matched."""
 
     parts: list[Any] = field(default_factory=list)

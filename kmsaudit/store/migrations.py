@@ -1,4 +1,4 @@
-"""The snapshot database's schema, version by version (kmsaudit/store.py applies them in order,
+"""The snapshot database's schema, version by version (kmsaudit/store/database.py applies them in order,
 each in its own transaction), and how stored texts are packed."""
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ import structlog
 
 from kmsaudit.collect.api import Api
 from kmsaudit.collect.session import Sessions
-from kmsaudit.config import Config, EventsSettings
+from kmsaudit.config.settings import Config, EventsSettings
 from kmsaudit.errors import CollectError
 
 log = structlog.get_logger("kmsaudit.events")

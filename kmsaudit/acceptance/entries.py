@@ -10,7 +10,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from kmsaudit.config import AcceptSettings, load_config
+from kmsaudit.config.settings import AcceptSettings, load_config
 from kmsaudit.errors import ConfigError, UsageError
 
 

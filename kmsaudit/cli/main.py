@@ -10,15 +10,15 @@ from collections.abc import Iterable, Sequence
 from datetime import date, timedelta
 from typing import TYPE_CHECKING
 
-from kmsaudit.arguments import build_parser
+from kmsaudit.cli.arguments import build_parser
+from kmsaudit.cli.terminal import Progress, Stdout
 from kmsaudit.errors import KmsAuditError, UsageError
+from kmsaudit.formats.render import plural, write_drift, write_findings, write_lints
 from kmsaudit.model import Finding, severity_rank
-from kmsaudit.render import plural, write_drift, write_findings, write_lints
-from kmsaudit.terminal import Progress, Stdout
 
 if TYPE_CHECKING:
     from kmsaudit.metrics import Metrics
-    from kmsaudit.store import Store
+    from kmsaudit.store.database import Store
 
 EXIT_OK, EXIT_UNEXPECTED, EXIT_USAGE, EXIT_FINDINGS, EXIT_SCOPES_FAILED = 0, 1, 2, 3, 4
 
@@ -26,7 +26,7 @@ EXIT_OK, EXIT_UNEXPECTED, EXIT_USAGE, EXIT_FINDINGS, EXIT_SCOPES_FAILED = 0, 1, 
 def _since(text: str | None) -> float | None:
     from datetime import datetime
 
-    from kmsaudit.config import parse_duration
+    from kmsaudit.config.settings import parse_duration
     from kmsaudit.errors import UsageError
 
     if text is None:
@@ -43,8 +43,8 @@ def _since(text: str | None) -> float | None:
 
 
 def _store(args: argparse.Namespace) -> Store:
-    from kmsaudit.config import load_config
-    from kmsaudit.store import Store
+    from kmsaudit.config.settings import load_config
+    from kmsaudit.store.database import Store
 
     return Store(load_config(args.config).store.path, create=False)  # a read never makes a database
 
@@ -104,9 +104,9 @@ def _history(args: argparse.Namespace) -> int:
 def _check(args: argparse.Namespace) -> int:
     import asyncio
 
-    from kmsaudit.check import run_checks, write_checks
-    from kmsaudit.config import load_config
+    from kmsaudit.config.settings import load_config
     from kmsaudit.logging import configure
+    from kmsaudit.run.check import run_checks, write_checks
 
     config = load_config(args.config)
     configure(json_logs=None, level="error")
@@ -118,8 +118,8 @@ def _check(args: argparse.Namespace) -> int:
 def _accept(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from kmsaudit.acceptance import append, entry_for, to_toml
-    from kmsaudit.config import load_config
+    from kmsaudit.acceptance.entries import append, entry_for, to_toml
+    from kmsaudit.config.settings import load_config
     from kmsaudit.errors import UsageError
 
     config = load_config(args.config)
@@ -148,7 +148,7 @@ def _accept(args: argparse.Namespace) -> int:
 
 
 def _snapshots(args: argparse.Namespace) -> int:
-    from kmsaudit.render import write_snapshots
+    from kmsaudit.formats.render import write_snapshots
 
     write_snapshots(_store(args).snapshots(), args.format, sys.stdout)
     return EXIT_OK
@@ -157,11 +157,11 @@ def _snapshots(args: argparse.Namespace) -> int:
 def _scan(args: argparse.Namespace) -> int:
     import asyncio
 
-    from kmsaudit.alert import build_sinks, is_accepted
-    from kmsaudit.config import load_config
+    from kmsaudit.config.settings import load_config
+    from kmsaudit.delivery.alerts import build_sinks, is_accepted
     from kmsaudit.logging import configure
     from kmsaudit.metrics import Metrics
-    from kmsaudit.scan import scan_and_record
+    from kmsaudit.run.scan import scan_and_record
 
     config = load_config(args.config)
     sinks = build_sinks(config.alerts)  # a missing secret is a config error, before any AWS call
@@ -267,13 +267,13 @@ def _fail_on(severities: Iterable[str], threshold: str | None) -> bool:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from kmsaudit.offline import evaluate_files
+    from kmsaudit.cli.offline import evaluate_files
 
     evaluation, note = evaluate_files(args.key_policy, args.key_arn, args.grants, args.iam, args.org, args.trust)
     if note:
         print(note, file=sys.stderr)
     if args.format == "sarif":
-        from kmsaudit.sarif import sarif_log
+        from kmsaudit.formats.sarif import sarif_log
 
         findings = () if args.lints else evaluation.findings
         json.dump(sarif_log(findings, evaluation.lints, args.key_policy, args.grants), sys.stdout, indent=2)
@@ -300,13 +300,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "scan":
             return _scan(args)
         if args.command == "daemon":
-            from kmsaudit.daemon import run_daemon
             from kmsaudit.logging import configure
+            from kmsaudit.run.daemon import run_daemon
 
             configure(json_logs=args.log_format == "json", level="info")
             return run_daemon(args.config)
         if args.command == "demo":
-            from kmsaudit.demo import run_demo
+            from kmsaudit.demo.tour import run_demo
 
             return run_demo(args.dir, serve=args.serve)
         if args.command == "findings":
@@ -322,7 +322,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "accept":
             return _accept(args)
         if args.command == "report":
-            from kmsaudit.report import run_report
+            from kmsaudit.formats.report import run_report
 
             print(run_report(args.config, args.html, args.snapshot))
             return EXIT_OK

@@ -1,5 +1,5 @@
 """Retention: forgetting snapshots older than `store.retention_days`, in small transactions, and
-giving their space back. A part of Store (kmsaudit/store.py), in its own file."""
+giving their space back. A part of Store (kmsaudit/store/database.py), in its own file."""
 
 from __future__ import annotations
 

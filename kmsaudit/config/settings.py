@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from kmsaudit.configfile import config_error, read_toml, validated
+from kmsaudit.config.file import config_error, read_toml, validated
 
 ACCOUNT_PATTERN = r"^\d{12}$"
 ROLE_ARN_RE = re.compile(r"^arn:aws[a-z-]*:iam::(\d{12}):role/[\w+=,.@/-]{1,512}$")

@@ -9,7 +9,7 @@ from typing import TextIO
 from kmsaudit.model import Finding, Lint, severity_rank
 
 FORMATS = ("table", "json", "jsonl")
-# Findings and drift also as OCSF Detection Findings (kmsaudit/ocsf.py): an array, or one a line.
+# Findings and drift also as OCSF Detection Findings (kmsaudit/formats/ocsf.py): an array, or one a line.
 FINDING_FORMATS = (*FORMATS, "ocsf", "ocsf-jsonl")
 _COLOURS = {"critical": "\033[1;31m", "high": "\033[31m", "medium": "\033[33m", "low": "\033[36m"}
 _RESET = "\033[0m"
@@ -77,7 +77,7 @@ def write_findings(
     `seen_at`: when the findings were seen (the snapshot's time; OCSF `time`)."""
     ordered = sort_findings(findings)
     if fmt in ("ocsf", "ocsf-jsonl"):
-        from kmsaudit.ocsf import finding_to_ocsf
+        from kmsaudit.formats.ocsf import finding_to_ocsf
 
         _write_objects([finding_to_ocsf(f, seen_at, (names or {}).get(f.key_arn)) for f in ordered], fmt, out)
         return
@@ -146,7 +146,7 @@ def write_lints(lints: Sequence[Lint], fmt: str, out: TextIO) -> None:
 def write_drift(events: Sequence[dict[str, object]], fmt: str, out: TextIO) -> None:
     """Drift events (SPEC §5): JSON as stored, OCSF, or a table for people."""
     if fmt in ("ocsf", "ocsf-jsonl"):
-        from kmsaudit.ocsf import drift_to_ocsf
+        from kmsaudit.formats.ocsf import drift_to_ocsf
 
         _write_objects([drift_to_ocsf(e) for e in events], fmt, out)
         return

@@ -106,7 +106,7 @@ def render_report(
     names: Mapping[str, Mapping[str, Any]],
     fingerprint: str,
 ) -> str:
-    env = Environment(loader=PackageLoader("kmsaudit", "templates"), autoescape=select_autoescape(default=True))
+    env = Environment(loader=PackageLoader("kmsaudit.formats", "templates"), autoescape=select_autoescape(default=True))
     env.filters["when"] = lambda t: datetime.fromtimestamp(float(t), UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     ordered = sorted(findings, key=lambda f: (-severity_rank(f.severity), f.key_arn, f.principal, f.access))
     counts = Counter(f.severity for f in findings)
@@ -149,9 +149,9 @@ def write_report(path: str | Path, html: str) -> Path:
 def run_report(config_path: str | Path, html_path: str | Path, snapshot_id: int | None = None) -> str:
     """`kmsaudit report --html FILE`: the report of the latest (or a given) snapshot; returns
     the line to print. Reads only: a path where no scan stored a database is an error (exit 2)."""
-    from kmsaudit.config import load_config
+    from kmsaudit.config.settings import load_config
     from kmsaudit.errors import SnapshotNotFound, UsageError
-    from kmsaudit.store import Store
+    from kmsaudit.store.database import Store
 
     config = load_config(config_path)
     target = Path(html_path)

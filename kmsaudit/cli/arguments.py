@@ -8,11 +8,11 @@ import sys
 from datetime import date
 
 from kmsaudit import __version__
-from kmsaudit.config import DEFAULT_CONFIG_PATH
+from kmsaudit.config.settings import DEFAULT_CONFIG_PATH
+from kmsaudit.formats.render import FINDING_FORMATS, FORMATS
 from kmsaudit.model import SEVERITIES
-from kmsaudit.render import FINDING_FORMATS, FORMATS
 
-EXIT_USAGE = 2  # as kmsaudit/cli.py: usage or config error
+EXIT_USAGE = 2  # as kmsaudit/cli/main.py: usage or config error
 
 
 class _Parser(argparse.ArgumentParser):

@@ -21,12 +21,12 @@ from typing import Any
 
 import structlog
 
-from kmsaudit.alert import backoff
 from kmsaudit.collect.api import Api
 from kmsaudit.collect.session import Sessions
-from kmsaudit.config import ExportSettings, ScanSettings
+from kmsaudit.config.settings import ExportSettings, ScanSettings
+from kmsaudit.delivery.alerts import backoff
 from kmsaudit.errors import CollectError
-from kmsaudit.store import Store
+from kmsaudit.store.database import Store
 
 log = structlog.get_logger("kmsaudit.export")
 

@@ -1,6 +1,6 @@
 """One scope through the pipeline (DESIGN.md): as read, evaluated and judged against the
-acceptance entries, ready for the snapshot. Shared by a scan's own process (kmsaudit/scan.py) and
-its worker processes (kmsaudit/workers.py), which import no more than this needs: no store, no
+acceptance entries, ready for the snapshot. Shared by a scan's own process (kmsaudit/run/scan.py) and
+its worker processes (kmsaudit/run/workers.py), which import no more than this needs: no store, no
 alerting, no metrics."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
-from kmsaudit.accept import NO_FACTS, Acceptance, KeyFacts
-from kmsaudit.config import Config
+from kmsaudit.acceptance.matcher import NO_FACTS, Acceptance, KeyFacts
+from kmsaudit.config.settings import Config
 from kmsaudit.drift import policy_hash
 from kmsaudit.evaluator import AuditScope, evaluate_keys
 from kmsaudit.gcpause import gc_paused

@@ -1,7 +1,7 @@
-"""Snapshots in SQLite (sqlite-utils): with its parts kmsaudit/migrations.py (the schema),
-kmsaudit/queries.py (what the read commands, metrics and scans read back), kmsaudit/carry.py
-(what a snapshot carries over from the one before), kmsaudit/retention.py (forgetting old
-snapshots) and kmsaudit/outbox.py (alerts and exports), the only place with SQL.
+"""Snapshots in SQLite (sqlite-utils): with its parts kmsaudit/store/migrations.py (the schema),
+kmsaudit/store/queries.py (what the read commands, metrics and scans read back), kmsaudit/store/carry.py
+(what a snapshot carries over from the one before), kmsaudit/store/retention.py (forgetting old
+snapshots) and kmsaudit/store/outbox.py (alerts and exports), the only place with SQL.
 
 A snapshot is one scan. Each scope's state (its findings and its keys' policy hashes) is
 stored once, compressed, under its digest: an unchanged scope costs one row per scan, and
@@ -26,14 +26,14 @@ from typing import Any
 import sqlite_utils
 import structlog
 
-from kmsaudit.carry import Carry
 from kmsaudit.drift import ScopeState, baseline_events, diff_scope, policy_hash, scope_failed
 from kmsaudit.errors import StoreBusy, StoreError, StoreUnusable
-from kmsaudit.migrations import MIGRATIONS, SCHEMA_VERSION, _pack
 from kmsaudit.model import ORGANIZATION, DriftEvent, ScanResult
-from kmsaudit.outbox import Outbox
-from kmsaudit.queries import Queries
-from kmsaudit.retention import Retention
+from kmsaudit.store.carry import Carry
+from kmsaudit.store.migrations import MIGRATIONS, SCHEMA_VERSION, _pack
+from kmsaudit.store.outbox import Outbox
+from kmsaudit.store.queries import Queries
+from kmsaudit.store.retention import Retention
 
 log = structlog.get_logger("kmsaudit.store")
 

@@ -15,11 +15,11 @@ from datetime import date
 
 import structlog
 
-from kmsaudit.accept import Acceptance
-from kmsaudit.alert import HttpSink, baseline_router, deliver, router
+from kmsaudit.acceptance.matcher import Acceptance
 from kmsaudit.collect import Collector
 from kmsaudit.collect.api import RequestObserver
-from kmsaudit.config import Config
+from kmsaudit.config.settings import Config
+from kmsaudit.delivery.alerts import HttpSink, baseline_router, deliver, router
 from kmsaudit.errors import StoreError
 from kmsaudit.metrics import Metrics, scan_counters
 from kmsaudit.model import (
@@ -29,9 +29,9 @@ from kmsaudit.model import (
     ScanResult,
     ScopeStatus,
 )
-from kmsaudit.pipeline import ScopePart, scan_acceptance, scope_part
-from kmsaudit.store import Store, writer_lock
-from kmsaudit.workers import Outcome, largest_first, run_parallel, usable_cores, worker_count
+from kmsaudit.run.pipeline import ScopePart, scan_acceptance, scope_part
+from kmsaudit.run.workers import Outcome, largest_first, run_parallel, usable_cores, worker_count
+from kmsaudit.store.database import Store, writer_lock
 
 log = structlog.get_logger("kmsaudit.scan")
 UNUSED_AFTER_DAYS = 30
@@ -146,7 +146,7 @@ async def _run_on_processes(
     today: date | None,
 ) -> ScanResult:
     """IAM and the organization read here once; the scopes shared out to worker processes
-    (kmsaudit/workers.py), or read here if they are too few to be worth a process; their parts
+    (kmsaudit/run/workers.py), or read here if they are too few to be worth a process; their parts
     merged into one ScanResult for one writer."""
     started = time.time()
     parent = Collector(config, observer=observer, progress=progress)
@@ -189,7 +189,7 @@ async def _run_on_processes(
 async def _export(config: Config, store: Store, snapshot_id: int, now: float) -> int:
     """Queue each export's share of the snapshot (its findings as `findings` shows them: a failed
     scope's last good state, never an archive), then send what is due; returns what still waits."""
-    from kmsaudit.securityhub import build_exports
+    from kmsaudit.delivery.securityhub import build_exports
 
     exports = build_exports(config.export, config.scan)
     view = store.findings(snapshot_id)

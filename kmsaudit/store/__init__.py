@@ -1,0 +1,7 @@
+"""The snapshot database (SQLite, sqlite-utils), the only place with SQL: the `Store` and its
+writer lock (`database`), the schema's migrations and stored-text packing (`migrations`), what
+is read back (`queries`), what a snapshot carries over from the one before (`carry`), retention
+(`retention`) and the durable outbox of alerts and exports (`outbox`). sqlite errors become
+StoreError here. May import `drift`, `model`, `errors` and the evaluator's canonical form;
+never `collect`, `run` or `delivery`.
+"""
