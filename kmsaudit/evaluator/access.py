@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 from kmsaudit.evaluator.conditions import FALSE, TRUE, UNKNOWN, Context, Value, evaluate_block
 from kmsaudit.evaluator.match import match_once
 from kmsaudit.evaluator.memo import MISSING, Memo
-from kmsaudit.evaluator.policy import Statement
+from kmsaudit.evaluator.statements import Statement
 
 # A condition description: hashable (key, value) pairs, made a dict only for output.
 Desc = tuple[tuple[str, Any], ...]

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Final
 
 from kmsaudit.evaluator.match import arn_account, arn_match, wildcard_match
-from kmsaudit.evaluator.policy import ConditionClause
+from kmsaudit.evaluator.statements import ConditionClause
 
 TRUE: Final = 2
 UNKNOWN: Final = 1

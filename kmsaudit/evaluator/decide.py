@@ -22,8 +22,9 @@ from kmsaudit.evaluator.keyindex import KeyPolicyIndex
 from kmsaudit.evaluator.lints import key_policy_lints
 from kmsaudit.evaluator.match import ACCOUNT_RE, arn_account, root_arn
 from kmsaudit.evaluator.outsider import is_service_principal
-from kmsaudit.evaluator.policy import PolicyParseError, Statement, parse_policy
+from kmsaudit.evaluator.policy import PolicyParseError, parse_policy
 from kmsaudit.evaluator.scope import AuditScope, CompiledPrincipal
+from kmsaudit.evaluator.statements import Statement
 from kmsaudit.evaluator.subjects import (
     account_subject,
     concrete_subject,

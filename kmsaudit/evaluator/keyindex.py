@@ -7,7 +7,7 @@ principals of an account that no statement singles out share one verdict.
 
 from __future__ import annotations
 
-from kmsaudit.evaluator.policy import Statement
+from kmsaudit.evaluator.statements import Statement
 
 # Condition keys whose value differs between principals of one account.
 PRINCIPAL_VARYING = frozenset({"aws:principalarn", "aws:principaltype", "aws:username", "aws:userid"})

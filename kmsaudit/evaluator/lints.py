@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from kmsaudit.evaluator.policy import Policy
+from kmsaudit.evaluator.statements import Policy
 from kmsaudit.model import KeyRecord, Lint
 
 MAX_KEY_POLICY_BYTES = 32768  # 000_…txt: "cannot exceed 32 KB (32,768 bytes)"

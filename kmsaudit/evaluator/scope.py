@@ -17,7 +17,8 @@ from kmsaudit.evaluator.conditions import Excluded, Value
 from kmsaudit.evaluator.match import match_once
 from kmsaudit.evaluator.memo import Memo
 from kmsaudit.evaluator.outsider import DIRECT_CALLER
-from kmsaudit.evaluator.policy import PolicyParseError, Statement, parse_policy
+from kmsaudit.evaluator.policy import PolicyParseError, parse_policy
+from kmsaudit.evaluator.statements import Statement
 from kmsaudit.model import IamPrincipal, Lint, Organization
 
 

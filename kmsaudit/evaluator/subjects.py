@@ -12,8 +12,8 @@ from kmsaudit.evaluator.access import Subject
 from kmsaudit.evaluator.conditions import IDENTITY_KEYS, ArnInAccount, Excluded, Value
 from kmsaudit.evaluator.match import ACCOUNT_RE, PrincipalRef, arn_account, parse_principal, root_arn
 from kmsaudit.evaluator.outsider import DIRECT_CALLER, outsiders, service_context, signature
-from kmsaudit.evaluator.policy import Statement
 from kmsaudit.evaluator.scope import AuditScope, CompiledPrincipal, org_context
+from kmsaudit.evaluator.statements import Statement
 from kmsaudit.model import KeyRecord
 
 _PRINCIPAL_TYPES = {"user": "User", "role": "AssumedRole", "federated-user": "FederatedUser"}
