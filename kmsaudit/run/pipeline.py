@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
 from kmsaudit.acceptance.matcher import NO_FACTS, Acceptance, KeyFacts
@@ -16,18 +15,8 @@ from kmsaudit.config.settings import Config
 from kmsaudit.drift import policy_hash
 from kmsaudit.evaluator import AuditScope, evaluate_keys
 from kmsaudit.gcpause import gc_paused
-from kmsaudit.model import Evaluation, Finding, KeyRecord, Lint, Organization, ScopeResult, ScopeStatus
-
-
-@dataclass(frozen=True, slots=True)
-class ScopePart:
-    """One scope's share of a scan: what a worker process sends as soon as the scope is read."""
-
-    status: ScopeStatus
-    findings: tuple[Finding, ...] = ()
-    lints: tuple[Lint, ...] = ()
-    keys: int = 0
-    evaluation_cpu: float = 0.0
+from kmsaudit.model import Evaluation, Finding, KeyRecord, Organization, ScopeResult, ScopeStatus
+from kmsaudit.run.assemble import ScopePart
 
 
 def scan_acceptance(config: Config, org: Organization | None, today: date | None) -> Acceptance | None:

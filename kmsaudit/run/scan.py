@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import gc
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -23,14 +22,13 @@ from kmsaudit.delivery.alerts import HttpSink, baseline_router, deliver, router
 from kmsaudit.errors import StoreError
 from kmsaudit.metrics import Metrics, scan_counters
 from kmsaudit.model import (
-    ORGANIZATION,
     DriftEvent,
     Lint,
     ScanResult,
-    ScopeStatus,
 )
-from kmsaudit.run.pipeline import ScopePart, scan_acceptance, scope_part
-from kmsaudit.run.workers import Outcome, largest_first, run_parallel, usable_cores, worker_count
+from kmsaudit.run.assemble import Outcome, assemble
+from kmsaudit.run.pipeline import scan_acceptance, scope_part
+from kmsaudit.run.workers import largest_first, run_parallel, usable_cores, worker_count
 from kmsaudit.store.database import Store, writer_lock
 
 log = structlog.get_logger("kmsaudit.scan")
@@ -52,80 +50,24 @@ async def run_scan(
         return await _run_on_processes(config, observer, progress, known, today)
     started = time.time()
     collector = collector or Collector(config, observer=observer, progress=progress)
-    parts, matched = await _scope_parts(config, collector, known, today)
-    return _finish(config, started, parts, (), collector, Counter(collector.api.attempts), matched, 1)
+    return assemble(config, started, [await _read_here(config, collector, known, today)], collector, 1)
 
 
-async def _scope_parts(
+async def _read_here(
     config: Config, collector: Collector, known: Mapping[str, str] | None, today: date | None
-) -> tuple[list[ScopePart], frozenset[str]]:
-    """Every scope the collector reads, evaluated and judged as it comes; and the acceptance
-    entries that accepted a finding."""
-    parts: list[ScopePart] = []
+) -> Outcome:
+    """Every scope the collector reads, in this process, evaluated and judged as it comes."""
+    outcome = Outcome()
     acceptance: Acceptance | None = None
     first = True
     async for scope in collector.scopes():
         if first:  # the organization is known once scopes come
             acceptance, first = scan_acceptance(config, collector.organization, today), False
         assert collector.audit_scope is not None
-        parts.append(await scope_part(scope, collector.audit_scope, acceptance, known))
-    return parts, frozenset(acceptance.matched) if acceptance else frozenset()
-
-
-def _finish(
-    config: Config,
-    started: float,
-    parts: Sequence[ScopePart],
-    lost: Sequence[ScopeStatus],
-    shared: Collector,
-    attempts: Counter[tuple[str, str, str]],
-    matched: frozenset[str],
-    processes: int,
-) -> ScanResult:
-    """The scan's result from its scopes' parts (and the scopes lost with a worker), with what
-    `shared`, the collector that read IAM and the organization, says of them: their lints, the
-    accounts whose IAM failed, and a failed discovery — never a clean estate. Logged once."""
-    statuses = [p.status for p in parts] + list(lost)
-    if shared.organization_error:
-        # The member accounts it would have listed are not scanned: a failure, never a clean estate.
-        statuses.append(
-            ScopeStatus(
-                ORGANIZATION,
-                "global",
-                False,
-                error=f"organization discovery failed: {shared.organization_error}",
-                error_code=shared.organization_error_code or "organization",
-            )
-        )
-    gc.collect()
-    result = ScanResult(
-        findings=tuple(f for p in parts for f in p.findings),
-        lints=tuple(lint for p in parts for lint in p.lints)
-        + (tuple(shared.audit_scope.lints) if shared.audit_scope is not None else ()),
-        scopes=tuple(sorted(statuses, key=lambda s: (s.account, s.region))),
-        iam_failures=dict(shared.iam_failures),
-        started_at=started,
-        finished_at=time.time(),
-        requests=sum(attempts.values()),
-        throttled=sum(n for (_, _, outcome), n in attempts.items() if outcome == "throttled"),
-        keys=sum(p.keys for p in parts),
-        attempts=tuple(sorted(attempts.items())),
-        accept_configured=frozenset(e.id for e in config.accept),
-        accept_matched=matched,
-        evaluation_cpu=sum(p.evaluation_cpu for p in parts),
-    )
-    log.info(
-        "scan.done",
-        keys=result.keys,
-        findings=len(result.findings),
-        scopes=len(statuses),
-        failed_scopes=len(result.failed_scopes),
-        requests=result.requests,
-        throttled=result.throttled,
-        processes=processes,
-        seconds=round(result.finished_at - started, 2),
-    )
-    return result
+        outcome.parts.append(await scope_part(scope, collector.audit_scope, acceptance, known))
+    outcome.attempts.update(collector.api.attempts)
+    outcome.matched = frozenset(acceptance.matched) if acceptance else frozenset()
+    return outcome
 
 
 def planned_workers(config: Config, known: Mapping[str, str] | None = None) -> int:
@@ -165,25 +107,12 @@ async def _run_on_processes(
             audit_scope=parent.audit_scope,
             credentials=parent.handed_over,
         )
-        parts, matched = await _scope_parts(config, only, known, today)
-        outcomes = [Outcome(parts=parts, attempts=Counter(only.api.attempts), matched=matched)]
+        outcomes = [await _read_here(config, only, known, today)]
     else:
         outcomes = await run_parallel(
             config, largest_first(scopes, known), n, parent.audit_scope, known, today, progress, parent.handed_over
         )
-    attempts = Counter(parent.api.attempts)
-    for outcome in outcomes:
-        attempts.update(outcome.attempts)
-    return _finish(
-        config,
-        started,
-        [p for o in outcomes for p in o.parts],
-        [s for o in outcomes for s in o.lost],
-        parent,
-        attempts,
-        frozenset().union(*(o.matched for o in outcomes)),
-        n,
-    )
+    return assemble(config, started, outcomes, parent, n, attempts=Counter(parent.api.attempts))
 
 
 async def _export(config: Config, store: Store, snapshot_id: int, now: float) -> int:

@@ -22,7 +22,6 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from datetime import date
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -31,7 +30,7 @@ from typing import Any
 import structlog
 
 from kmsaudit.config.settings import Config
-from kmsaudit.model import ScopeStatus
+from kmsaudit.run.assemble import Outcome, lost
 
 log = structlog.get_logger("kmsaudit.scan")
 SCOPES_PER_WORKER = 8  # without an explicit `processes`: a worker for every this many scopes…
@@ -191,18 +190,6 @@ async def _scan_share(conn: Connection, payload: dict[str, Any], share: ScopeSha
     )
 
 
-@dataclass
-class Outcome:
-    """What a worker sent: its scopes' parts (kmsaudit.run.scan.ScopePart), and, unless it died, its
-    request attempts and the acceptance entries that matched."""
-
-    parts: list[Any] = field(default_factory=list)
-    attempts: Counter[tuple[str, str, str]] = field(default_factory=Counter)
-    matched: frozenset[str] = frozenset()
-    lost: list[ScopeStatus] = field(default_factory=list)
-    max_rss_mb: int = 0  # the worker's peak memory (README "Sizing")
-
-
 async def run_parallel(
     config: Config,
     scopes: Sequence[Scope],
@@ -275,9 +262,8 @@ async def run_parallel(
                 await loop.run_in_executor(readers, process.join, 5)
         if reason:
             reported = {(p.status.account, p.status.region) for p in outcome.parts}
-            lost = [s for s in share.taken_by(index) if s not in reported]
-            log.error("scan.worker_failed", worker=index, scopes=len(lost), reason=reason)
-            outcome.lost = [ScopeStatus(a, r, False, 0, reason, "worker") for a, r in lost]
+            outcome.lost = lost([s for s in share.taken_by(index) if s not in reported], reason)
+            log.error("scan.worker_failed", worker=index, scopes=len(outcome.lost), reason=reason)
         log.info(
             "scan.worker_done",
             worker=index,
@@ -294,5 +280,5 @@ async def run_parallel(
     left = share.untaken()
     if left:  # every worker died before these were taken
         reason = "no worker process lived to read this scope"
-        outcomes.append(Outcome(lost=[ScopeStatus(a, r, False, 0, reason, "worker") for a, r in left]))
+        outcomes.append(Outcome(lost=lost(left, reason)))
     return outcomes
