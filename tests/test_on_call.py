@@ -12,7 +12,7 @@ import pytest
 from aiohttp import web
 from botocore.exceptions import ConnectTimeoutError, ReadTimeoutError
 from loopback import Blackhole, LocalReceiver, RecordingReceiver
-from test_store import scan
+from synthetic import scan
 
 from kmsaudit.collect.errors import convert
 from kmsaudit.config.settings import AlertSinkSettings

@@ -11,7 +11,7 @@ import pytest
 from kmsaudit.config.settings import load_config
 from kmsaudit.errors import ConfigError
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 GOOD = """
 [scan]
 regions = ["us-east-1"]
@@ -96,7 +96,7 @@ def test_the_readme_configuration_table_lists_every_key() -> None:
 
     from kmsaudit.config.settings import Config
 
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     table = readme.split("| key | default | meaning |", 1)[1].split("\n\n", 1)[0]
     rows = [line.split("|")[1] for line in table.splitlines() if line.startswith("| `")]
     documented = set()

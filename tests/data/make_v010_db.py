@@ -2,7 +2,7 @@
 schema v2) wrote it, with key policies stored and hashed as KMS returned them (raw text).
 
 Run with that release's code on the path: `git worktree add /tmp/v010 a2fe9df && PYTHONPATH=/tmp/v010
-python tests/data/make_v010_db.py tests/data/kmsaudit-0.1.0.db`. tests/test_store_upgrade.py
+python tests/data/make_v010_db.py tests/data/kmsaudit-0.1.0.db`. tests/store/test_store_upgrade.py
 upgrades a copy in place and scans the same estate, reordered as real KMS would return it."""
 
 from __future__ import annotations

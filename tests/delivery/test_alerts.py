@@ -38,8 +38,8 @@ class Receiver(LocalReceiver):
 
 PHASE_ONE = r"""
 import asyncio, sys
-sys.path.insert(0, sys.argv[2])
-from test_store import scan
+sys.path[:0] = [sys.argv[2], sys.argv[2] + '/delivery']
+from synthetic import scan
 from test_alerts import SINKS
 from kmsaudit.delivery.alerts import build_sinks, deliver, router
 from kmsaudit.store.database import Store
@@ -75,7 +75,7 @@ def sink_env(monkeypatch: pytest.MonkeyPatch) -> int:
 
 def test_alerts_survive_sink_downtime_and_a_restart(tmp_path: Path, sink_env: int) -> None:
     db = tmp_path / "k.db"
-    tests = str(Path(__file__).resolve().parent)
+    tests = str(Path(__file__).resolve().parents[1])
     first = subprocess.run(
         [sys.executable, "-c", PHASE_ONE, str(db), tests],
         capture_output=True,
@@ -111,7 +111,7 @@ def test_alerts_survive_sink_downtime_and_a_restart(tmp_path: Path, sink_env: in
 
 
 def test_alertmanager_format_and_no_secret_in_failure_logs(tmp_path: Path, sink_env: int) -> None:
-    from test_store import scan
+    from synthetic import scan
 
     store = Store(tmp_path / "k.db")
     am = build_sinks([SINKS[2].model_copy(update={"min_severity": "low"})])

@@ -20,7 +20,7 @@ from aiohttp import web
 from awsproxy import AwsProxy
 from estate import Estate, config_text
 from loopback import LocalReceiver, wait_for
-from test_store import scan
+from synthetic import scan
 
 from kmsaudit.config.settings import AlertSinkSettings
 from kmsaudit.delivery.alerts import build_sinks, router
@@ -85,7 +85,7 @@ def test_sigkill_during_collection_keeps_the_last_complete_snapshot(
 WRITER = r"""
 import sys
 sys.path.insert(0, sys.argv[2])
-from test_store import scan
+from synthetic import scan
 from kmsaudit.store.database import Store
 store = Store(sys.argv[1])
 store.save_scan(scan(10))

@@ -25,7 +25,7 @@ from faultproxy import FaultProxy, Plan, Rule
 from loopback import LocalReceiver, http_get, wait_for
 from prometheus_client import generate_latest
 from structlog.testing import capture_logs
-from test_store import scan
+from synthetic import scan
 
 from kmsaudit.config.settings import load_config
 from kmsaudit.delivery.alerts import build_sinks

@@ -14,7 +14,7 @@ import pytest
 from helpers import KEY_ARN, ROLE_B, B
 
 EVALUATE = [sys.executable, "-m", "kmsaudit", "evaluate"]
-SCHEMA = json.loads((Path(__file__).parent / "data" / "sarif-2.1.0-kmsaudit.schema.json").read_text())
+SCHEMA = json.loads((Path(__file__).resolve().parents[1] / "data" / "sarif-2.1.0-kmsaudit.schema.json").read_text())
 ENABLE = {
     "Sid": "Enable IAM policies",
     "Effect": "Allow",

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from kmsaudit.run.events import Change, Dropped, Seen, classify
 
-FIXTURES = Path(__file__).parent / "data" / "cloudtrail"
+FIXTURES = Path(__file__).resolve().parents[1] / "data" / "cloudtrail"
 ARN = "arn:aws:kms:us-west-2:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"
 
 

@@ -3,57 +3,14 @@ tests/faults/test_crash.py)."""
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
 
-from kmsaudit.model import Finding, ScanResult, ScopeStatus
+from synthetic import ACCOUNT, scan
+
+from kmsaudit.model import ScanResult, ScopeStatus
 from kmsaudit.store.database import Store
-
-ACCOUNT = "111122223333"
-
-
-def scan(n_keys: int, *, extra_principal: str = "", finished_at: float = 0.0, ok: bool = True) -> ScanResult:
-    findings = []
-    policies = []
-    for i in range(n_keys):
-        arn = f"arn:aws:kms:us-east-1:{ACCOUNT}:key/{i:08d}"
-        policies.append((arn, json.dumps({"Statement": [{"Sid": str(i)}]})))
-        for principal in ("arn:aws:iam::444455556666:root", *([extra_principal] if extra_principal else [])):
-            findings.append(
-                Finding(
-                    arn,
-                    ACCOUNT,
-                    "us-east-1",
-                    principal,
-                    principal.split(":")[4],
-                    "potential",
-                    "external",
-                    ("key-policy",),
-                    ("kms:Decrypt",),
-                    False,
-                    (),
-                    "high",
-                )
-            )
-    scope = ScopeStatus(
-        ACCOUNT,
-        "us-east-1",
-        ok,
-        n_keys if ok else 0,
-        "" if ok else "boom",
-        "" if ok else "x",
-        tuple(policies) if ok else (),
-    )
-    return ScanResult(
-        tuple(findings) if ok else (),
-        (),
-        (scope,),
-        started_at=finished_at - 1,
-        finished_at=finished_at or time.time(),
-        keys=n_keys,
-    )
 
 
 def test_retention_forgets_old_snapshots_but_never_the_last_good_state(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from kmsaudit.store.database import SCHEMA_VERSION, Store
 
-DATA = Path(__file__).resolve().parent / "data"
+DATA = Path(__file__).resolve().parents[1] / "data"
 sys.path.insert(0, str(DATA))
 from awsproxy import kms_order  # noqa: E402  (tests/awsproxy.py: what KMS does to a policy)
 from v010_estate import keys, result  # noqa: E402
