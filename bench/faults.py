@@ -72,7 +72,7 @@ def main() -> None:
         env = {**os.environ, "KMSAUDIT_FAULT_REPORT": str(report_path), "KMSAUDIT_FUZZ_SCALE": str(args.fuzz_scale)}
         started = time.monotonic()
         done = subprocess.run(
-            [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", str(REPO / "tests" / "faults")],
+            [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-n", "0", str(REPO / "tests" / "faults")],
             cwd=REPO,
             env=env,
             capture_output=True,

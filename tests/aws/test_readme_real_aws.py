@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from loopback import get_until
 
 from kmsaudit.demo.emulator import create_key, key_policy
@@ -27,6 +28,7 @@ def section() -> tuple[str, list[str]]:
     return toml, commands
 
 
+@pytest.mark.xdist_group("port-9465")  # both serve the README's 127.0.0.1:9465: never at once
 def test_the_readme_real_aws_path_runs_as_written(tmp_path: Path, aws: str) -> None:
     toml, commands = section()
     assert [c.split()[1] for c in commands] == ["check", "scan", "findings", "snapshots", "drift", "daemon"]

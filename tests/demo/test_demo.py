@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from loopback import get_until
 
 
@@ -33,6 +34,7 @@ def _serve_until_scraped(proc: subprocess.Popen[str]) -> str:
     return "".join(lines) + rest
 
 
+@pytest.mark.xdist_group("port-9465")  # both serve the README's 127.0.0.1:9465: never at once
 def test_demo_shows_findings_drift_and_the_delivered_alert_then_serves(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     proc = subprocess.Popen(
