@@ -58,6 +58,11 @@ class StoreBusy(StoreError):
     exit_code = 2
 
 
+class IncompleteSnapshot(StoreError):
+    """A snapshot that does not account for every configured scope (SPEC §5): nothing is
+    committed, so no scope can read as gone."""
+
+
 class SnapshotNotFound(StoreError):
     """A snapshot asked for by id is not in the database (exit 2)."""
 

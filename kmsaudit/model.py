@@ -280,6 +280,12 @@ class ScanResult:
     accept_matched: frozenset[str] = frozenset()
     # CPU seconds the evaluation took (bench/scan.py sets the client's request cost apart from it)
     evaluation_cpu: float = 0.0
+    # A re-read of some keys (README "Real-time detection"): IAM and the organization as last
+    # read, and every scope it does not name carried over unchanged (SPEC §5).
+    reread: bool = False
+    # (account, region) of every configured scope: the snapshot must account for each (SPEC §5),
+    # read now, carried over or failed; the store refuses to commit one that does not.
+    expected: frozenset[tuple[str, str]] = frozenset()
 
     @property
     def failed_scopes(self) -> tuple[ScopeStatus, ...]:

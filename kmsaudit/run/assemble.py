@@ -98,6 +98,10 @@ def assemble(
         accept_configured=frozenset(e.id for e in config.accept),
         accept_matched=frozenset().union(*(o.matched for o in outcomes)),
         evaluation_cpu=sum(p.evaluation_cpu for p in parts),
+        # SPEC §5: the store refuses a snapshot that does not account for every one of these; a
+        # re-read of some keys accounts for the rest by carrying them over unchanged.
+        reread=shared.rereads,
+        expected=frozenset() if shared.rereads else shared.expected,
     )
     log.info(
         "scan.done",

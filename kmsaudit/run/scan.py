@@ -20,6 +20,7 @@ from kmsaudit.collect.api import RequestObserver
 from kmsaudit.config.settings import Config
 from kmsaudit.delivery.alerts import HttpSink, baseline_router, deliver, router
 from kmsaudit.errors import StoreError
+from kmsaudit.evaluator import AuditScope
 from kmsaudit.metrics import Metrics, scan_counters
 from kmsaudit.model import (
     DriftEvent,
@@ -46,11 +47,26 @@ async def run_scan(
 ) -> ScanResult:
     """One collection and evaluation. `known`: key ARN -> policy hash of the last good states;
     with it, only the policies that changed keep their text until the snapshot is written."""
+    result, _ = await _scan(config, observer, progress, collector, known, today)
+    return result
+
+
+async def _scan(
+    config: Config,
+    observer: RequestObserver | None,
+    progress: Callable[[str, int], None] | None,
+    collector: Collector | None,
+    known: Mapping[str, str] | None,
+    today: date | None,
+) -> tuple[ScanResult, AuditScope | None]:
+    """run_scan, and the principals and organization it read (what the daemon's event re-reads
+    evaluate against until the next full scan)."""
     if collector is None and planned_workers(config, known) > 1:
         return await _run_on_processes(config, observer, progress, known, today)
     started = time.time()
     collector = collector or Collector(config, observer=observer, progress=progress)
-    return assemble(config, started, [await _read_here(config, collector, known, today)], collector, 1)
+    outcome = await _read_here(config, collector, known, today)
+    return assemble(config, started, [outcome], collector, 1), collector.audit_scope
 
 
 async def _read_here(
@@ -86,7 +102,7 @@ async def _run_on_processes(
     progress: Callable[[str, int], None] | None,
     known: Mapping[str, str] | None,
     today: date | None,
-) -> ScanResult:
+) -> tuple[ScanResult, AuditScope | None]:
     """IAM and the organization read here once; the scopes shared out to worker processes
     (kmsaudit/run/workers.py), or read here if they are too few to be worth a process; their parts
     merged into one ScanResult for one writer."""
@@ -112,7 +128,7 @@ async def _run_on_processes(
         outcomes = await run_parallel(
             config, largest_first(scopes, known), n, parent.audit_scope, known, today, progress, parent.handed_over
         )
-    return assemble(config, started, outcomes, parent, n, attempts=Counter(parent.api.attempts))
+    return assemble(config, started, outcomes, parent, n, attempts=Counter(parent.api.attempts)), parent.audit_scope
 
 
 async def _export(config: Config, store: Store, snapshot_id: int, now: float) -> int:
@@ -166,6 +182,7 @@ class Recorded:
     snapshot_id: int
     events: list[DriftEvent]
     pending_alerts: int
+    audit_scope: AuditScope | None = None  # the principals and organization the scan read
 
 
 async def scan_and_record(
@@ -203,7 +220,7 @@ async def _record(
     partial = collector is not None and collector.only is not None
     # An event's re-read needs the policy hashes of the scopes it touches, not the estate's.
     known = store.known_policies(collector.only if collector is not None and collector.only is not None else None)
-    result = await run_scan(config, progress=progress, known=known, today=today, collector=collector)
+    result, audit_scope = await _scan(config, None, progress, collector, known, today)
     unused = unused_acceptances(
         store.acceptance_seen(), result.accept_configured, result.accept_matched, result.finished_at
     )
@@ -222,4 +239,4 @@ async def _record(
         pending = await _export(config, store, snapshot_id, result.finished_at)
     if metrics is not None:
         metrics.update(store, snapshot_id)
-    return Recorded(result, snapshot_id, events, pending)
+    return Recorded(result, snapshot_id, events, pending, audit_scope)

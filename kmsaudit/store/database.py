@@ -12,34 +12,30 @@ A whole snapshot, with its drift events, is written in one transaction.
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import sqlite3
 import stat
 import time
 import urllib.parse
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import sqlite_utils
 import structlog
 
-from kmsaudit.drift import ScopeState, baseline_events, diff_scope, policy_hash, scope_failed
 from kmsaudit.errors import StoreBusy, StoreError, StoreUnusable
-from kmsaudit.model import ORGANIZATION, DriftEvent, ScanResult
 from kmsaudit.store.carry import Carry
-from kmsaudit.store.migrations import MIGRATIONS, SCHEMA_VERSION, _pack
+from kmsaudit.store.migrations import MIGRATIONS, SCHEMA_VERSION
 from kmsaudit.store.outbox import Outbox
 from kmsaudit.store.queries import Queries
 from kmsaudit.store.retention import Retention
+from kmsaudit.store.write import CounterIncrements, Writer
 
 log = structlog.get_logger("kmsaudit.store")
 
 BUSY_TIMEOUT_MS = 10_000
-# (metric name, labels, increment): what one scan adds to the cumulative counters
-CounterIncrements = Iterable[tuple[str, tuple[tuple[str, str], ...], float]]
+__all__ = ["BUSY_TIMEOUT_MS", "CounterIncrements", "Store", "check_location", "writer_lock"]
 
 
 @contextmanager
@@ -98,7 +94,7 @@ def check_location(path: str | Path) -> str:
     return f"{path}: will be created by the first scan"
 
 
-class Store(Queries, Carry, Retention, Outbox):
+class Store(Writer, Queries, Carry, Retention, Outbox):
     """The snapshot database at `path`.
 
     `create=False` (the read commands): a missing database is an error, not an empty one that
@@ -224,161 +220,6 @@ class Store(Queries, Carry, Retention, Outbox):
             if info.st_mode & 0o077 and info.st_uid == os.getuid():
                 os.chmod(path, 0o600)
                 log.warning("store.permissions_tightened", path=str(path), mode=oct(info.st_mode & 0o777))
-
-    # -- writing ---------------------------------------------------------------------------
-    def save_scan(
-        self,
-        result: ScanResult,
-        detected_at: float | None = None,
-        route: Callable[[DriftEvent], Iterable[str]] | None = None,
-        count: Callable[[ScanResult, list[DriftEvent]], CounterIncrements] | None = None,
-        route_baseline: Callable[[DriftEvent], Iterable[str]] | None = None,
-    ) -> tuple[int, list[DriftEvent]]:
-        """Store the snapshot and its drift in one transaction; returns (snapshot id, drift).
-        `route` picks each event's alert sinks (the outbox); `count` gives the scan's increments of
-        the cumulative counters. Both are written in the same transaction, or not at all.
-        `route_baseline` picks the sinks that want a scope's first scan (`on_baseline`): each of
-        its findings goes to them as an `added` alert marked `baseline`, never as drift.
-
-        Plain statements inside one `with conn:`: sqlite-utils' insert() commits on its own,
-        which would let a crash leave half a snapshot (tests/faults/test_crash.py kills a writer to see).
-        """
-        now = detected_at if detected_at is not None else time.time()
-        by_scope: dict[tuple[str, str], list[dict[str, Any]]] = {}
-        for finding in result.findings:
-            by_scope.setdefault((finding.key_account, finding.region), []).append(finding.to_dict())
-        events: list[DriftEvent] = []
-        baseline: list[DriftEvent] = []
-        sql = self.db.conn
-        with self._transaction():
-            cursor = sql.execute(
-                "INSERT INTO snapshots (started_at, finished_at, complete, keys, findings, requests, throttled, lints)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    result.started_at,
-                    result.finished_at,
-                    int(not result.failed_scopes and not result.iam_failures),
-                    result.keys,
-                    len(result.findings),
-                    result.requests,
-                    result.throttled,
-                    _pack(json.dumps([lint.to_dict() for lint in result.lints])),
-                ],
-            )
-            snapshot_id = int(cursor.lastrowid or 0)
-            for scope in result.scopes:
-                digest = None
-                n_keys = scope.keys
-                if scope.ok:
-                    before = self.last_good_state(scope.account, scope.region)
-                    state = ScopeState.build(
-                        by_scope.get((scope.account, scope.region), []),
-                        scope.key_policies,
-                        scope.key_names,
-                        scope.unreadable,
-                        scope.key_hashes,
-                    ).carry(before, result.iam_failures)
-                    if scope.partial is not None and before is not None:
-                        state = before.replacing(scope.partial, state)  # the rest keeps its state
-                        n_keys = len(state.keys)
-                    digest = state.digest()
-                    self._record_acceptances(snapshot_id, before, state, now)
-                    events += diff_scope(
-                        scope.account, scope.region, before, state, snapshot_id=snapshot_id, detected_at=now
-                    )
-                    if before is None and route_baseline is not None:
-                        baseline += baseline_events(scope.account, scope.region, state, snapshot_id, now)
-                    sql.execute(
-                        "INSERT OR IGNORE INTO states (digest, body) VALUES (?, ?)", [digest, _pack(state.to_json())]
-                    )
-                    known = before.keys if before is not None else {}
-                    changed = [(arn, text) for arn, text in scope.key_policies if known.get(arn) != policy_hash(text)]
-                    sql.executemany(
-                        "INSERT OR IGNORE INTO policies (sha256, text) VALUES (?, ?)",
-                        [(policy_hash(text), text) for _, text in changed if text],
-                    )
-                    sql.executemany(
-                        "INSERT OR IGNORE INTO policy_versions (snapshot_id, key_arn, sha256) VALUES (?, ?, ?)",
-                        [(snapshot_id, arn, policy_hash(text)) for arn, text in changed],
-                    )
-                else:
-                    events.append(
-                        scope_failed(
-                            scope.account,
-                            scope.region,
-                            scope.error,
-                            scope.error_code,
-                            snapshot_id=snapshot_id,
-                            detected_at=now,
-                        )
-                    )
-                sql.execute(
-                    "INSERT INTO scopes (snapshot_id, account, region, ok, error, error_code, keys, state)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    [
-                        snapshot_id,
-                        scope.account,
-                        scope.region,
-                        int(scope.ok),
-                        scope.error,
-                        scope.error_code,
-                        n_keys,
-                        digest,
-                    ],
-                )
-            sql.executemany(
-                "INSERT OR IGNORE INTO acceptance_entries (entry_id, first_seen_at, last_matched_at)"
-                " VALUES (?, ?, NULL)",
-                [(entry, now) for entry in sorted(result.accept_configured)],
-            )
-            sql.executemany(
-                "UPDATE acceptance_entries SET last_matched_at = ? WHERE entry_id = ?",
-                [(now, entry) for entry in sorted(result.accept_matched)],
-            )
-            if any(scope.account == ORGANIZATION and not scope.ok for scope in result.scopes):
-                self._carry_unscanned(snapshot_id, result)
-            if any(scope.partial is not None for scope in result.scopes):
-                self._carry_unchanged(snapshot_id, result)
-            for account, reason in sorted(result.iam_failures.items()):
-                events.append(scope_failed(account, "global", reason, "iam", snapshot_id=snapshot_id, detected_at=now))
-            sql.executemany(
-                "INSERT OR IGNORE INTO drift (id, snapshot_id, kind, key_arn, principal, account, region, severity,"
-                " detected_at, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (
-                        e.id,
-                        e.snapshot_id,
-                        e.kind,
-                        e.key_arn,
-                        e.principal,
-                        e.account,
-                        e.region,
-                        e.severity,
-                        e.detected_at,
-                        json.dumps(e.to_dict()),
-                    )
-                    for e in events
-                ],
-            )
-            if count is not None:
-                sql.executemany(
-                    "INSERT INTO counters (name, labels, value) VALUES (?, ?, ?)"
-                    " ON CONFLICT (name, labels) DO UPDATE SET value = value + excluded.value",
-                    [(name, json.dumps(labels), value) for name, labels, value in count(result, events) if value],
-                )
-            outbox = [(e, sink, e.to_dict()) for e in events for sink in (route(e) if route else ())]
-            outbox += (
-                [(e, sink, {**e.to_dict(), "baseline": True}) for e in baseline for sink in route_baseline(e)]
-                if route_baseline is not None
-                else []
-            )
-            # Alerts are enqueued with the snapshot, or not at all.
-            sql.executemany(
-                "INSERT OR IGNORE INTO outbox (event_id, sink, snapshot_id, payload, created_at, attempts,"
-                " next_attempt_at) VALUES (?, ?, ?, ?, ?, 0, ?)",
-                [(e.id, sink, snapshot_id, json.dumps(payload), now, now) for e, sink, payload in outbox],
-            )
-        return snapshot_id, events
 
     def integrity(self) -> str:
         return str(self.db.execute("PRAGMA integrity_check").fetchone()[0])

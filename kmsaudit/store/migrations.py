@@ -9,7 +9,7 @@ import sqlite_utils
 
 from kmsaudit.drift import ScopeState, policy_hash
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 
 def _pack(text: str) -> bytes:
@@ -175,6 +175,18 @@ def _migration_6(db: sqlite_utils.Database) -> None:
     )
 
 
+def _migration_7(db: sqlite_utils.Database) -> None:
+    """Every snapshot accounts for every scope (issue #24, SPEC §5): a scope carried over by an
+    event's re-read keeps when it was last read completely (`read_at`) and last scanned
+    (`attempted_at`), so no freshness metric advances for a scope nobody read. Rows of earlier
+    releases leave both empty: their snapshot's end stands for them. The accounts whose IAM could
+    not be read (`iam_failures`, JSON) are kept with the snapshot, so that a re-read, which reads
+    no IAM, inherits them as the scan before found them."""
+    db.execute("ALTER TABLE scopes ADD COLUMN read_at REAL")
+    db.execute("ALTER TABLE scopes ADD COLUMN attempted_at REAL")
+    db.execute("ALTER TABLE snapshots ADD COLUMN iam_failures TEXT")
+
+
 MIGRATIONS = {
     1: _migration_1,
     2: _migration_2,
@@ -182,4 +194,5 @@ MIGRATIONS = {
     4: _migration_4,
     5: _migration_5,
     6: _migration_6,
+    7: _migration_7,
 }

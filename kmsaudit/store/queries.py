@@ -25,6 +25,7 @@ class ScopeView:
     error_code: str
     last_good_at: float | None  # when its state was last read completely (None: never)
     state: ScopeState | None  # that state
+    last_attempt_at: float | None = None  # when a scan last tried to read it (a re-read is no scan)
 
 
 class Queries:
@@ -58,14 +59,15 @@ class Queries:
         names = ("snapshot_id", "principal", "access", "entry_id", "change", "at")
         return [dict(zip(names, row, strict=True)) for row in rows]
 
-    def event_scopes(self) -> set[tuple[str, str]]:
-        """The scopes an event may re-read keys of: those of the latest snapshot with a good
-        state to change (README "Real-time detection"); one query, no state read."""
+    def event_scopes(self) -> dict[tuple[str, str], bool]:
+        """The scopes of the latest snapshot (every configured scope, SPEC §5), each with whether
+        it has a good state an event may re-read keys of (README "Real-time detection"); a scope
+        never read whole is re-read whole. One query, no state read."""
         rows = self.db.execute(
-            "SELECT s.account, s.region FROM scopes s WHERE s.snapshot_id = (SELECT max(id) FROM snapshots) "
-            "AND EXISTS (SELECT 1 FROM scopes g WHERE g.account = s.account AND g.region = s.region AND g.ok = 1)"
+            "SELECT s.account, s.region, EXISTS (SELECT 1 FROM scopes g WHERE g.account = s.account "
+            "AND g.region = s.region AND g.ok = 1) FROM scopes s WHERE s.snapshot_id = (SELECT max(id) FROM snapshots)"
         ).fetchall()
-        return {(str(a), str(r)) for a, r in rows}
+        return {(str(a), str(r)): bool(good) for a, r, good in rows}
 
     def known_policies(self, scopes: Iterable[tuple[str, str]] | None = None) -> dict[str, str]:
         """Key ARN -> policy hash, in every scope's last good state (or these scopes' only): a
@@ -124,14 +126,15 @@ class Queries:
         if not self.db.execute("SELECT 1 FROM snapshots WHERE id = ?", [snapshot_id]).fetchone():
             raise SnapshotNotFound(f"no snapshot {snapshot_id} in {self.path} (kmsaudit snapshots lists them)")
         rows = self.db.execute(
-            "SELECT x.account, x.region, x.ok, x.error_code, n.finished_at, st.body FROM ("
-            " SELECT s.account, s.region, s.ok, s.error_code, (SELECT p.snapshot_id FROM scopes p"
+            "SELECT x.account, x.region, x.ok, x.error_code, coalesce(g.read_at, n.finished_at), st.body,"
+            " coalesce(x.attempted_at, (SELECT finished_at FROM snapshots WHERE id = ?)) FROM ("
+            " SELECT s.account, s.region, s.ok, s.error_code, s.attempted_at, (SELECT p.snapshot_id FROM scopes p"
             "  WHERE p.account = s.account AND p.region = s.region AND p.ok = 1 AND p.snapshot_id <= s.snapshot_id"
             "  ORDER BY p.snapshot_id DESC LIMIT 1) AS good FROM scopes s WHERE s.snapshot_id = ?) x "
             "LEFT JOIN scopes g ON g.snapshot_id = x.good AND g.account = x.account AND g.region = x.region "
             "LEFT JOIN states st ON st.digest = g.state LEFT JOIN snapshots n ON n.id = x.good "
             "ORDER BY x.account, x.region",
-            [snapshot_id],
+            [snapshot_id, snapshot_id],
         ).fetchall()
         return [
             ScopeView(
@@ -139,10 +142,11 @@ class Queries:
                 region,
                 bool(ok),
                 error_code or "",
-                finished_at,
+                read_at,
                 ScopeState.from_json(_unpack(body)) if body is not None else None,
+                attempted_at,
             )
-            for account, region, ok, error_code, finished_at, body in rows
+            for account, region, ok, error_code, read_at, body, attempted_at in rows
         ]
 
     def key_names(self, snapshot_id: int | None = None) -> dict[str, Mapping[str, Any]]:
