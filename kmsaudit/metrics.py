@@ -30,6 +30,24 @@ from kmsaudit.model import DRIFT_KINDS, SEVERITIES, DriftEvent, ScanResult
 if TYPE_CHECKING:
     from kmsaudit.store.database import CounterIncrements, Store
 
+# The label values of kmsaudit_events_total besides the event names (README "Real-time detection")
+EVENT_SOURCES = frozenset({"kms", "iam", "organizations", "sqs", "unknown", "other"})
+EVENT_OUTCOMES = frozenset(
+    {
+        "reaudited",
+        "full-scan",
+        "covered",
+        "failed",
+        "unknown-scope",
+        "unresolved",
+        "failed-call",
+        "unaudited",
+        "ignored",
+        "duplicate",
+        "malformed",
+        "receive-error",
+    }
+)
 SCAN_DURATION_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1200, 2400, 3600)
 Labels = tuple[tuple[str, str], ...]
 Totals = dict[tuple[str, Labels], float]
@@ -99,8 +117,11 @@ class _Cumulative(Collector):
 
 
 class Metrics:
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(self, registry: CollectorRegistry | None = None, event_names: Iterable[str] = ()) -> None:
+        """`event_names`: the event names that are label values of `kmsaudit_events_total` (the
+        ones the daemon knows); any other is `other`."""
         self.registry = registry or CollectorRegistry()
+        self.event_names = frozenset(event_names) | {"ReceiveMessage", "other", "unknown"}
         self.totals: Totals = {}
         r = self.registry
         self.last_scan = Gauge(
@@ -155,10 +176,25 @@ class Metrics:
             ["queue"],
             registry=r,
         )
+        self.task_restarts = Counter(
+            "kmsaudit_task_restarts",
+            "Long-lived daemon tasks (scheduler, queue consumers) restarted after a crash.",
+            ["task"],
+            registry=r,
+        )
+        self.task_up = Gauge(
+            "kmsaudit_task_up", "1 while the daemon's long-lived task runs, 0 while it is down.", ["task"], registry=r
+        )
         r.register(_Cumulative(self))
 
     def count_event(self, source: str, event: str, outcome: str) -> None:
-        self.events.labels(source, event, outcome).inc()
+        """One event's outcome. Every label value is from a fixed set (issue #24, defect 8): a
+        source, name or outcome not known here is counted as `other`, never as itself."""
+        self.events.labels(
+            source if source in EVENT_SOURCES else "other",
+            event if event in self.event_names else "other",
+            outcome if outcome in EVENT_OUTCOMES else "other",
+        ).inc()
 
     def event_received(self, queue_url: str) -> None:
         self.events_last_received.labels(queue_url.rstrip("/").rsplit("/", 1)[-1]).set_to_current_time()
@@ -174,8 +210,11 @@ class Metrics:
         counts: collections.Counter[tuple[str, str, str, str]] = collections.Counter()
         for scope in view:
             where = (scope.account, scope.region)
-            if snapshot is not None:
-                self.last_scan.labels(*where).set(snapshot["finished_at"])
+            attempted = scope.last_attempt_at
+            if attempted is None and snapshot is not None:
+                attempted = snapshot["finished_at"]
+            if attempted is not None:
+                self.last_scan.labels(*where).set(attempted)
             self.scope_up.labels(*where).set(1 if scope.ok else 0)
             if scope.last_good_at is not None:
                 self.last_success.labels(*where).set(scope.last_good_at)

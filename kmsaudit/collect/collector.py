@@ -65,6 +65,7 @@ class Collector:
         claim: Callable[[], tuple[str, str] | None] | None = None,
         at_once: int | None = None,
         credentials: Mapping[str, dict[str, str]] | None = None,
+        reread: bool = False,
     ) -> None:
         """`only`: just these scopes, and in each just these keys (ARNs; None: every key) — a
         CloudTrail event's re-read (README "Real-time detection"), a worker's share of a scan;
@@ -74,8 +75,10 @@ class Collector:
         is left — a worker process takes scopes from the ones the scan shares out as it has room
         (kmsaudit/run/workers.py), reading `at_once` of them at the same time; `credentials`: account ->
         the role credentials the scan's process assumed and verified (`handed_over`), used as they
-        are: no AssumeRole and no identity check again per worker."""
+        are: no AssumeRole and no identity check again per worker; `reread`: an event's re-read,
+        whose snapshot carries every scope it does not read (even when it reads its scopes whole)."""
         self.config = config
+        self._reread = reread
         self.reuse = reuse
         self.only = only
         self.cached_scope = audit_scope
@@ -181,11 +184,14 @@ class Collector:
 
     async def _read_scope(self, sessions: Sessions, target: Target, region: str) -> ScopeResult:
         started = time.monotonic()
+        client: Any = None
+        feedback = self.api.pacer_feedback(target.account, region)
         try:
             session = await self._session(sessions, target)
             client = await sessions.client(session, "kms", region)
-            # One KMS client per scope: its responses steer that scope's pacers.
-            client.meta.events.register("response-received.kms", self.api.pacer_feedback(target.account, region))
+            # One KMS client per scope: its responses steer that scope's pacers. Unregistered when
+            # the scope is read: the daemon's clients outlive every re-read (issue #24, defect 7).
+            client.meta.events.register("response-received.kms", feedback)
             wanted = self.only.get((target.account, region)) if self.only is not None else None
             if wanted is not None:
                 keys = await collect_keys(self.api, client, target.account, region, wanted)
@@ -203,6 +209,9 @@ class Collector:
                 error_code=exc.code,
                 duration_seconds=time.monotonic() - started,
             )
+        finally:
+            if client is not None:
+                client.meta.events.unregister("response-received.kms", feedback)
         log.info("scope.done", account=target.account, region=region, keys=len(keys))
         return ScopeResult(
             target.account,
@@ -341,6 +350,16 @@ class Collector:
                         self._identities.pop(account)  # a failure is not kept for the next re-read
                         if self.reuse is not None:
                             self.reuse.sessions.forget(account)
+
+    @property
+    def rereads(self) -> bool:
+        """An event's re-read: some scopes (or some keys of them), the rest carried over."""
+        return self._reread or (self.only is not None and any(keys is not None for keys in self.only.values()))
+
+    @property
+    def expected(self) -> frozenset[tuple[str, str]]:
+        """Every scope the snapshot must account for: each target's regions."""
+        return frozenset((t.account, r) for t in self.targets for r in t.regions)
 
     @property
     def scope_count(self) -> int:

@@ -192,6 +192,10 @@ class Sessions:
             session.register("response-received", self._on_response)
         return session
 
+    def clients(self) -> list[Any]:
+        """The clients made so far (and still open)."""
+        return [c.result() for c in self._clients.values() if c.done() and not c.cancelled() and not c.exception()]
+
     async def client(self, session: AioSession, service: str, region: str) -> Any:
         """A client that lives until the scan ends (connection pools are reused); single-flight:
         the AssumeRoles of every account ask for the one STS client at once."""

@@ -7,21 +7,23 @@ import os
 import random
 import signal
 import time
-from collections.abc import Sequence
 from pathlib import Path
 
 import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from kmsaudit.collect import Collector, SharedSessions
+from kmsaudit.collect import SharedSessions
 from kmsaudit.config.settings import Config, is_cron, load_config
 from kmsaudit.delivery.alerts import build_sinks, deliver
 from kmsaudit.errors import KmsAuditError, StoreBusy, UsageError
 from kmsaudit.evaluator import AuditScope
 from kmsaudit.metrics import Metrics
-from kmsaudit.run.events import Change, Consumer, Message
+from kmsaudit.model import ScanResult
+from kmsaudit.run.events import KNOWN_EVENTS, Consumer
+from kmsaudit.run.reaudit import EventReaudit
 from kmsaudit.run.scan import scan_and_record
+from kmsaudit.run.supervise import Supervisor
 from kmsaudit.store.database import Store
 
 log = structlog.get_logger("kmsaudit.daemon")
@@ -43,11 +45,11 @@ def config_files_state(config_path: str | Path, config: Config) -> tuple[tuple[s
     return tuple(state(path) for path in (config_path, *config.acceptance.files))
 
 
-class Daemon:
+class Daemon(EventReaudit):
     def __init__(self, config_path: str | Path, config: Config) -> None:
         self.config_path = config_path
         self.config = config
-        self.metrics = Metrics()
+        self.metrics = Metrics(event_names=KNOWN_EVENTS)
         self.sinks = build_sinks(config.alerts)
         self.stopping = asyncio.Event()
         self.reload_requested = asyncio.Event()
@@ -61,8 +63,16 @@ class Daemon:
         # "Real-time detection"), and what the last full scan read of IAM and the organization.
         self.writing = asyncio.Lock()
         self.audit_scope: AuditScope | None = None
-        self.last_full_started = 0.0
         self.event_sessions: SharedSessions | None = None
+        # When the last full scan that read it started: each scope, each account's IAM, the
+        # organization. An event before that is covered (issue #24, defect 4).
+        self.read_at: dict[tuple[str, str], float] = {}
+        self.iam_read_at: dict[str, float] = {}
+        self.organization_read_at: float | None = None
+        self.last_scan_end_monotonic: float | None = None
+        self._due: float | None = None  # the next scan, monotonic; computed once per scan's end
+        self._consumer_config: Config | None = None  # the config the running consumer was built from
+        self.supervisor = Supervisor(self.metrics, self.stopping)
 
     # -- HTTP ------------------------------------------------------------------------------
     async def _metrics(self, _: web.Request) -> web.Response:
@@ -72,15 +82,18 @@ class Daemon:
         return web.Response(text="ok\n")
 
     async def _readyz(self, _: web.Request) -> web.Response:
-        """Ready: there is a snapshot to serve and scanning is not stuck (the last scan ended
-        within twice the interval, or one is running). Failed scopes do not make it unready:
-        the metrics and alerts report them, and one disabled region must not keep a pod out."""
-        now = time.time()
+        """Ready: there is a snapshot to serve, every supervised task runs (issue #24) and scanning
+        is not stuck (the last scan ended within twice the interval, or one is running). Failed
+        scopes do not make it unready: the metrics and alerts report them, and one disabled region
+        must not keep a pod out."""
+        now = time.monotonic()
         reason = ""
         if not self.has_state:
             reason = "no snapshot yet"
+        elif down := self.supervisor.down():
+            reason = "task down: " + ", ".join(down)
         elif self.scanning_since is None and (
-            self.last_scan_end is None or now - self.last_scan_end > 2 * self.config.interval_seconds
+            (ended := self.last_scan_end_monotonic) is None or now - ended > 2 * self.config.interval_seconds
         ):
             reason = "no scan for over twice the interval"
         return web.Response(text=f"{reason or 'ready'}\n", status=503 if reason else 200)
@@ -95,16 +108,19 @@ class Daemon:
         return site
 
     # -- scanning --------------------------------------------------------------------------
-    async def scan_once(self) -> None:
+    async def scan_once(self) -> ScanResult:
+        """One full scan, on as many processes as `[scan] processes` says (as `kmsaudit scan`)."""
         async with self.writing:
             self.scanning_since = started = time.time()
-            collector = Collector(self.config)
             try:
-                recorded = await scan_and_record(self.config, self.sinks, metrics=self.metrics, collector=collector)
+                recorded = await scan_and_record(self.config, self.sinks, metrics=self.metrics)
             finally:
                 self.scanning_since = None
                 self.last_scan_end = time.time()
-            self.audit_scope, self.last_full_started = collector.audit_scope, started
+                self.last_scan_end_monotonic = time.monotonic()
+            if recorded.audit_scope is not None:
+                self.audit_scope = recorded.audit_scope
+            self._read_by(recorded.result, started)
         result, events = recorded.result, recorded.events
         self.scans += 1
         self.has_state = True
@@ -115,6 +131,7 @@ class Daemon:
             drift=len(events),
             failed_scopes=len(result.failed_scopes),
         )
+        return result
 
     async def _reload(self, runner: web.AppRunner, why: str = "SIGHUP") -> None:
         """SIGHUP, or a changed config or acceptance file before a scan: the config is read and
@@ -154,85 +171,96 @@ class Daemon:
             store.close()
 
     # -- events ----------------------------------------------------------------------------
-    async def reaudit(self, messages: Sequence[Message]) -> None:
-        """What a batch of CloudTrail events changed, recorded like a scan (README "Real-time
-        detection"): the keys they name re-read and re-evaluated with the IAM of the last full
-        scan; an IAM or Organizations change, a full scan (one for a whole burst: an event that
-        happened before the last full scan started is already in it). Returns once committed."""
-        changes = [m.outcome for m in messages if isinstance(m.outcome, Change)]
-        margin = 2.0  # eventTime is to the second; CloudTrail's clock and ours (NTP) agree within that
-        pending = [c for c in changes if c.event_time + margin >= self.last_full_started]
-        for c in changes:
-            if c not in pending:
-                self.metrics.count_event(c.source, c.name, "covered")
-        if any(c.kind in ("iam", "organization") for c in pending):
-            await self.scan_once()
-            for c in pending:
-                self.metrics.count_event(c.source, c.name, "full-scan")
-                self.metrics.event_to_alert.observe(max(0.0, time.time() - c.event_time))
-            return
-        only: dict[tuple[str, str], set[str]] = {}
-        known = self._known_scopes()
-        for c in pending:
-            arn = c.key_arn or self._alias_target(c)
-            if not arn or (c.account, c.region) not in known:
-                self.metrics.count_event(c.source, c.name, "unknown-scope" if arn else "unresolved")
-                continue
-            only.setdefault((c.account, c.region), set()).add(arn)
-        if not only or self.audit_scope is None:
-            return
-        async with self.writing:
-            if self.event_sessions is None:
-                self.event_sessions = SharedSessions(self.config)
-                await self.event_sessions.sessions.__aenter__()
-            collector = Collector(
-                self.config,
-                only={k: frozenset(v) for k, v in only.items()},
-                audit_scope=self.audit_scope,
-                reuse=self.event_sessions,
-            )
-            await scan_and_record(self.config, self.sinks, metrics=self.metrics, collector=collector)
-        done = time.time()
-        for c in pending:
-            if c.key_arn or c.alias:
-                self.metrics.count_event(c.source, c.name, "reaudited")
-                self.metrics.event_to_alert.observe(max(0.0, done - c.event_time))
-        log.info("events.reaudited", keys=sum(len(v) for v in only.values()), events=len(pending))
-
-    def _known_scopes(self) -> set[tuple[str, str]]:
-        store = Store(self.config.store.path, create=False)
-        try:
-            return store.event_scopes()
-        finally:
-            store.close()
-
-    def _alias_target(self, change: Change) -> str:
-        """The key an alias named in the last state (DeleteAlias carries no key id)."""
-        store = Store(self.config.store.path, create=False)
-        try:
-            state = store.last_good_state(change.account, change.region)
-        finally:
-            store.close()
-        for arn, names in (state.names if state else {}).items():
-            if change.alias in names.get("aliases", ()):
-                return arn
-        return ""
-
     async def _until(self, moment: float) -> None:
-        """Sleep until `moment`, a stop or a reload request, whichever comes first."""
+        """Sleep until `moment` (monotonic clock), a stop or a reload request, whichever first."""
         waiters = [asyncio.ensure_future(self.stopping.wait()), asyncio.ensure_future(self.reload_requested.wait())]
         try:
-            await asyncio.wait(waiters, timeout=max(0.0, moment - time.time()), return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(
+                waiters, timeout=max(0.0, moment - time.monotonic()), return_when=asyncio.FIRST_COMPLETED
+            )
         finally:
             for waiter in waiters:
                 waiter.cancel()
 
     def _next_scan(self, jitter: float) -> float:
-        """When the next scan is due, by the current schedule, from the end of the last one."""
-        if self.last_scan_end is None:
-            return time.time()
-        delay = self.config.seconds_to_next_scan(self.last_scan_end)
-        return self.last_scan_end + (delay if is_cron(self.config.scan.interval) else delay * jitter)
+        """When the next scan is due on the monotonic clock (issue #24, "Time"): an interval from
+        the end of the last scan; a cron schedule's next match is read off the wall clock once, at
+        the end of the scan, and waited for on the monotonic clock (a clock stepped back or forward
+        does not move it)."""
+        if self.last_scan_end_monotonic is None or self.last_scan_end is None:
+            return time.monotonic()
+        if self._due is None:
+            delay = self.config.seconds_to_next_scan(self.last_scan_end)
+            self._due = self.last_scan_end_monotonic + (delay if is_cron(self.config.scan.interval) else delay * jitter)
+        return self._due
+
+    def _start_consumers(self) -> None:
+        """The events consumer of the current config: one supervised task per queue (a reload
+        replaces them)."""
+        assert self.config.events is not None
+        events = Consumer(self.config, self.reaudit, self.metrics.count_event, self.metrics.event_received)
+        for url, name in events.task_names().items():
+            self.supervisor.start(name, lambda url=url: events.poll(url, self.stopping))  # type: ignore[misc]
+        log.info("events.started", queues=len(self.config.events.queues))
+
+    async def _replace_consumer(self) -> None:
+        """Stops the consumers of an old config and closes their sessions; the scheduler starts
+        the new ones."""
+        for name in self.supervisor.names():
+            if name.startswith("events:"):
+                await self.supervisor.stop(name)
+        if self.event_sessions is not None:
+            await self.event_sessions.sessions.__aexit__(None, None, None)
+            self.event_sessions = None
+        self._consumer_config = None
+
+    async def _schedule(self, runner: web.AppRunner) -> None:
+        """The scheduler (a supervised task): a scan when due, the consumer started after the
+        first full scan, a reload between scans."""
+        jitter = 1.0
+        while not self.stopping.is_set():
+            if self._consumer_config is not None and self._consumer_config is not self.config:
+                await self._replace_consumer()  # reloaded: anew
+            if self._consumer_config is None and self.audit_scope is not None and self.config.events is not None:
+                # After the first full scan: events are re-read against its state and IAM.
+                self._consumer_config = self.config
+                self._start_consumers()
+            if self.reload_requested.is_set():
+                await self._reload(runner)  # a scan in progress has finished: this is between scans
+                self._due = None
+                continue  # the schedule may have changed: wait anew
+            due = self._next_scan(jitter)
+            if time.monotonic() < due:
+                await self._until(due)
+                continue
+            if config_files_state(self.config_path, self.config) != self.files_seen:
+                # A reviewed acceptance file (or config) applied from a ConfigMap or a deploy:
+                # taken up by the next scan, no signal needed.
+                await self._reload(runner, why="files changed")
+            # One scan at a time: the next starts only after this one is stored.
+            scan = asyncio.create_task(self.scan_once())
+            stop = asyncio.create_task(self.stopping.wait())
+            try:
+                await asyncio.wait({scan, stop}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                if not scan.done():
+                    scan.cancel()  # collection is abandoned; no snapshot is written
+                stop.cancel()
+            self._due = None
+            try:
+                await scan
+            except asyncio.CancelledError:
+                if not self.stopping.is_set():
+                    raise
+                log.info("daemon.scan_cancelled")
+            except StoreBusy as exc:
+                log.warning("daemon.scan_skipped", reason=str(exc))  # another writer: try at the next
+            except KmsAuditError as exc:
+                log.error("daemon.scan_failed", reason=str(exc))
+            finally:
+                if self.last_scan_end_monotonic is None:  # the first scan failed before its end
+                    self.last_scan_end, self.last_scan_end_monotonic = time.time(), time.monotonic()
+            jitter = random.uniform(1 - JITTER, 1 + JITTER)  # ±10 %: many daemons not in step
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -259,55 +287,13 @@ class Daemon:
             await runner.cleanup()
             raise
         log.info("daemon.started", listen=self.config.daemon.listen, interval=self.config.scan.interval)
-        jitter = 1.0
-        consumer: asyncio.Task[None] | None = None
-        consumer_config = self.config
+        self.supervisor = Supervisor(self.metrics, self.stopping)
         try:
-            while not self.stopping.is_set():
-                if consumer is not None and consumer_config is not self.config:  # reloaded: anew
-                    consumer.cancel()
-                    await asyncio.gather(consumer, return_exceptions=True)
-                    consumer = None
-                    if self.event_sessions is not None:
-                        await self.event_sessions.sessions.__aexit__(None, None, None)
-                        self.event_sessions = None
-                if consumer is None and self.audit_scope is not None and self.config.events is not None:
-                    consumer_config = self.config
-                    # After the first full scan: events are re-read against its state and IAM.
-                    events = Consumer(self.config, self.reaudit, self.metrics.count_event, self.metrics.event_received)
-                    consumer = asyncio.create_task(events.run(self.stopping))
-                    log.info("events.started", queues=len(self.config.events.queues))
-                if self.reload_requested.is_set():
-                    await self._reload(runner)  # a scan in progress has finished: this is between scans
-                    continue  # the schedule may have changed: wait anew
-                due = self._next_scan(jitter)
-                if time.time() < due:
-                    await self._until(due)
-                    continue
-                if config_files_state(self.config_path, self.config) != self.files_seen:
-                    # A reviewed acceptance file (or config) applied from a ConfigMap or a deploy:
-                    # taken up by the next scan, no signal needed.
-                    await self._reload(runner, why="files changed")
-                # One scan at a time: the next starts only after this one is stored.
-                scan = asyncio.create_task(self.scan_once())
-                stop = asyncio.create_task(self.stopping.wait())
-                await asyncio.wait({scan, stop}, return_when=asyncio.FIRST_COMPLETED)
-                if not scan.done():
-                    scan.cancel()  # collection is abandoned; no snapshot is written
-                stop.cancel()
-                try:
-                    await scan
-                except asyncio.CancelledError:
-                    log.info("daemon.scan_cancelled")
-                except StoreBusy as exc:
-                    log.warning("daemon.scan_skipped", reason=str(exc))  # another writer: try at the next
-                except KmsAuditError as exc:
-                    log.error("daemon.scan_failed", reason=str(exc))
-                jitter = random.uniform(1 - JITTER, 1 + JITTER)  # ±10 %: many daemons not in step
+            self.supervisor.start("scheduler", lambda: self._schedule(runner))
+            await self.stopping.wait()
         finally:
-            if consumer is not None:
-                consumer.cancel()
-                await asyncio.gather(consumer, return_exceptions=True)
+            self.stopping.set()
+            await self.supervisor.stop_all()
             if self.event_sessions is not None:
                 await self.event_sessions.sessions.__aexit__(None, None, None)
             await self._flush()

@@ -118,9 +118,10 @@ class Dropped:
 
 
 def _time(text: Any) -> float:
+    """The event's time; now when it gives none that reads (never in the future of now)."""
     try:
-        return datetime.fromisoformat(str(text).replace("Z", "+00:00")).timestamp()
-    except ValueError:
+        return min(time.time(), datetime.fromisoformat(str(text).replace("Z", "+00:00")).timestamp())
+    except (ValueError, TypeError, OverflowError):
         return time.time()
 
 
@@ -134,25 +135,49 @@ def _key_arn(value: Any, account: str, region: str, partition: str = "aws") -> s
     return ""
 
 
+KNOWN_EVENTS = KMS_KEY_EVENTS | KMS_ALIAS_EVENTS | IAM_EVENTS | ORG_EVENTS
+OTHER = "other"  # the label of every source and event name not known here (issue #24, defect 8)
+
+
+def _obj(value: Any) -> dict[str, Any]:
+    """An object of the event, or {} when the field holds anything else: one odd field type
+    never raises (issue #24, defect 3)."""
+    return value if isinstance(value, dict) else {}
+
+
+def _text(value: Any, limit: int = 200) -> str:
+    return value[:limit] if isinstance(value, str) else ""
+
+
 def classify(body: str, audited: Collection[str] | None = None) -> Change | Dropped:
-    """One SQS message body -> a Change to re-read, or why it is dropped. Never raises.
-    `audited`: the audited accounts (None: all)."""
+    """One SQS message body -> a Change to re-read, or why it is dropped. Never raises: whatever
+    a body holds, the answer is a Change or a Dropped (`malformed` when nothing else fits).
+    `audited`: the audited accounts (None: all). The source and name of either are a fixed set
+    (the known ones, `other`): nothing in a body reaches a metric label."""
+    try:
+        return _classify(body, audited)
+    except Exception as exc:  # a body no branch foresaw is malformed, never a crash
+        return Dropped("unknown", "unknown", "malformed", f"unreadable event: {type(exc).__name__}: {str(exc)[:120]}")
+
+
+def _classify(body: str, audited: Collection[str] | None) -> Change | Dropped:
     try:
         event = json.loads(body)
-        detail = event["detail"]
-        if not isinstance(detail, dict):
-            raise TypeError("detail is not an object")
-    except (ValueError, TypeError, KeyError) as exc:
-        return Dropped("", "", "malformed", f"not an EventBridge CloudTrail event: {str(exc)[:120]}")
-    source = SOURCES.get(str(detail.get("eventSource", "")), str(detail.get("eventSource", ""))[:60])
-    name = str(detail.get("eventName", ""))[:80]
-    event_id = str(detail.get("eventID", ""))[:80]
-    if not name or not event_id:
+    except ValueError as exc:
+        return Dropped("unknown", "unknown", "malformed", f"not an EventBridge CloudTrail event: {str(exc)[:120]}")
+    detail = event.get("detail") if isinstance(event, dict) else None
+    if not isinstance(detail, dict):
+        return Dropped("unknown", "unknown", "malformed", "not an EventBridge CloudTrail event: no detail object")
+    raw_source, raw_name = _text(detail.get("eventSource")), _text(detail.get("eventName"))
+    source = SOURCES.get(raw_source, OTHER if raw_source else "unknown")
+    name = raw_name if raw_name in KNOWN_EVENTS else (OTHER if raw_name else "unknown")
+    event_id = _text(detail.get("eventID"), 80)
+    if not raw_name or not event_id:
         return Dropped(source, name, "malformed", "no eventName or eventID")
     if detail.get("errorCode"):
         return Dropped(source, name, "failed-call", str(detail.get("errorCode"))[:80], event_id)
-    account = str(detail.get("recipientAccountId") or event.get("account") or "")
-    region = str(detail.get("awsRegion") or event.get("region") or "")
+    account = _text(detail.get("recipientAccountId")) or _text(event.get("account"))
+    region = _text(detail.get("awsRegion")) or _text(event.get("region"))
     when = _time(detail.get("eventTime") or event.get("time"))
     params = detail.get("requestParameters") or {}
     response = detail.get("responseElements") or {}
@@ -161,16 +186,17 @@ def classify(body: str, audited: Collection[str] | None = None) -> Change | Drop
     if source == "kms" and (name in KMS_KEY_EVENTS or name in KMS_ALIAS_EVENTS):
         key = ""
         if name == "CreateKey":
-            meta = response.get("keyMetadata") or {}
+            meta = _obj(response.get("keyMetadata"))
             key = _key_arn(meta.get("arn") or meta.get("keyId"), account, region)
         elif name == "ReplicateKey":
-            meta = response.get("replicaKeyMetadata") or {}
-            key = _key_arn(meta.get("arn"), account, str(params.get("replicaRegion") or region))
+            meta = _obj(response.get("replicaKeyMetadata"))
+            key = _key_arn(meta.get("arn"), account, _text(params.get("replicaRegion")) or region)
         elif name in KMS_ALIAS_EVENTS:
             key = _key_arn(params.get("targetKeyId"), account, region)
         else:
             key = _key_arn(params.get("keyId"), account, region)
-            for resource in detail.get("resources") or event.get("resources") or []:
+            resources = detail.get("resources") or event.get("resources") or []
+            for resource in resources if isinstance(resources, list) else []:
                 arn = resource.get("ARN") if isinstance(resource, dict) else resource
                 if not key and isinstance(arn, str):
                     key = _key_arn(arn, account, region)
@@ -180,10 +206,11 @@ def classify(body: str, audited: Collection[str] | None = None) -> Change | Drop
             account, region = match.group(3), match.group(2)
         if audited is not None and account not in audited:
             return Dropped(source, name, "unaudited", account, event_id)
-        if key:
-            return Change("key", source, name, event_id, when, account, region, key_arn=key)
-        alias = str(params.get("aliasName") or "")
-        if name in KMS_ALIAS_EVENTS and alias.startswith("alias/"):
+        alias = _text(params.get("aliasName"), 300) if name in KMS_ALIAS_EVENTS else ""
+        alias = alias if alias.startswith("alias/") else ""
+        if key:  # an alias event names its alias too: the key it named before loses it (defect 7)
+            return Change("key", source, name, event_id, when, account, region, key_arn=key, alias=alias)
+        if alias:
             return Change("alias", source, name, event_id, when, account, region, alias=alias)
         return Dropped(source, name, "malformed", "no key id in the event", event_id)
     if source == "iam" and name in IAM_EVENTS:
@@ -219,8 +246,11 @@ class Message:
     outcome: Change | Dropped
 
 
-# What the daemon does with a batch: re-reads and records the changes; returns once committed.
-Handler = Callable[[Sequence[Message]], Awaitable[None]]
+# What the daemon does with a batch: re-reads and records the changes; returns, once committed,
+# the receipts of the messages it handled. The others (a re-read that failed) stay in the queue:
+# they come back after their visibility timeout, and go to its dead-letter queue in the end.
+Handler = Callable[[Sequence[Message]], Awaitable[set[str]]]
+EMPTY_RECEIVE_PAUSE = 1.0  # at most one ReceiveMessage a second on an empty queue (wait_seconds = 0)
 
 
 def queue_region(url: str, settings: EventsSettings) -> str:
@@ -253,14 +283,32 @@ class Consumer:
         return {a.id for a in self.config.accounts}
 
     async def run(self, stopping: asyncio.Event) -> None:
+        await asyncio.gather(*(self.poll(url, stopping) for url in self.settings.queues))
+
+    async def poll(self, url: str, stopping: asyncio.Event) -> None:
+        """One queue until `stopping` (the daemon supervises one task per queue: one queue's
+        crash does not stop the others)."""
         async with Sessions(self.config.scan) as sessions:
-            await asyncio.gather(*(self._poll(sessions, url, stopping) for url in self.settings.queues))
+            await self._poll(sessions, url, stopping)
+
+    def task_names(self) -> dict[str, str]:
+        """Each queue URL's task name (`events:<queue name>`), unique, from the config alone."""
+        names: dict[str, str] = {}
+        for url in self.settings.queues:
+            base = f"events:{url.rstrip('/').rsplit('/', 1)[-1] or 'queue'}"
+            name, n = base, 1
+            while name in names.values():
+                n += 1
+                name = f"{base}#{n}"
+            names[url] = name
+        return names
 
     async def _poll(self, sessions: Sessions, url: str, stopping: asyncio.Event) -> None:
         region = queue_region(url, self.settings)
         failures = 0
         self.received(url)  # the quiet time counts from here
         while not stopping.is_set():
+            asked = time.monotonic()
             try:
                 session = await sessions.for_account("events", self.settings.role_arn, self.settings.external_id)
                 sqs = await sessions.client(session, "sqs", region)
@@ -291,6 +339,9 @@ class Consumer:
                     outcome = Dropped(outcome.source, outcome.name, "duplicate", "", outcome.event_id)
                 messages.append(Message(url, str(raw.get("ReceiptHandle", "")), outcome))
             if not messages:
+                # An empty answer at once (wait_seconds = 0, or a queue that does not long-poll)
+                # is not asked again at once: at most one receive a second (defect 8).
+                await _sleep_or_stop(stopping, EMPTY_RECEIVE_PAUSE - (time.monotonic() - asked))
                 continue
             done = [m for m in messages if isinstance(m.outcome, Dropped)]
             for m in done:
@@ -299,21 +350,23 @@ class Consumer:
                 if m.outcome.outcome == "malformed":
                     log.warning("events.malformed", queue=url, reason=m.outcome.reason)
             changes = [m for m in messages if isinstance(m.outcome, Change)]
+            handled: set[str] = set()
             if changes:
                 try:
-                    await self.handler(changes)
+                    handled = await self.handler(changes)
                 except Exception as exc:  # the messages stay: they come back after their visibility timeout
                     log.error("events.reaudit_failed", reason=str(exc)[:300], events=len(changes))
                     for m in changes:
                         assert isinstance(m.outcome, Change)
                         self.count(m.outcome.source, m.outcome.name, "failed")
-                    done = [m for m in done if not _keep(m, self.settings)]
-                    await self._delete(sqs, region, url, done)
-                    continue
                 for m in changes:
                     assert isinstance(m.outcome, Change)
-                    self.seen.add(m.outcome.event_id)
-            await self._delete(sqs, region, url, [m for m in [*done, *changes] if not _keep(m, self.settings)])
+                    if m.receipt in handled:
+                        self.seen.add(m.outcome.event_id)
+                    else:
+                        log.warning("events.kept_for_retry", queue=url, event=m.outcome.name, id=m.outcome.event_id)
+            gone = [m for m in done if not _keep(m, self.settings)] + [m for m in changes if m.receipt in handled]
+            await self._delete(sqs, region, url, gone)
 
     async def _delete(self, sqs: Any, region: str, url: str, messages: Sequence[Message]) -> None:
         for start in range(0, len(messages), 10):
@@ -341,5 +394,7 @@ def _keep(message: Message, settings: EventsSettings) -> bool:
 
 
 async def _sleep_or_stop(stopping: asyncio.Event, seconds: float) -> None:
+    if seconds <= 0:
+        return
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stopping.wait(), timeout=seconds)

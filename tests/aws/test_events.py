@@ -129,6 +129,21 @@ def test_events_page_within_seconds_once_and_survive_bad_messages(
     assert len([a for a in hook.alerts if a["principal"] == "*"]) == 1
     assert http_get(f"{base}/healthz")[0] == 200
 
+    # Issue #24, defect 3: well-formed JSON with one odd field type ended the consumer task,
+    # silently (no log, /readyz 200, no later event read). Each is counted malformed and deleted.
+    odd_resources = json.loads(put)
+    odd_resources["detail"].update(eventID=str(uuid.uuid4()), resources=5)
+    odd_metadata = json.loads(event("kms-CreateKey.json", recipientAccountId=A, awsRegion="us-east-1"))
+    odd_metadata["detail"]["responseElements"] = {"keyMetadata": "x"}
+    for odd in (odd_resources, odd_metadata, [1, 2], {"detail": {"eventName": ["PutKeyPolicy"]}}):
+        sqs.send_message(QueueUrl=queue, MessageBody=json.dumps(odd))
+    wait_for(lambda: _metric(base, "malformed", "unknown") == 3, what="the odd messages to be counted malformed")
+    wait_for(lambda: _metric(base, "malformed", "CreateKey") == 1, what="the odd CreateKey to be counted")
+    wait_for(lambda: _metric(base, "reaudited", "PutKeyPolicy") == 2, what="the odd-resources event re-read")
+    # (its requestParameters name the key: re-read, as the first one)
+    assert http_get(f"{base}/readyz")[0] == 200  # the consumer is up: no task is down
+    assert 'kmsaudit_task_up{task="events:kmsaudit-events"} 1.0' in http_get(f"{base}/metrics")[1]
+
     # A grant to a role outside the estate: its alert too, from one key's reads.
     grant = client("kms", A).create_grant(
         KeyId=estate.ids["granted"], GranteePrincipal=f"arn:aws:iam::{OUTSIDER}:role/Intruder", Operations=["Decrypt"]
@@ -157,7 +172,8 @@ def test_events_page_within_seconds_once_and_survive_bad_messages(
         what="the queue to be empty",
     )
     assert _metric(base, "reaudited", "CreateGrant") == 1
-    assert "kmsaudit_event_to_alert_seconds_count 2.0" in http_get(f"{base}/metrics")[1]
+    # PutKeyPolicy, the odd-resources PutKeyPolicy (its requestParameters name the key), CreateGrant
+    assert "kmsaudit_event_to_alert_seconds_count 3.0" in http_get(f"{base}/metrics")[1]
 
 
 def _requests(base: str, operation: str) -> float:

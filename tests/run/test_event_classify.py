@@ -109,3 +109,68 @@ def test_seen_remembers_the_latest_ids_only() -> None:
     for event_id in ("a", "b", "c"):
         seen.add(event_id)
     assert "a" not in seen and "b" in seen and "c" in seen
+
+
+@pytest.mark.parametrize(
+    ("name", "field", "value"),
+    [
+        ("kms-PutKeyPolicy.json", "resources", 5),  # issue #24, defect 3: this ended the consumer task
+        ("kms-PutKeyPolicy.json", "resources", [5, None, {"ARN": 7}]),
+        ("kms-CreateKey.json", "responseElements", {"keyMetadata": "x"}),  # and this
+        ("kms-CreateKey.json", "responseElements", {"keyMetadata": {"arn": ["x"]}}),
+        ("kms-PutKeyPolicy.json", "eventTime", {"not": "a time"}),
+        ("kms-PutKeyPolicy.json", "recipientAccountId", 1234),
+        ("kms-PutKeyPolicy.json", "eventName", {"PutKeyPolicy": 1}),
+    ],
+)
+def test_one_odd_field_type_of_a_well_formed_event_is_dropped_not_raised(name: str, field: str, value: Any) -> None:
+    """Issue #24, defect 3: well-formed JSON with one odd field type raised out of classify and
+    ended real-time detection silently. It is a Change (the key is still named elsewhere) or a
+    Dropped, never an exception."""
+    assert isinstance(classify(fixture(name, **{field: value})), Change | Dropped)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sampled_from(sorted(p.name for p in FIXTURES.glob("*.json"))),
+    st.data(),
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.text(max_size=30),
+        lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=12), c, max_size=5),
+        max_leaves=20,
+    ),
+)
+def test_any_field_of_a_real_event_replaced_by_anything_never_raises(name: str, data: Any, value: Any) -> None:
+    """Property (issue #24, defect 3): a real CloudTrail event with any one field, at any depth,
+    replaced by any JSON value is a Change or a Dropped."""
+    event = json.loads((FIXTURES / name).read_text())
+    paths: list[list[Any]] = []
+
+    def walk(node: Any, path: list[Any]) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                paths.append([*path, k])
+                walk(v, [*path, k])
+        elif isinstance(node, list):
+            for i, v in enumerate(node):
+                paths.append([*path, i])
+                walk(v, [*path, i])
+
+    walk(event, [])
+    path = data.draw(st.sampled_from(paths))
+    node = event
+    for step in path[:-1]:
+        node = node[step]
+    node[path[-1]] = value
+    assert isinstance(classify(json.dumps(event)), Change | Dropped)
+
+
+def test_no_label_value_comes_from_a_body() -> None:
+    """Issue #24, defect 8: eventName and eventSource became label values (2,000 made-up names,
+    2,000 series). Source and name are a fixed set: known ones, and `other`."""
+    made_up = classify(fixture("kms-PutKeyPolicy.json", eventName="MadeUp1", eventSource="x.amazonaws.com"))
+    assert isinstance(made_up, Dropped) and (made_up.source, made_up.name) == ("other", "other")
+    unknown_name = classify(fixture("kms-Decrypt.json"))
+    assert isinstance(unknown_name, Dropped) and (unknown_name.source, unknown_name.name) == ("kms", "other")
+    known = classify(fixture("kms-PutKeyPolicy.json"))
+    assert isinstance(known, Change) and (known.source, known.name) == ("kms", "PutKeyPolicy")
