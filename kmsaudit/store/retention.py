@@ -14,6 +14,8 @@ from kmsaudit.errors import StoreError
 
 PRUNE_BATCH = 50  # snapshots forgotten per transaction: short write locks, a small WAL
 VACUUM_PAGES = 2_000  # free pages given back to the file system per step
+# The history rows of a pruned snapshot, deleted with it (scopes and policy versions: below).
+_NAMING_SNAPSHOTS = ("drift", "acceptances")
 
 
 class Retention:
@@ -51,7 +53,10 @@ class Retention:
                 ids = old[chunk : chunk + PRUNE_BATCH]
                 marks = ",".join("?" * len(ids))
                 with self._transaction():
-                    self.db.execute(f"DELETE FROM drift WHERE snapshot_id IN ({marks})", ids)
+                    # Every table that names a snapshot (issue #24, defect 5: `acceptances` was
+                    # left, its foreign key failed every prune after an acceptance changed).
+                    for table in _NAMING_SNAPSHOTS:
+                        self.db.execute(f"DELETE FROM {table} WHERE snapshot_id IN ({marks})", ids)
                     self.db.execute(f"DELETE FROM scopes WHERE snapshot_id IN ({marks})", ids)
                     self.db.execute(
                         f"DELETE FROM policy_versions WHERE snapshot_id IN ({marks}) AND snapshot_id < "

@@ -3,6 +3,7 @@ tests/faults/test_crash.py)."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from pathlib import Path
@@ -27,6 +28,29 @@ def test_retention_forgets_old_snapshots_but_never_the_last_good_state(tmp_path:
     _, events = store.save_scan(scan(50, finished_at=now))
     assert {e.kind for e in events} == {"removed"}  # compared with the kept state, not with nothing
     assert store.integrity() == "ok"
+
+
+def test_retention_still_runs_after_an_acceptance_changed(tmp_path: Path) -> None:
+    """Issue #24, defect 5: `acceptances` keeps a foreign key to `snapshots` that prune never
+    deleted, so once an acceptance had changed every later prune failed (and the database grew
+    until the disk was full)."""
+    store = Store(tmp_path / "k.db")
+    day, now = 86400.0, 1_800_000_000.0
+    first = scan(5, finished_at=now - 200 * day)
+    accepted = dataclasses.replace(
+        first, findings=tuple(f._replace(accepted=True, accepted_by="ticket-1") for f in first.findings)
+    )
+    store.save_scan(accepted, detected_at=now - 200 * day)  # accepted: rows in `acceptances`
+    store.save_scan(scan(5, finished_at=now - 150 * day), detected_at=now - 150 * day)  # lapsed
+    store.save_scan(scan(5, finished_at=now - 100 * day), detected_at=now - 100 * day)
+    assert store.db.execute("SELECT count(*) FROM acceptances").fetchone()[0] == 10
+    assert store.prune(90, now=now) == 2
+    assert store.prune(90, now=now) == 0  # and again: nothing left to fail on
+    assert store.db.execute("SELECT count(*) FROM acceptances").fetchone()[0] == 0
+    assert store.integrity() == "ok"
+    store.save_scan(scan(5, finished_at=now))
+    assert store.prune(90, now=now) == 1  # the 100-day-old one, no longer the last good state
+    assert store.db.execute("PRAGMA foreign_key_check").fetchall() == []  # no table left naming one
 
 
 def _on_disk(path: Path) -> int:
