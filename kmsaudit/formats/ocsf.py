@@ -128,6 +128,18 @@ def finding_to_ocsf(
     return _dump(event)
 
 
+def _finding_uid(event: Mapping[str, Any]) -> str:
+    """The uid of the finding a drift event updates or closes: the one `findings --format ocsf`
+    gave it (`finding_info.uid` = the finding's id), so a SIEM can close what it received (issue
+    #24, defect 9). An event about no one finding (a key deleted, a scope failed, a policy
+    changed) keeps its own id; the drift event's id is `unmapped.kmsaudit.id` always."""
+    for side in ("after", "before"):
+        finding = event.get(side)
+        if isinstance(finding, Mapping) and finding.get("id"):
+            return str(finding["id"])
+    return str(event.get("id"))
+
+
 def drift_to_ocsf(event: Mapping[str, Any], names: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """One drift event (SPEC §5) as an OCSF Detection Finding: `removed` and `key-deleted` close
     (status Resolved), `widened`, `narrowed`, `policy-changed` and `key-readable` update, the
@@ -157,7 +169,10 @@ def drift_to_ocsf(event: Mapping[str, Any], names: Mapping[str, Any] | None = No
         status=status.name,
         time=when,
         finding_info=FindingInformation(
-            uid=str(event.get("id")), title=title, desc=f"{title} on {where}", types=[f"kmsaudit/drift/{kind}"]
+            uid=_finding_uid(event),
+            title=title,
+            desc=f"{title} on {where}",
+            types=[f"kmsaudit/drift/{kind}"],
         ),
         message=f"{title} on {where}",
         cloud=_cloud(account, region) if account else None,

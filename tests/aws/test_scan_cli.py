@@ -110,3 +110,10 @@ def test_scan_findings_and_drift_as_ocsf(tmp_path: Path, estate: Estate, aws: st
     assert added and all(DetectionFinding.model_validate(e) and e["activity_id"] == 1 for e in added)
     removed = [e for e in events if e["unmapped"]["kmsaudit"]["kind"] == "removed"]
     assert all(e["status"] == "Resolved" and e["activity_id"] == 3 for e in removed)
+    # Issue #24, defect 9: a SIEM closes what it received — the Close event of each removed finding
+    # carries the uid `findings --format ocsf` gave that finding in the first snapshot, and each
+    # Create the uid of the finding it announces.
+    first = json.loads(plain.stdout)
+    first_ids = {f["id"] for f in (first["findings"] if isinstance(first, dict) else first)}
+    assert removed and {e["finding_info"]["uid"] for e in removed} <= first_ids
+    assert {e["finding_info"]["uid"] for e in added} <= set(by_uid)

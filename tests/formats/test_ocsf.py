@@ -96,7 +96,10 @@ def test_drift_events_create_update_or_close(kind: str, activity: int, status: i
     obj = drift_to_ocsf(event)
     valid(obj)
     assert (obj["activity_id"], obj["status_id"], obj["type_uid"]) == (activity, status, 200400 + activity)
-    assert obj["finding_info"]["uid"] == "e1" and obj["resources"][0]["uid"] == KEY_ARN
+    # Issue #24, defect 9: the finding's uid, as `findings --format ocsf` gave it, so a SIEM
+    # updates and closes what it received; the drift event's own id beside it.
+    assert obj["finding_info"]["uid"] == f["id"] == finding_to_ocsf(finding())["finding_info"]["uid"]
+    assert obj["unmapped"]["kmsaudit"]["id"] == "e1" and obj["resources"][0]["uid"] == KEY_ARN
     assert obj["unmapped"]["kmsaudit"] == event
 
 
