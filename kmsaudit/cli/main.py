@@ -7,7 +7,6 @@ import json
 import sys
 import time
 from collections.abc import Iterable, Sequence
-from datetime import date, timedelta
 from typing import TYPE_CHECKING
 
 from kmsaudit.cli.arguments import build_parser
@@ -118,7 +117,7 @@ def _check(args: argparse.Namespace) -> int:
 def _accept(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from kmsaudit.acceptance.entries import append, entry_for, to_toml
+    from kmsaudit.acceptance.entries import append, check_expires, entry_for, to_toml
     from kmsaudit.config.settings import load_config
     from kmsaudit.errors import UsageError
 
@@ -126,11 +125,7 @@ def _accept(args: argparse.Namespace) -> int:
     found = [f for f in _store(args).findings() if f["id"] == args.finding_id]
     if not found:
         raise UsageError(f"no finding {args.finding_id} in the latest snapshot (kmsaudit findings --format json)")
-    latest = date.today() + timedelta(days=config.acceptance.max_days)
-    if args.expires > latest:
-        raise UsageError(
-            f"--expires {args.expires}: more than [acceptance] max_days ({config.acceptance.max_days}) ahead"
-        )
+    check_expires(args.expires, config.acceptance.max_days)
     entry = entry_for(
         found[0],
         entry_id=args.entry_id or f"accept-{args.finding_id[:12]}",

@@ -219,7 +219,10 @@ ACCEPT_ID = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
 AccessLevel = Literal["public", "potential", "effective"]
 _NOT_PUBLIC: tuple[AccessLevel, ...] = ("potential", "effective")
 _KEY_FORMS = re.compile(r"^(arn:[^\s]{1,2000}|alias/[\w/+=,.@:-]{1,250}|tag:[^=\s]{1,128}=.{0,256})$")
-_PRINCIPAL_FORMS = re.compile(r"^(arn:[^\s]{1,2000}|\d{12}|\*|org:o-[a-z0-9]{10,32})$")
+# `*` is matched literally (the principal of a `"*"` statement's finding), as is a service principal.
+_PRINCIPAL_FORMS = re.compile(
+    r"^(arn:[^\s]{1,2000}|\d{12}|\*|org:o-[a-z0-9]{10,32}|[a-z0-9][a-z0-9.-]{0,200}\.amazonaws\.com(\.cn)?)$"
+)
 
 
 class AcceptSettings(_Strict):
@@ -228,7 +231,7 @@ class AcceptSettings(_Strict):
 
     id: str = Field(pattern=ACCEPT_ID)
     keys: list[str] = Field(min_length=1, max_length=1000)  # key ARN globs, alias/NAME, tag:KEY=VALUE
-    principals: list[str] = Field(min_length=1, max_length=1000)  # ARN globs, an account id, org:o-…
+    principals: list[str] = Field(min_length=1, max_length=1000)  # ARN globs, account id, org:o-…, service, "*"
     actions: list[str] = Field(min_length=1, max_length=100)  # the most it accepts (kms:Decrypt, kms:Get*)
     access: list[AccessLevel] = Field(default_factory=lambda: list(_NOT_PUBLIC), min_length=1)
     conditional: bool | None = None  # true: only while the access stays conditional
@@ -251,7 +254,10 @@ class AcceptSettings(_Strict):
     def _principals(cls, value: list[str]) -> list[str]:
         for principal in value:
             if not _PRINCIPAL_FORMS.match(principal):
-                raise ValueError(f"{principal[:80]!r} is not a principal ARN (glob), an account id or org:o-…")
+                raise ValueError(
+                    f"{principal[:80]!r} is not a principal ARN (glob), an account id, org:o-…, "
+                    'a service principal (logs.amazonaws.com) or "*"'
+                )
         return value
 
     @field_validator("actions")
