@@ -88,13 +88,11 @@ def check_location(path: str | Path) -> str:
             if not os.access(where, os.W_OK):
                 raise StoreUnusable(f"{where}: not writable by this user")
         return f"{path}: kmsaudit database, {snapshots} snapshots"
-    ancestor = path.parent
-    while not ancestor.exists():
-        ancestor = ancestor.parent
-    if not ancestor.is_dir():
-        raise StoreUnusable(f"{ancestor}: is not a directory, so {path} cannot be created")
-    if not os.access(ancestor, os.W_OK | os.X_OK):
-        raise StoreUnusable(f"{ancestor}: not writable by this user, so {path} cannot be created")
+    folder = path.parent
+    if not folder.is_dir():  # never created: a typo would start a new, un-alerted baseline (issue #25)
+        raise StoreUnusable(f"{path}: no folder {folder}: create it (mkdir -p {folder}) or fix [store] path")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise StoreUnusable(f"{folder}: not writable by this user, so {path} cannot be created")
     return f"{path}: will be created by the first scan"
 
 
@@ -116,7 +114,6 @@ class Store(Queries, Carry, Retention, Outbox):
             return
         try:
             if created:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
                 os.close(os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))  # never world-readable
             ours = created or self._is_ours()
             if ours and not created:
@@ -156,6 +153,11 @@ class Store(Queries, Carry, Retention, Outbox):
             if not create:
                 raise StoreUnusable(
                     f"{self.path}: no snapshot database here yet: run `kmsaudit scan` first, or check [store] path"
+                )
+            if not self.path.parent.is_dir():  # a typo would make a new, un-alerted baseline (issue #25)
+                raise StoreUnusable(
+                    f"{self.path}: no folder {self.path.parent}: create it (mkdir -p {self.path.parent}) "
+                    "or fix [store] path"
                 )
             return True
         if stat.S_ISDIR(info.st_mode):
