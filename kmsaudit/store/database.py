@@ -30,6 +30,7 @@ from kmsaudit.drift import ScopeState, baseline_events, diff_scope, policy_hash,
 from kmsaudit.errors import StoreBusy, StoreError, StoreUnusable
 from kmsaudit.model import ORGANIZATION, DriftEvent, ScanResult
 from kmsaudit.store.carry import Carry
+from kmsaudit.store.failures import describe, not_ours
 from kmsaudit.store.migrations import MIGRATIONS, SCHEMA_VERSION, _pack
 from kmsaudit.store.outbox import Outbox
 from kmsaudit.store.queries import Queries
@@ -132,11 +133,8 @@ class Store(Queries, Carry, Retention, Outbox):
                     self.db.execute(
                         "INSERT OR IGNORE INTO meta VALUES ('created_by_kmsaudit', ?)", ["1" if created else "0"]
                     )
-        except sqlite3.DatabaseError as exc:
-            raise StoreUnusable(f"{self.path}: not a kmsaudit snapshot database ({exc})") from None
-        except (sqlite3.Error, OSError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
-            raise StoreUnusable(f"{self.path}: cannot open the snapshot database: {reason}") from None
+        except (sqlite3.Error, OSError) as exc:  # each its own line and fix (store/failures.py)
+            raise StoreUnusable(describe(self.path, exc)) from None
 
     def _check_path(self, create: bool) -> bool:
         """Whether the database is to be created here; StoreUnusable if the path cannot be one."""
@@ -178,7 +176,7 @@ class Store(Queries, Carry, Retention, Outbox):
             if not tables:
                 return False  # an empty file: usable, but not ours to chmod
             if "meta" not in tables:
-                raise StoreUnusable(f"{self.path}: an SQLite database, but not kmsaudit's (no schema version)")
+                raise StoreUnusable(not_ours(self.path))
             row = look.execute("SELECT value FROM meta WHERE key = 'created_by_kmsaudit'").fetchone()
         finally:
             look.close()
@@ -202,7 +200,7 @@ class Store(Queries, Carry, Retention, Outbox):
             with self.db.conn:
                 yield
         except sqlite3.Error as exc:
-            raise StoreError(f"{self.path}: {exc}") from None
+            raise StoreError(describe(self.path, exc, "cannot write the snapshot")) from None
 
     def _migrate(self) -> None:
         self.db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
