@@ -151,20 +151,23 @@ def _snapshots(args: argparse.Namespace) -> int:
 
 
 def _scan(args: argparse.Namespace) -> int:
+    from kmsaudit.config.settings import load_config
+    from kmsaudit.files import check_destination
+
+    # The user's mistakes first, before the AWS SDK and the scan are imported (a second or more).
+    config = load_config(args.config)
+    textfile = check_destination(args.metrics_textfile, "--metrics-textfile") if args.metrics_textfile else None
+    if args.pushgateway:
+        _check_pushgateway(args.pushgateway)
+
     import asyncio
 
-    from kmsaudit.config.settings import load_config
     from kmsaudit.delivery.alerts import build_sinks, is_accepted
-    from kmsaudit.files import check_destination
     from kmsaudit.logging import configure
     from kmsaudit.metrics import Metrics
     from kmsaudit.run.scan import scan_and_record
 
-    config = load_config(args.config)
     sinks = build_sinks(config.alerts)  # a missing secret is a config error, before any AWS call
-    textfile = check_destination(args.metrics_textfile, "--metrics-textfile") if args.metrics_textfile else None
-    if args.pushgateway:
-        _check_pushgateway(args.pushgateway)
     configure(
         json_logs=None if args.log_format is None else args.log_format == "json",
         level="warning" if sys.stderr.isatty() and args.log_format is None else "info",

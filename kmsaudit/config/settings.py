@@ -36,7 +36,24 @@ AccountId = Annotated[str, Field(pattern=ACCOUNT_PATTERN)]
 
 @lru_cache(maxsize=1)
 def known_regions() -> frozenset[str]:
-    """Every region botocore knows for KMS, in every partition."""
+    """Every region botocore knows for KMS, in every partition: read from botocore's endpoints
+    file when it is there (what get_available_regions reads, without importing the SDK: a config
+    mistake is told in a fraction of a second, issue #25), else asked of a botocore session."""
+    import importlib.util
+    import json
+
+    spec = importlib.util.find_spec("botocore")
+    for folder in spec.submodule_search_locations or [] if spec else []:
+        endpoints = Path(folder) / "data" / "endpoints.json"
+        if endpoints.is_file():
+            found: set[str] = set()
+            for partition in json.loads(endpoints.read_text(encoding="utf-8"))["partitions"]:
+                pattern = re.compile(partition["regionRegex"])
+                for name, endpoint in partition["services"].get("kms", {}).get("endpoints", {}).items():
+                    if pattern.match(name) and not endpoint.get("deprecated"):
+                        found.add(name)
+            if found:
+                return frozenset(found)
     import botocore.session
 
     session = botocore.session.get_session()
