@@ -16,15 +16,14 @@ What the metrics say comes from the snapshot database, never from one scan alone
 from __future__ import annotations
 
 import collections
-import os
 from collections.abc import Iterable, Iterator
-from pathlib import Path
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, write_to_textfile
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
+from kmsaudit.files import Destination, write_file
 from kmsaudit.model import DRIFT_KINDS, SEVERITIES, DriftEvent, ScanResult
 
 if TYPE_CHECKING:
@@ -228,9 +227,9 @@ class Metrics:
         for labels, n in counts.items():
             self.findings.labels(*labels).set(n)
 
-    def write_textfile(self, path: str | Path, mode: int = 0o644) -> None:
-        """Atomic (temporary file + rename), for node_exporter's textfile collector, with an
-        explicit mode: node_exporter runs as another user, and kmsaudit's umask (0077 under the
-        shipped units, for the database) would make the file unreadable to it (issue #19)."""
-        write_to_textfile(str(path), self.registry)
-        os.chmod(path, mode)
+    def write_textfile(self, destination: Destination, mode: int = 0o644) -> None:
+        """Atomic (kmsaudit/files.py: a temporary file renamed over it, a symbolic link written
+        through), for node_exporter's textfile collector, with an explicit mode: node_exporter runs
+        as another user, and kmsaudit's umask (0077 under the shipped units, for the database)
+        would make the file unreadable to it (issue #19)."""
+        write_file(destination, generate_latest(self.registry), mode)

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "kmsaudit"
 
 # What every module may stand on.
-FLOOR = ("kmsaudit.model", "kmsaudit.errors", "kmsaudit.gcpause")
+FLOOR = ("kmsaudit.model", "kmsaudit.errors", "kmsaudit.gcpause", "kmsaudit.files")
 # Imports that do I/O, run an event loop, log or talk to a network or database: never in the pure core.
 IO = (
     "asyncio",
@@ -118,6 +118,7 @@ def _broken(
 RULES: list[tuple[tuple[str, ...], tuple[str, ...] | None, tuple[str, ...]]] = [
     # The floor stands on nothing of kmsaudit's but itself.
     (("kmsaudit.model", "kmsaudit.errors", "kmsaudit.logging", "kmsaudit.gcpause"), (), ()),
+    (("kmsaudit.files",), ("kmsaudit.errors",), ()),  # where a user's file is written (issue #25)
     (("kmsaudit.drift",), FLOOR, IO),
     (("kmsaudit.metrics",), FLOOR, ()),
     # The pure core (DESIGN.md): stdlib, model and errors; no I/O, no asyncio, no logging.

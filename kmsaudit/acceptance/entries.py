@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+from pydantic import ValidationError
 
 from kmsaudit.config.settings import AcceptSettings, load_config
 from kmsaudit.errors import ConfigError, UsageError
@@ -37,8 +39,18 @@ def entry_for(
         fields["ticket"] = ticket
     try:
         return AcceptSettings.model_validate(fields)
-    except ValueError as exc:
-        raise UsageError(f"cannot accept {finding['id']}: {str(exc).splitlines()[-1].strip()}") from None
+    except ValidationError as exc:
+        error = exc.errors(include_url=False)[0]
+        where = ".".join(str(part) for part in error["loc"])
+        reason = error["msg"].removeprefix("Value error, ")
+        raise UsageError(f"cannot accept {finding['id']}: {where + ': ' if where else ''}{reason}") from None
+
+
+def check_expires(expires: date, max_days: int, today: date | None = None) -> None:
+    """`--expires` bounded as the acceptance files are (config/settings.py): on the UTC date."""
+    latest = (today or datetime.now(UTC).date()) + timedelta(days=max_days)
+    if expires > latest:
+        raise UsageError(f"--expires {expires}: more than [acceptance] max_days ({max_days}) ahead (after {latest})")
 
 
 def to_toml(entry: AcceptSettings) -> str:

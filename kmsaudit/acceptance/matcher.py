@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from kmsaudit.evaluator.actions import pattern_mask
 from kmsaudit.evaluator.match import ACCOUNT_RE, arn_account, wildcard
+from kmsaudit.evaluator.outsider import is_service_principal
 from kmsaudit.gcpause import gc_paused
 from kmsaudit.model import Finding
 
@@ -113,7 +114,10 @@ class _Entry:
             return "*" in text or "?" in text
 
         keys = [k for k in entry.keys if k.startswith("arn:")]
-        principals = [p for p in entry.principals if p.startswith("arn:") or p == "*"]
+        principals = [p for p in entry.principals if p.startswith("arn:")]
+        # `"*"` (the principal of a `"*"` statement's finding) and a service principal are matched
+        # literally: `principals = ["*"]` accepts that finding, never every outsider (issue #25).
+        literal = [p for p in entry.principals if p == "*" or is_service_principal(p)]
         return cls(
             id=entry.id,
             key_arns=frozenset(k for k in keys if not wild(k)),
@@ -121,7 +125,7 @@ class _Entry:
             aliases=frozenset(k for k in entry.keys if k.startswith("alias/")),
             tags=frozenset(tuple(k[4:].split("=", 1)) for k in entry.keys if k.startswith("tag:")),  # type: ignore[misc]
             accounts=frozenset(p for p in entry.principals if ACCOUNT_RE.match(p)),
-            principal_arns=frozenset(p for p in principals if not wild(p)),
+            principal_arns=frozenset([*(p for p in principals if not wild(p)), *literal]),
             principal_globs=tuple(p for p in principals if wild(p)),
             orgs=tuple(p[4:] for p in entry.principals if p.startswith("org:")),
             actions=_mask(entry.actions),

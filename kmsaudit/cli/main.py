@@ -7,7 +7,6 @@ import json
 import sys
 import time
 from collections.abc import Iterable, Sequence
-from datetime import date, timedelta
 from typing import TYPE_CHECKING
 
 from kmsaudit.cli.arguments import build_parser
@@ -17,6 +16,7 @@ from kmsaudit.formats.render import plural, write_drift, write_findings, write_l
 from kmsaudit.model import Finding, severity_rank
 
 if TYPE_CHECKING:
+    from kmsaudit.files import Destination
     from kmsaudit.metrics import Metrics
     from kmsaudit.store.database import Store
 
@@ -118,7 +118,7 @@ def _check(args: argparse.Namespace) -> int:
 def _accept(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from kmsaudit.acceptance.entries import append, entry_for, to_toml
+    from kmsaudit.acceptance.entries import append, check_expires, entry_for, to_toml
     from kmsaudit.config.settings import load_config
     from kmsaudit.errors import UsageError
 
@@ -126,11 +126,7 @@ def _accept(args: argparse.Namespace) -> int:
     found = [f for f in _store(args).findings() if f["id"] == args.finding_id]
     if not found:
         raise UsageError(f"no finding {args.finding_id} in the latest snapshot (kmsaudit findings --format json)")
-    latest = date.today() + timedelta(days=config.acceptance.max_days)
-    if args.expires > latest:
-        raise UsageError(
-            f"--expires {args.expires}: more than [acceptance] max_days ({config.acceptance.max_days}) ahead"
-        )
+    check_expires(args.expires, config.acceptance.max_days)
     entry = entry_for(
         found[0],
         entry_id=args.entry_id or f"accept-{args.finding_id[:12]}",
@@ -155,15 +151,22 @@ def _snapshots(args: argparse.Namespace) -> int:
 
 
 def _scan(args: argparse.Namespace) -> int:
+    from kmsaudit.config.settings import load_config
+    from kmsaudit.files import check_destination
+
+    # The user's mistakes first, before the AWS SDK and the scan are imported (a second or more).
+    config = load_config(args.config)
+    textfile = check_destination(args.metrics_textfile, "--metrics-textfile") if args.metrics_textfile else None
+    if args.pushgateway:
+        _check_pushgateway(args.pushgateway)
+
     import asyncio
 
-    from kmsaudit.config.settings import load_config
     from kmsaudit.delivery.alerts import build_sinks, is_accepted
     from kmsaudit.logging import configure
     from kmsaudit.metrics import Metrics
     from kmsaudit.run.scan import scan_and_record
 
-    config = load_config(args.config)
     sinks = build_sinks(config.alerts)  # a missing secret is a config error, before any AWS call
     configure(
         json_logs=None if args.log_format is None else args.log_format == "json",
@@ -176,7 +179,7 @@ def _scan(args: argparse.Namespace) -> int:
     finally:
         progress.close()
     result, events = recorded.result, recorded.events
-    _export_metrics(metrics, args.metrics_textfile, args.metrics_textfile_mode, args.pushgateway)
+    unexported = _export_metrics(metrics, textfile, args.metrics_textfile_mode, args.pushgateway)
     failed = len(result.failed_scopes)
     if failed == len(result.scopes):
         empty = f"No scope could be read: nothing was audited ({failed} failed; see below and `kmsaudit findings`)."
@@ -228,26 +231,48 @@ def _scan(args: argparse.Namespace) -> int:
     changes = [e.severity for e in events if e.kind != "scope-failed" and not is_accepted(e)]
     if _fail_on([f.severity for f in result.findings if not f.accepted] + changes, args.fail_on):
         return EXIT_FINDINGS
-    if result.failed_scopes or result.iam_failures:
-        return EXIT_SCOPES_FAILED
+    if result.failed_scopes or result.iam_failures or unexported:
+        return EXIT_SCOPES_FAILED  # the scan is stored, part of what it owes is missing
     return EXIT_OK
 
 
-def _export_metrics(metrics: Metrics, textfile: str | None, mode: int, pushgateway: str | None) -> None:
+def _check_pushgateway(url: str) -> None:
+    """Before the scan: a Pushgateway URL that cannot be one is a usage error (exit 2)."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url if "://" in url else f"http://{url}")
+        ok = parts.scheme in ("http", "https") and bool(parts.hostname) and (parts.port or 1) > 0
+    except ValueError:
+        ok = False
+    if not ok:
+        raise UsageError(f"--pushgateway {_without_credentials(url)}: not an http(s)://HOST[:PORT] URL")
+
+
+def _export_metrics(metrics: Metrics, textfile: Destination | None, mode: int, pushgateway: str | None) -> int:
+    """The scan's metrics to the textfile and the Pushgateway, after its snapshot is stored. A
+    failure of either is one line on stderr and counts alike (exit 4: the scan is stored, its
+    metrics are missing, as the shipped units and README say); returns how many failed."""
     from prometheus_client import push_to_gateway
 
-    from kmsaudit.errors import UsageError
-
-    if textfile:
+    failed = 0
+    if textfile is not None:
         try:
             metrics.write_textfile(textfile, mode)
-        except OSError as exc:
-            raise UsageError(f"--metrics-textfile {textfile}: {exc.strerror or exc}") from None
+        except KmsAuditError as exc:
+            print(f"kmsaudit: error: metrics not exported: {exc}", file=sys.stderr)
+            failed += 1
     if pushgateway:
         try:
             push_to_gateway(pushgateway, job="kmsaudit", registry=metrics.registry, timeout=10)
-        except OSError as exc:
-            print(f"kmsaudit: pushgateway {_without_credentials(pushgateway)}: {exc}", file=sys.stderr)
+        except (OSError, ValueError) as exc:
+            reason = " ".join(str(getattr(exc, "reason", None) or exc).split())[:200]
+            print(
+                f"kmsaudit: error: metrics not exported: --pushgateway {_without_credentials(pushgateway)}: {reason}",
+                file=sys.stderr,
+            )
+            failed += 1
+    return failed
 
 
 def _without_credentials(url: str) -> str:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
+from kmsaudit.cli.inputs import read_input
 from kmsaudit.errors import InputFileError, UsageError
 from kmsaudit.evaluator import AuditScope, evaluate_keys, principals_from_authorization_details
 from kmsaudit.evaluator.match import ACCOUNT_RE, arn_account
@@ -16,20 +15,6 @@ from kmsaudit.model import Evaluation, Grant, KeyRecord, Organization
 
 KEY_ARN_RE = re.compile(r"^arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:key/[A-Za-z0-9-]+$")
 PLACEHOLDER_KEY_ID = "00000000-0000-0000-0000-000000000000"
-
-
-def read_json(path: str, option: str) -> Any:
-    """A JSON file, or InputFileError naming the option and the file (exit 2)."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise InputFileError(f"{option} {path}: cannot read: {exc.strerror or exc}") from None
-    except UnicodeDecodeError:
-        raise InputFileError(f"{option} {path}: not UTF-8 text") from None
-    try:
-        return json.loads(text)
-    except (ValueError, RecursionError) as exc:
-        raise InputFileError(f"{option} {path}: not valid JSON ({str(exc)[:80]})") from None
 
 
 def _guess_account(policy: Any) -> str | None:
@@ -53,43 +38,65 @@ def _guess_account(policy: Any) -> str | None:
     return None
 
 
-def _grants(data: Any, path: str) -> tuple[Grant, ...]:
-    items = data.get("Grants") if isinstance(data, dict) else data
-    if not isinstance(items, list):
-        raise InputFileError(f"--grants {path}: expected the output of `aws kms list-grants`")
-    grants = []
-    for item in items:
-        if not isinstance(item, dict):
-            continue
-        grants.append(
-            Grant(
-                grant_id=str(item.get("GrantId", "")),
-                grantee_principal=str(item.get("GranteePrincipal", "")),
-                operations=tuple(str(op) for op in item.get("Operations") or []),
-                key_id=str(item.get("KeyId", "")),
-                name=str(item.get("Name", "")),
-                retiring_principal=str(item.get("RetiringPrincipal", "")),
-                issuing_account=str(item.get("IssuingAccount", "")),
-                constraints=item.get("Constraints") or None,
-            )
+def _grants(data: Any) -> tuple[Grant, ...]:
+    """`list-grants` output (or its bare list), already checked by its shape (cli/inputs.py)."""
+    items: list[Any] = data["Grants"] if isinstance(data, dict) else data
+    return tuple(
+        Grant(
+            grant_id=item["GrantId"],
+            grantee_principal=item["GranteePrincipal"],
+            operations=tuple(item["Operations"]),
+            key_id=str(item.get("KeyId") or ""),
+            name=str(item.get("Name") or ""),
+            retiring_principal=str(item.get("RetiringPrincipal") or ""),
+            issuing_account=str(item.get("IssuingAccount") or ""),
+            constraints=item.get("Constraints") or None,
         )
-    return tuple(grants)
+        for item in items
+    )
+
+
+def _grants_key(grants: Sequence[Grant], path: str, key_arn: str | None) -> str | None:
+    """The key the grants are of: refused when it is not --key-arn; taken when no --key-arn."""
+    named = {g.key_id for g in grants if g.key_id}
+    if key_arn is not None:
+        other = sorted(k for k in named if k != key_arn and k != key_arn.rsplit("/", 1)[-1])
+        if other:
+            raise InputFileError(f"--grants {path}: these are the grants of {other[0]}, not of --key-arn {key_arn}")
+        return key_arn
+    if len(named) > 1:
+        raise InputFileError(
+            f"--grants {path}: grants of {len(named)} keys ({', '.join(sorted(named))}); one key's, please"
+        )
+    arn = next(iter(named), None)
+    return arn if arn and KEY_ARN_RE.match(arn) else None
 
 
 def _organization(data: Any, path: str) -> Organization:
-    accounts = data.get("Accounts") if isinstance(data, dict) else None
-    if not isinstance(accounts, list):
-        raise InputFileError(f"--org {path}: expected the output of `aws organizations list-accounts`")
+    """`list-accounts` output, already checked by its shape (cli/inputs.py)."""
     ids, org_id = set(), ""
-    for account in accounts:
-        if isinstance(account, dict) and ACCOUNT_RE.match(str(account.get("Id", ""))):
-            ids.add(str(account["Id"]))
-            parts = str(account.get("Arn", "")).split("/")
+    for account in data["Accounts"]:
+        if ACCOUNT_RE.match(account["Id"]):
+            ids.add(account["Id"])
+            parts = account["Arn"].split("/")
             if len(parts) >= 3 and parts[-2].startswith("o-"):
                 org_id = parts[-2]
     if not org_id:
         raise InputFileError(f"--org {path}: no organization id in the account ARNs")
     return Organization(org_id=org_id, accounts=frozenset(ids))
+
+
+def _details_account(details: Any, item: str, account: str) -> None:
+    """Authorization details are one account's: refused for another (they would make it audited)."""
+    accounts = {
+        arn_account(entry["Arn"])
+        for name in ("UserDetailList", "GroupDetailList", "RoleDetailList")
+        for entry in details.get(name) or []
+    }
+    others = sorted(accounts - {account})
+    if others:
+        theirs = others[0] if len(accounts) == 1 else ", ".join(sorted(accounts))
+        raise InputFileError(f"--iam {item}: these are the details of account {theirs}, not {account}")
 
 
 def evaluate_files(
@@ -102,17 +109,22 @@ def evaluate_files(
 ) -> tuple[Evaluation, str | None]:
     """Evaluate one key from files; also returns a note for the user, if any."""
     note = None
-    data = read_json(key_policy, "--key-policy")
+    data = read_input(key_policy, "--key-policy", "key-policy")
     # `aws kms get-key-policy` prints {"Policy": "<json text>", "PolicyName": "default"}.
-    policy = data["Policy"] if isinstance(data, dict) and isinstance(data.get("Policy"), str) else data
-    if key_arn is None:
+    policy = data["Policy"] if isinstance(data.get("Policy"), str) else data
+    key_grants = _grants(read_input(grants, "--grants", "grants")) if grants else ()
+    if key_arn is not None and not KEY_ARN_RE.match(key_arn):
+        raise UsageError(f"--key-arn {key_arn!r} is not a KMS key ARN (arn:aws:kms:REGION:ACCOUNT:key/ID)")
+    named = _grants_key(key_grants, grants or "", key_arn)
+    if key_arn is None and named is not None:
+        key_arn = named
+        note = f"note: no --key-arn given; the key's ARN is taken from the grants ({key_arn})"
+    elif key_arn is None:
         account = _guess_account(policy)
         if account is None:
             raise UsageError("--key-arn is needed: the key policy does not show the key's account")
         key_arn = f"arn:aws:kms:us-east-1:{account}:key/{PLACEHOLDER_KEY_ID}"
         note = f"note: no --key-arn given; assuming the key is in account {account} ({key_arn})"
-    elif not KEY_ARN_RE.match(key_arn):
-        raise UsageError(f"--key-arn {key_arn!r} is not a KMS key ARN (arn:aws:kms:REGION:ACCOUNT:key/ID)")
     parts = key_arn.split(":")
     key = KeyRecord(
         arn=key_arn,
@@ -120,16 +132,15 @@ def evaluate_files(
         region=parts[3],
         key_id=parts[5].split("/", 1)[1],
         policy=policy,
-        grants=_grants(read_json(grants, "--grants"), grants) if grants else (),
+        grants=key_grants,
     )
     principals = []
     for item in iam:
         account, sep, path = item.partition("=")
         if not sep or not ACCOUNT_RE.match(account):
             raise UsageError(f"--iam {item!r}: expected ACCOUNT=FILE with a 12-digit account id")
-        details = read_json(path, "--iam")
-        if not isinstance(details, dict):
-            raise InputFileError(f"--iam {path}: expected `aws iam get-account-authorization-details` output")
+        details = read_input(path, "--iam", "iam")
+        _details_account(details, item, account)
         principals.extend(principals_from_authorization_details(details, account))
     for account in trust:
         if not ACCOUNT_RE.match(account):
@@ -138,6 +149,6 @@ def evaluate_files(
         principals,
         audited_accounts=[i.partition("=")[0] for i in iam],
         trusted_accounts=trust,
-        organization=_organization(read_json(org, "--org"), org) if org else None,
+        organization=_organization(read_input(org, "--org", "org"), org) if org else None,
     )
     return evaluate_keys([key], scope), note

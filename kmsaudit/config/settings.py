@@ -36,7 +36,24 @@ AccountId = Annotated[str, Field(pattern=ACCOUNT_PATTERN)]
 
 @lru_cache(maxsize=1)
 def known_regions() -> frozenset[str]:
-    """Every region botocore knows for KMS, in every partition."""
+    """Every region botocore knows for KMS, in every partition: read from botocore's endpoints
+    file when it is there (what get_available_regions reads, without importing the SDK: a config
+    mistake is told in a fraction of a second, issue #25), else asked of a botocore session."""
+    import importlib.util
+    import json
+
+    spec = importlib.util.find_spec("botocore")
+    for folder in spec.submodule_search_locations or [] if spec else []:
+        endpoints = Path(folder) / "data" / "endpoints.json"
+        if endpoints.is_file():
+            found: set[str] = set()
+            for partition in json.loads(endpoints.read_text(encoding="utf-8"))["partitions"]:
+                pattern = re.compile(partition["regionRegex"])
+                for name, endpoint in partition["services"].get("kms", {}).get("endpoints", {}).items():
+                    if pattern.match(name) and not endpoint.get("deprecated"):
+                        found.add(name)
+            if found:
+                return frozenset(found)
     import botocore.session
 
     session = botocore.session.get_session()
@@ -219,7 +236,10 @@ ACCEPT_ID = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
 AccessLevel = Literal["public", "potential", "effective"]
 _NOT_PUBLIC: tuple[AccessLevel, ...] = ("potential", "effective")
 _KEY_FORMS = re.compile(r"^(arn:[^\s]{1,2000}|alias/[\w/+=,.@:-]{1,250}|tag:[^=\s]{1,128}=.{0,256})$")
-_PRINCIPAL_FORMS = re.compile(r"^(arn:[^\s]{1,2000}|\d{12}|\*|org:o-[a-z0-9]{10,32})$")
+# `*` is matched literally (the principal of a `"*"` statement's finding), as is a service principal.
+_PRINCIPAL_FORMS = re.compile(
+    r"^(arn:[^\s]{1,2000}|\d{12}|\*|org:o-[a-z0-9]{10,32}|[a-z0-9][a-z0-9.-]{0,200}\.amazonaws\.com(\.cn)?)$"
+)
 
 
 class AcceptSettings(_Strict):
@@ -228,7 +248,7 @@ class AcceptSettings(_Strict):
 
     id: str = Field(pattern=ACCEPT_ID)
     keys: list[str] = Field(min_length=1, max_length=1000)  # key ARN globs, alias/NAME, tag:KEY=VALUE
-    principals: list[str] = Field(min_length=1, max_length=1000)  # ARN globs, an account id, org:o-…
+    principals: list[str] = Field(min_length=1, max_length=1000)  # ARN globs, account id, org:o-…, service, "*"
     actions: list[str] = Field(min_length=1, max_length=100)  # the most it accepts (kms:Decrypt, kms:Get*)
     access: list[AccessLevel] = Field(default_factory=lambda: list(_NOT_PUBLIC), min_length=1)
     conditional: bool | None = None  # true: only while the access stays conditional
@@ -251,7 +271,10 @@ class AcceptSettings(_Strict):
     def _principals(cls, value: list[str]) -> list[str]:
         for principal in value:
             if not _PRINCIPAL_FORMS.match(principal):
-                raise ValueError(f"{principal[:80]!r} is not a principal ARN (glob), an account id or org:o-…")
+                raise ValueError(
+                    f"{principal[:80]!r} is not a principal ARN (glob), an account id, org:o-…, "
+                    'a service principal (logs.amazonaws.com) or "*"'
+                )
         return value
 
     @field_validator("actions")

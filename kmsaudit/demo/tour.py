@@ -243,12 +243,16 @@ def run_demo(workdir: str | Path = "kmsaudit-demo", serve: bool = False, out: Te
         raise UsageError("the demo needs the embedded emulator: pip install 'kmsaudit[demo]'") from None
     from kmsaudit.config.settings import load_config
     from kmsaudit.delivery.alerts import build_sinks
+    from kmsaudit.files import check_folder
     from kmsaudit.formats.render import write_drift, write_findings
     from kmsaudit.logging import configure
     from kmsaudit.run.scan import scan_and_record
 
     workdir = Path(workdir).resolve()
-    workdir.mkdir(parents=True, exist_ok=True)
+    if not workdir.is_dir():  # the demo makes its own folder, in one that exists (issue #25)
+        check_folder(workdir.parent, "--dir", str(workdir))
+        workdir.mkdir()
+    check_folder(workdir, "--dir")
     for stale in workdir.glob("kmsaudit.db*"):
         stale.unlink()
     configure(json_logs=False, level="error")

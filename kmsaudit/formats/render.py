@@ -137,6 +137,8 @@ def write_lints(lints: Sequence[Lint], fmt: str, out: TextIO) -> None:
         for lint in lints:
             out.write(json.dumps(lint.to_dict()) + "\n")
     else:
+        if not lints:
+            out.write("No lints.\n")  # an empty screen reads as a failure to run (issue #25)
         for lint in lints:
             where = lint.key_arn or lint.account
             sid = f" [{lint.sid}]" if lint.sid else ""

@@ -7,8 +7,6 @@ Every value from AWS is escaped (Jinja2 autoescape): a principal or alias cannot
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -131,34 +129,16 @@ def render_report(
     )
 
 
-def write_report(path: str | Path, html: str) -> Path:
-    """Written atomically (a temporary file renamed over it): a reader never sees half a report."""
-    target = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent if str(target.parent) else ".")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(html)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
-
-
 def run_report(config_path: str | Path, html_path: str | Path, snapshot_id: int | None = None) -> str:
     """`kmsaudit report --html FILE`: the report of the latest (or a given) snapshot; returns
     the line to print. Reads only: a path where no scan stored a database is an error (exit 2)."""
     from kmsaudit.config.settings import load_config
-    from kmsaudit.errors import SnapshotNotFound, UsageError
+    from kmsaudit.errors import SnapshotNotFound
+    from kmsaudit.files import check_destination, write_file
     from kmsaudit.store.database import Store
 
     config = load_config(config_path)
-    target = Path(html_path)
-    if target.is_dir():
-        raise UsageError(f"--html {html_path}: is a directory; give a file name such as kmsaudit-report.html")
-    if not target.parent.exists():
-        raise UsageError(f"--html {html_path}: no folder {target.parent}")
+    destination = check_destination(html_path, "--html")  # before any work (issue #25)
     store = Store(config.store.path, create=False)
     try:
         snapshot = store.snapshot(snapshot_id)
@@ -172,7 +152,7 @@ def run_report(config_path: str | Path, html_path: str | Path, snapshot_id: int 
     finally:
         store.close()
     fingerprint = config_fingerprint([config_path, *config.acceptance.files])
-    written = write_report(target, render_report(findings, scopes, snapshot, events, names, fingerprint))
+    written = write_file(destination, render_report(findings, scopes, snapshot, events, names, fingerprint))
     return (
         f"report of snapshot {snapshot['id']} ({len(findings)} findings, {len(events)} drift events in "
         f"{DAYS} days) written to {written}"

@@ -158,7 +158,10 @@ def sarif_log(
                     "id": rule_id,
                     "name": name,
                     "shortDescription": {"text": text},
-                    "help": {"text": 'README "Access levels" and "Lints" explain each rule and what to change.'},
+                    "help": {
+                        "text": 'README "Access levels" and "`kmsaudit evaluate`" (--lints) explain each rule '
+                        "and what to change."
+                    },
                     "defaultConfiguration": {"level": _LEVEL.get(severity, "warning")},
                 }
             )

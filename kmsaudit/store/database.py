@@ -26,6 +26,7 @@ import structlog
 
 from kmsaudit.errors import StoreBusy, StoreError, StoreUnusable
 from kmsaudit.store.carry import Carry
+from kmsaudit.store.failures import describe, not_ours
 from kmsaudit.store.migrations import MIGRATIONS, SCHEMA_VERSION
 from kmsaudit.store.outbox import Outbox
 from kmsaudit.store.queries import Queries
@@ -84,13 +85,11 @@ def check_location(path: str | Path) -> str:
             if not os.access(where, os.W_OK):
                 raise StoreUnusable(f"{where}: not writable by this user")
         return f"{path}: kmsaudit database, {snapshots} snapshots"
-    ancestor = path.parent
-    while not ancestor.exists():
-        ancestor = ancestor.parent
-    if not ancestor.is_dir():
-        raise StoreUnusable(f"{ancestor}: is not a directory, so {path} cannot be created")
-    if not os.access(ancestor, os.W_OK | os.X_OK):
-        raise StoreUnusable(f"{ancestor}: not writable by this user, so {path} cannot be created")
+    folder = path.parent
+    if not folder.is_dir():  # never created: a typo would start a new, un-alerted baseline (issue #25)
+        raise StoreUnusable(f"{path}: no folder {folder}: create it (mkdir -p {folder}) or fix [store] path")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise StoreUnusable(f"{folder}: not writable by this user, so {path} cannot be created")
     return f"{path}: will be created by the first scan"
 
 
@@ -112,7 +111,6 @@ class Store(Writer, Queries, Carry, Retention, Outbox):
             return
         try:
             if created:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
                 os.close(os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))  # never world-readable
             ours = created or self._is_ours()
             if ours and not created:
@@ -131,11 +129,8 @@ class Store(Writer, Queries, Carry, Retention, Outbox):
                     self.db.execute(
                         "INSERT OR IGNORE INTO meta VALUES ('created_by_kmsaudit', ?)", ["1" if created else "0"]
                     )
-        except sqlite3.DatabaseError as exc:
-            raise StoreUnusable(f"{self.path}: not a kmsaudit snapshot database ({exc})") from None
-        except (sqlite3.Error, OSError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
-            raise StoreUnusable(f"{self.path}: cannot open the snapshot database: {reason}") from None
+        except (sqlite3.Error, OSError) as exc:  # each its own line and fix (store/failures.py)
+            raise StoreUnusable(describe(self.path, exc)) from None
 
     def _check_path(self, create: bool) -> bool:
         """Whether the database is to be created here; StoreUnusable if the path cannot be one."""
@@ -152,6 +147,11 @@ class Store(Writer, Queries, Carry, Retention, Outbox):
             if not create:
                 raise StoreUnusable(
                     f"{self.path}: no snapshot database here yet: run `kmsaudit scan` first, or check [store] path"
+                )
+            if not self.path.parent.is_dir():  # a typo would make a new, un-alerted baseline (issue #25)
+                raise StoreUnusable(
+                    f"{self.path}: no folder {self.path.parent}: create it (mkdir -p {self.path.parent}) "
+                    "or fix [store] path"
                 )
             return True
         if stat.S_ISDIR(info.st_mode):
@@ -172,7 +172,7 @@ class Store(Writer, Queries, Carry, Retention, Outbox):
             if not tables:
                 return False  # an empty file: usable, but not ours to chmod
             if "meta" not in tables:
-                raise StoreUnusable(f"{self.path}: an SQLite database, but not kmsaudit's (no schema version)")
+                raise StoreUnusable(not_ours(self.path))
             row = look.execute("SELECT value FROM meta WHERE key = 'created_by_kmsaudit'").fetchone()
         finally:
             look.close()
@@ -196,7 +196,7 @@ class Store(Writer, Queries, Carry, Retention, Outbox):
             with self.db.conn:
                 yield
         except sqlite3.Error as exc:
-            raise StoreError(f"{self.path}: {exc}") from None
+            raise StoreError(describe(self.path, exc, "cannot write the snapshot")) from None
 
     def _migrate(self) -> None:
         self.db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")

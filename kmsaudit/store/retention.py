@@ -11,6 +11,7 @@ from pathlib import Path
 import sqlite_utils
 
 from kmsaudit.errors import StoreError
+from kmsaudit.store.failures import describe
 
 PRUNE_BATCH = 50  # snapshots forgotten per transaction: short write locks, a small WAL
 VACUUM_PAGES = 2_000  # free pages given back to the file system per step
@@ -72,7 +73,7 @@ class Retention:
                 self.db.execute("DELETE FROM policies WHERE sha256 NOT IN (SELECT sha256 FROM policy_versions)")
             self._give_space_back()  # also what an interrupted prune left to give back
         except sqlite3.Error as exc:
-            raise StoreError(f"{self.path}: retention stopped: {exc}") from None
+            raise StoreError(describe(self.path, exc, "retention stopped")) from None
         return len(old)
 
     def _give_space_back(self) -> None:

@@ -95,3 +95,46 @@ def test_the_textfile_is_readable_by_node_exporter_under_a_strict_umask(
     assert proc.returncode == 0, proc.stderr
     assert stat.S_IMODE(textfile.stat().st_mode) == 0o644
     assert stat.S_IMODE((tmp_path / "k.db").stat().st_mode) == 0o600  # the database stays private
+
+
+def test_a_textfile_in_a_missing_folder_is_refused_before_the_scan(tmp_path: Path, estate: Estate, aws: str) -> None:
+    """Issue #25 item 5: the scan ran and stored its snapshot, then exited 2 with no hint."""
+    config = tmp_path / "k.toml"
+    config.write_text(config_text(store=str(tmp_path / "k.db")))
+    textfile = tmp_path / "textfile_collector" / "kmsaudit.prom"
+    proc = subprocess.run(
+        [sys.executable, "-m", "kmsaudit", "scan", "--config", str(config), "--metrics-textfile", str(textfile)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "AWS_ENDPOINT_URL": aws},
+    )
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr == (
+        f"kmsaudit: error: --metrics-textfile {textfile}: no folder {textfile.parent} "
+        "(create it first, or fix the path)\n"
+    )
+    assert not (tmp_path / "k.db").exists()  # nothing was scanned or stored
+
+
+def test_the_textfile_and_the_pushgateway_fail_alike(tmp_path: Path, capsys: object) -> None:
+    """Issue #25 item 5: a textfile that could not be written exited 2, a dead Pushgateway 0."""
+    import socket
+
+    from kmsaudit.cli.main import _export_metrics
+    from kmsaudit.files import check_destination
+    from kmsaudit.metrics import Metrics
+
+    folder = tmp_path / "gone"
+    folder.mkdir()
+    destination = check_destination(folder / "kmsaudit.prom", "--metrics-textfile")
+    folder.rmdir()  # removed between the check and the write
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    assert _export_metrics(Metrics(), destination, 0o644, None) == 1
+    assert _export_metrics(Metrics(), None, 0o644, dead) == 1
+    err = capsys.readouterr().err  # type: ignore[attr-defined]
+    lines = err.splitlines()
+    assert len(lines) == 2 and all(line.startswith("kmsaudit: error: metrics not exported: ") for line in lines)
+    assert "--metrics-textfile" in lines[0] and "--pushgateway http://127.0.0.1:" in lines[1]

@@ -191,7 +191,8 @@ def test_the_command_line_shows_no_secret_either(tmp_path: Path, estate: Estate,
         timeout=120,
         env=env,
     )
-    assert "kmsaudit: pushgateway http://127.0.0.1:9: " in done.stderr and HMAC_KEY not in done.stdout + done.stderr
+    assert "kmsaudit: error: metrics not exported: --pushgateway http://127.0.0.1:9: " in done.stderr
+    assert HMAC_KEY not in done.stdout + done.stderr and done.returncode == 4  # as a textfile failure (issue #25)
     # A missing secret is named by its variable, never by a value:
     env.pop("KMSAUDIT_TEST_HMAC")
     done = subprocess.run(
@@ -207,6 +208,7 @@ def _mode(path: Path) -> int:
 def test_the_database_and_its_outbox_are_readable_by_the_owner_only(tmp_path: Path) -> None:
     old_umask = os.umask(0o022)  # a permissive umask must not matter
     try:
+        (tmp_path / "state").mkdir()  # a store's folder is never created for it (issue #25)
         store = Store(tmp_path / "state" / "k.db")
         store.save_scan(scan(3))
         store.save_scan(scan(3, extra_principal="arn:aws:iam::999988887777:root"), route=lambda event: ["hook"])

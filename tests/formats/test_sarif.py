@@ -137,6 +137,14 @@ def test_access_through_a_grant_points_at_the_grant(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("broken", ["{}", '{"Statement": "nope"}'])
-def test_a_policy_without_statements_still_gives_a_valid_log(tmp_path: Path, broken: str) -> None:
-    log, _ = sarif(tmp_path, text=broken)
-    assert log["version"] == "2.1.0"
+def test_a_policy_without_statements_fails_the_gate(tmp_path: Path, broken: str) -> None:
+    """Issue #25 item 1: `{}` is not a key policy; a CI gate on it fails (exit 2, one line), never passes."""
+    path = tmp_path / "key.json"
+    path.write_text(broken)
+    proc = subprocess.run(
+        [*EVALUATE, "--key-policy", str(path), "--key-arn", KEY_ARN, "--format", "sarif", "--fail-on", "high"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2 and proc.stdout == "" and proc.stderr.count("\n") == 1
