@@ -33,6 +33,7 @@ from kmsaudit.config.settings import Config
 from kmsaudit.run.assemble import Outcome, lost
 
 log = structlog.get_logger("kmsaudit.scan")
+WATCH_EVERY = 1.0  # seconds between looks at a silent worker's deadlines
 SCOPES_PER_WORKER = 8  # without an explicit `processes`: a worker for every this many scopes…
 KEYS_PER_WORKER = 2_000  # …or for every this many keys of the last snapshot (a worker starts in 0.5 s)
 PROGRESS_EVERY = 0.25  # seconds between a worker's progress messages
@@ -101,6 +102,9 @@ class ScopeShare:
         self.scopes = list(scopes)
         self._next = context.Value("i", 0)
         self._owner = context.Array("i", [-1] * max(1, len(self.scopes)), lock=False)
+        # When each was taken, on the monotonic clock (one clock for every process of the host):
+        # the scan's process fails a scope read longer than `[scan] scope_deadline`.
+        self._taken_at = context.Array("d", [0.0] * max(1, len(self.scopes)), lock=False)
 
     def claim(self, worker: int) -> Scope | None:
         with self._next.get_lock():
@@ -108,8 +112,17 @@ class ScopeShare:
             if i >= len(self.scopes):
                 return None
             self._next.value = i + 1
+            self._taken_at[i] = time.monotonic()
             self._owner[i] = worker
         return self.scopes[i]
+
+    def overdue(self, worker: int, reported: set[Scope], deadline: float, now: float) -> list[Scope]:
+        """The scopes `worker` took more than `deadline` seconds ago and has not reported."""
+        return [
+            s
+            for i, s in enumerate(self.scopes)
+            if self._owner[i] == worker and s not in reported and now - self._taken_at[i] > deadline
+        ]
 
     def taken_by(self, worker: int) -> list[Scope]:
         return [s for i, s in enumerate(self.scopes) if self._owner[i] == worker]
@@ -230,8 +243,22 @@ async def run_parallel(
         send.close()
         outcome = Outcome()
         reason = ""
+        deadline = config.scan.scope_deadline_seconds
+        reported: set[Scope] = set()
         try:
             while True:
+                # Waits a little at a time: a worker that is stopped (SIGSTOP) or hung sends
+                # nothing, and is killed once a scope it took is past its deadline (defect 6).
+                if not await loop.run_in_executor(readers, receive.poll, min(WATCH_EVERY, deadline)):
+                    late = share.overdue(index, reported, deadline, time.monotonic())
+                    if late:
+                        process.kill()
+                        reason = (
+                            f"worker process read {late[0][0]}/{late[0][1]} for over {config.scan.scope_deadline} "
+                            "([scan] scope_deadline): killed"
+                        )
+                        break
+                    continue
                 kind, body = await loop.run_in_executor(readers, receive.recv)
                 if kind == "progress":
                     for what, n in body.items():
@@ -239,6 +266,7 @@ async def run_parallel(
                             progress(what, n)
                 elif kind == "scope":
                     outcome.parts.append(body)
+                    reported.add((body.status.account, body.status.region))
                 elif kind == "done":
                     outcome.attempts.update(body["attempts"])
                     outcome.matched = body["matched"]

@@ -92,6 +92,45 @@ def test_a_worker_that_dies_fails_its_scopes_not_the_scan(tmp_path: Path, estate
     }
 
 
+def test_a_stopped_worker_is_killed_at_its_scope_deadline_and_the_scan_ends(
+    tmp_path: Path, estate: Estate, slow: AwsProxy
+) -> None:
+    """Issue #24, defect 6: a worker stopped (SIGSTOP) or hung hung `kmsaudit scan` forever,
+    holding the writer lock. Past `[scan] scope_deadline` it is killed, the scopes it held fail
+    (naming the deadline), the other worker's are read, and the scan ends."""
+    one = _scan(tmp_path, 1)
+    keyed = {(s.account, s.region) for s in one.scopes if s.keys}
+    slow.stall["GetKeyPolicy"] = 60.0
+    stopped: list[int] = []
+
+    def stop_one() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and len(slow.stalled) < one.keys:
+            time.sleep(0.02)
+        time.sleep(0.3)
+        victims = multiprocessing.active_children()
+        if victims and victims[0].pid is not None:
+            stopped.append(victims[0].pid)
+            os.kill(victims[0].pid, signal.SIGSTOP)  # alive, silent: no EOF ever comes
+        slow.stall.clear()
+
+    path = tmp_path / "deadline.toml"
+    path.write_text(config_text((A, B, C), extra='processes = 2\nscope_deadline = "8s"'))
+    threading.Thread(target=stop_one, daemon=True).start()
+    import asyncio
+
+    started = time.monotonic()
+    result = asyncio.run(run_scan(load_config(path)))
+    assert stopped, "no worker was seen"
+    assert time.monotonic() - started < 45  # ended: the deadline, not forever
+    with pytest.raises(ProcessLookupError):
+        os.kill(stopped[0], 0)  # killed and reaped, not left stopped
+    failed = {(s.account, s.region): s for s in result.scopes if not s.ok}
+    assert failed and set(failed) <= keyed
+    assert all(s.error_code == "worker" and "scope_deadline" in s.error for s in failed.values()), failed
+    assert len(result.scopes) == 6 and keyed - set(failed) <= {(s.account, s.region) for s in result.scopes if s.ok}
+
+
 def test_workers_report_progress_as_they_go(tmp_path: Path, estate: Estate, aws: str) -> None:
     """The progress line of a terminal (`kmsaudit scan`) advances with worker processes too: every
     scope and every key the workers read is counted in the scan's process, and the total is known."""
