@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
@@ -12,6 +11,7 @@ from botocore.exceptions import ClientError
 
 from kmsaudit.collect.errors import THROTTLE_CODES, convert, is_missing
 from kmsaudit.collect.pacing import Pacer
+from kmsaudit.collect.slots import FairSlots
 from kmsaudit.config.settings import DEFAULT_QUOTAS, ScanSettings
 
 # (service, operation, outcome) for every HTTP attempt, retries included.
@@ -47,11 +47,10 @@ class Api:
 
     def __init__(self, settings: ScanSettings, observer: RequestObserver | None = None) -> None:
         self.settings = settings
-        self._in_flight = asyncio.Semaphore(settings.concurrency)
-        # A scope's share of the slots: botocore's retries (backoff sleeps, up to 20 s) happen
-        # inside a call, so one throttled scope could otherwise hold every slot (issue #19).
-        self._scope_share = max(2, settings.concurrency // 4)
-        self._scope_slots: dict[tuple[str, str], asyncio.Semaphore] = {}
+        # The slots, shared fairly (collect/slots.py): botocore's retries (backoff sleeps, up to
+        # 20 s) happen inside a call, so throttled scopes could otherwise hold every slot (issues
+        # #19 and #24).
+        self._slots = FairSlots(settings.concurrency)
         self._pacers: dict[tuple[str, str, str], Pacer] = {}
         self._observer = observer
         self.attempts: Counter[tuple[str, str, str]] = Counter()  # (service, operation, outcome)
@@ -116,10 +115,7 @@ class Api:
         pacer = self._pacer(account, region, operation)
         if pacer is not None:
             await pacer.acquire()
-        share = self._scope_slots.get((account, region))
-        if share is None:
-            share = self._scope_slots[(account, region)] = asyncio.Semaphore(self._scope_share)
-        async with share, self._in_flight:
+        async with self._slots.hold((account, region)):
             try:
                 response: dict[str, Any] = await getattr(client, snake(operation))(**params)
             except ClientError as exc:

@@ -101,11 +101,9 @@ class ScanSettings(_Strict):
     interval: str = "15m"
     concurrency: int = Field(64, ge=1, le=1024, description="AWS requests in flight at most")
     scopes_at_once: int = Field(16, ge=1, le=1024, description="account × region scopes read at the same time")
-    # Worker processes (README "Performance"); none: one per core, each with 8 scopes or 2,000 keys
     processes: int | None = Field(None, ge=1, le=256, description="worker processes reading scopes")
-    # A worker process reading one scope longer than this is killed and its scopes failed (issue
-    # #24, defect 6: a stopped or hung worker hung the scan, holding the writer lock).
-    scope_deadline: str = Field("30m", description="longest a worker process may read one scope")
+    # A worker reading one scope longer is killed, its scopes failed (README "Reliability")
+    scope_deadline: str = Field("30m", pattern=r"^[1-9]\d*[smhd]$", description="longest a worker may read a scope")
     retry_mode: Literal["standard", "adaptive"] = "standard"
     max_attempts: int = Field(10, ge=1, le=30)
     quota_margin: float = Field(0.8, gt=0, le=1, description="fraction of each quota kmsaudit uses")
@@ -125,17 +123,6 @@ class ScanSettings(_Strict):
         if parse_duration(value) < 1:
             raise ValueError("the interval must be at least 1s")
         return value
-
-    @field_validator("scope_deadline")
-    @classmethod
-    def _scope_deadline(cls, value: str) -> str:
-        if parse_duration(value) < 1:
-            raise ValueError("must be at least 1s")
-        return value
-
-    @property
-    def scope_deadline_seconds(self) -> float:
-        return parse_duration(self.scope_deadline)
 
     @field_validator("quotas")
     @classmethod

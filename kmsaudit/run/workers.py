@@ -29,7 +29,7 @@ from typing import Any
 
 import structlog
 
-from kmsaudit.config.settings import Config
+from kmsaudit.config.settings import Config, parse_duration
 from kmsaudit.run.assemble import Outcome, lost
 
 log = structlog.get_logger("kmsaudit.scan")
@@ -243,7 +243,7 @@ async def run_parallel(
         send.close()
         outcome = Outcome()
         reason = ""
-        deadline = config.scan.scope_deadline_seconds
+        deadline = parse_duration(config.scan.scope_deadline)
         reported: set[Scope] = set()
         try:
             while True:

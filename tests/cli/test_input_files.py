@@ -85,8 +85,7 @@ def test_a_wrong_key_policy_file_is_one_line_and_exit_2(
     code, out, err = _run(capsys, "--key-policy", path, "--key-arn", KEY_ARN, "--fail-on", "low")
     assert code == 2 and out == ""
     assert (
-        err
-        == f"kmsaudit: error: --key-policy {path}: this is {looks}, "
+        err == f"kmsaudit: error: --key-policy {path}: this is {looks}, "
         "not a key policy (nor `aws kms get-key-policy` output)\n"
     )
 
