@@ -1,0 +1,38 @@
+"""Issue #24, defect 8 ("Time"): the scheduler ran on wall-clock time — a clock stepped back an
+hour moved the next scan 75 minutes away. Schedules run on the monotonic clock; the wall clock
+only stamps records (and reads a cron expression's next match once, at the end of a scan)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from kmsaudit.config.settings import load_config
+from kmsaudit.run.daemon import Daemon
+
+
+def daemon(tmp_path: Path, interval: str) -> Daemon:
+    path = tmp_path / "k.toml"
+    path.write_text(
+        f'[scan]\ninterval = "{interval}"\nregions = ["us-east-1"]\n'
+        f'[store]\npath = "{tmp_path / "k.db"}"\n[[accounts]]\nid = "111122223333"\n'
+        'role_arn = "arn:aws:iam::111122223333:role/kmsaudit"\n'
+    )
+    return Daemon(path, load_config(path))
+
+
+@pytest.mark.parametrize("interval", ["15m", "*/15 * * * *"])
+def test_a_wall_clock_stepped_back_an_hour_does_not_move_the_next_scan(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, interval: str
+) -> None:
+    d = daemon(tmp_path, interval)
+    d.last_scan_end, d.last_scan_end_monotonic = time.time(), time.monotonic()
+    due = d._next_scan(1.0)
+    assert 0 < due - time.monotonic() <= 15 * 60
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() - 3600)  # NTP steps the clock back an hour
+    assert d._next_scan(1.0) == due
+    monkeypatch.setattr(time, "time", lambda: real() + 7200)  # or forward two
+    assert d._next_scan(1.0) == due
