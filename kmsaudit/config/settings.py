@@ -102,7 +102,7 @@ class ScanSettings(_Strict):
     concurrency: int = Field(64, ge=1, le=1024, description="AWS requests in flight at most")
     scopes_at_once: int = Field(16, ge=1, le=1024, description="account × region scopes read at the same time")
     processes: int | None = Field(None, ge=1, le=256, description="worker processes reading scopes")
-    # A worker reading one scope longer is killed, its scopes failed (README "Reliability")
+    # A worker reading one scope longer is killed, its scopes failed (README "Reliability and security guarantees")
     scope_deadline: str = Field("30m", pattern=r"^[1-9]\d*[smhd]$", description="longest a worker may read a scope")
     retry_mode: Literal["standard", "adaptive"] = "standard"
     max_attempts: int = Field(10, ge=1, le=30)

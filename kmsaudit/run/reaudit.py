@@ -46,7 +46,9 @@ class EventReaudit:
         """What a full scan read (a scope it read whole, an account whose IAM it read, the
         organization): an event that happened before `started` is in it (issue #24, defect 4)."""
         for scope in result.scopes:
-            if scope.ok and scope.partial is None and scope.account != ORGANIZATION:
+            # A scope with keys it could not read has not read them: an event on one is not
+            # covered (the common case: a policy change that locked the auditor out).
+            if scope.ok and scope.partial is None and not scope.unreadable and scope.account != ORGANIZATION:
                 self.read_at[(scope.account, scope.region)] = started
         organization_failed = any(s.account == ORGANIZATION and not s.ok for s in result.scopes)
         for account in {s.account for s in result.scopes} - {ORGANIZATION} - set(result.iam_failures):

@@ -245,12 +245,14 @@ async def run_parallel(
         reason = ""
         deadline = parse_duration(config.scan.scope_deadline)
         reported: set[Scope] = set()
+        heard = time.monotonic()  # the last message from the worker
         try:
             while True:
                 # Waits a little at a time: a worker that is stopped (SIGSTOP) or hung sends
                 # nothing, and is killed once a scope it took is past its deadline (defect 6).
                 if not await loop.run_in_executor(readers, receive.poll, min(WATCH_EVERY, deadline)):
-                    late = share.overdue(index, reported, deadline, time.monotonic())
+                    now = time.monotonic()
+                    late = share.overdue(index, reported, deadline, now)
                     if late:
                         process.kill()
                         reason = (
@@ -258,7 +260,12 @@ async def run_parallel(
                             "([scan] scope_deadline): killed"
                         )
                         break
+                    if now - heard > deadline:  # stopped holding no scope (before its first, after its last)
+                        process.kill()
+                        reason = f"worker process silent for over {config.scan.scope_deadline} ([scan] scope_deadline)"
+                        break
                     continue
+                heard = time.monotonic()
                 kind, body = await loop.run_in_executor(readers, receive.recv)
                 if kind == "progress":
                     for what, n in body.items():

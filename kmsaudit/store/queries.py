@@ -61,10 +61,11 @@ class Queries:
 
     def event_scopes(self) -> dict[tuple[str, str], bool]:
         """The scopes of the latest snapshot (every configured scope, SPEC §5), each with whether
-        it has a good state an event may re-read keys of (README "Real-time detection"); a scope
-        never read whole is re-read whole. One query, no state read."""
+        it is read well now, so that an event may re-read some of its keys (README "Real-time
+        detection"); a scope failing in the latest snapshot, or never read whole, is re-read whole
+        (a one-key read must not make a failed scope look read). One query, no state read."""
         rows = self.db.execute(
-            "SELECT s.account, s.region, EXISTS (SELECT 1 FROM scopes g WHERE g.account = s.account "
+            "SELECT s.account, s.region, s.ok = 1 AND EXISTS (SELECT 1 FROM scopes g WHERE g.account = s.account "
             "AND g.region = s.region AND g.ok = 1) FROM scopes s WHERE s.snapshot_id = (SELECT max(id) FROM snapshots)"
         ).fetchall()
         return {(str(a), str(r)): bool(good) for a, r, good in rows}

@@ -223,3 +223,23 @@ async def test_the_event_labels_are_a_fixed_set(daemon: Daemon, estate: Estate) 
     assert len(series) <= 2, series
     assert all(dict(labels)["event"] == "other" and dict(labels)["source"] == "other" for labels in series)
     assert B  # the estate's other accounts are untouched
+
+
+async def test_a_one_key_re_read_does_not_make_a_failed_scope_look_read(
+    daemon: Daemon, estate: Estate, proxy: AwsProxy
+) -> None:
+    """Review of issue #24: a scope failing its full scan (ListKeys denied), then one key of it
+    re-read well, was written ok and the snapshot complete — the failure cleared, the rest of the
+    scope unlisted since. A failing scope is re-read whole: still failing, the event kept."""
+    await daemon.scan_once()
+    proxy.deny_operations = {"ListKeys"}
+    await daemon.scan_once()  # every scope fails; its last good state shows
+    handled = await daemon.reaudit(messages(event("kms-PutKeyPolicy.json", estate.keys["shared"])))
+    after, scopes, _ = latest(daemon)
+    assert handled == set()  # kept for a retry
+    assert not after["complete"] and len(scopes) == SCOPES and not any(ok for _, _, ok in scopes)
+    proxy.deny_operations = set()
+    handled = await daemon.reaudit(messages(event("kms-PutKeyPolicy.json", estate.keys["shared"])))
+    assert handled == {"receipt-0"}
+    _, scopes, _ = latest(daemon)
+    assert (A, "us-east-1", True) in scopes  # read whole now: truly read
