@@ -70,6 +70,7 @@ class Daemon(EventReaudit):
         self.iam_read_at: dict[str, float] = {}
         self.organization_read_at: float | None = None
         self.last_scan_end_monotonic: float | None = None
+        self.last_good_scan_monotonic: float | None = None  # the end of the last scan that committed
         self._due: float | None = None  # the next scan, monotonic; computed once per scan's end
         self._consumer_config: Config | None = None  # the config the running consumer was built from
         self.supervisor = Supervisor(self.metrics, self.stopping)
@@ -93,9 +94,9 @@ class Daemon(EventReaudit):
         elif down := self.supervisor.down():
             reason = "task down: " + ", ".join(down)
         elif self.scanning_since is None and (
-            (ended := self.last_scan_end_monotonic) is None or now - ended > 2 * self.config.interval_seconds
+            (ended := self.last_good_scan_monotonic) is None or now - ended > 2 * self.config.interval_seconds
         ):
-            reason = "no scan for over twice the interval"
+            reason = "no scan stored for over twice the interval"  # a failing scan is not a scan
         return web.Response(text=f"{reason or 'ready'}\n", status=503 if reason else 200)
 
     async def _listen(self, runner: web.AppRunner, listen: str) -> web.TCPSite:
@@ -118,6 +119,7 @@ class Daemon(EventReaudit):
                 self.scanning_since = None
                 self.last_scan_end = time.time()
                 self.last_scan_end_monotonic = time.monotonic()
+            self.last_good_scan_monotonic = self.last_scan_end_monotonic
             if recorded.audit_scope is not None:
                 self.audit_scope = recorded.audit_scope
             self._read_by(recorded.result, started)

@@ -36,3 +36,24 @@ def test_a_wall_clock_stepped_back_an_hour_does_not_move_the_next_scan(
     assert d._next_scan(1.0) == due
     monkeypatch.setattr(time, "time", lambda: real() + 7200)  # or forward two
     assert d._next_scan(1.0) == due
+
+
+async def test_a_scan_that_fails_every_time_makes_the_daemon_unready(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review of issue #24: /readyz counted a scan that raised (disk full, the store busy) as a
+    scan, so a daemon failing every cycle stayed ready forever."""
+    from kmsaudit.errors import StoreError
+    from kmsaudit.run import daemon as module
+
+    async def fails(*args: object, **kwargs: object) -> None:
+        raise StoreError("k.db: database or disk is full")
+
+    monkeypatch.setattr(module, "scan_and_record", fails)
+    d = daemon(tmp_path, "15m")
+    d.has_state = True  # an earlier snapshot is served
+    with pytest.raises(StoreError):
+        await d.scan_once()
+    assert d.last_scan_end_monotonic is not None  # the schedule goes on from its end
+    response = await d._readyz(None)  # type: ignore[arg-type]
+    assert response.status == 503 and "no scan stored" in response.text
