@@ -19,7 +19,7 @@ from kmsaudit.delivery.alerts import build_sinks, deliver
 from kmsaudit.errors import KmsAuditError, StoreBusy, UsageError
 from kmsaudit.evaluator import AuditScope
 from kmsaudit.metrics import Metrics
-from kmsaudit.model import ScanResult
+from kmsaudit.model import ORGANIZATION, ScanResult
 from kmsaudit.run.events import KNOWN_EVENTS, Consumer
 from kmsaudit.run.reaudit import EventReaudit
 from kmsaudit.run.scan import scan_and_record
@@ -84,7 +84,7 @@ class Daemon(EventReaudit):
 
     async def _readyz(self, _: web.Request) -> web.Response:
         """Ready: there is a snapshot to serve, every supervised task runs (issue #24) and scanning
-        is not stuck (the last scan ended within twice the interval, or one is running). Failed
+        is not stuck (a scan was stored within twice the interval, or one is running). Failed
         scopes do not make it unready: the metrics and alerts report them, and one disabled region
         must not keep a pod out."""
         now = time.monotonic()
@@ -120,7 +120,10 @@ class Daemon(EventReaudit):
                 self.last_scan_end = time.time()
                 self.last_scan_end_monotonic = time.monotonic()
             self.last_good_scan_monotonic = self.last_scan_end_monotonic
-            if recorded.audit_scope is not None:
+            # The principals and organization event re-reads evaluate against: not replaced by
+            # those of a scan whose organization read failed (members would read as outsiders).
+            organization_failed = any(s.account == ORGANIZATION and not s.ok for s in recorded.result.scopes)
+            if recorded.audit_scope is not None and (self.audit_scope is None or not organization_failed):
                 self.audit_scope = recorded.audit_scope
             self._read_by(recorded.result, started)
         result, events = recorded.result, recorded.events
@@ -289,7 +292,6 @@ class Daemon(EventReaudit):
             await runner.cleanup()
             raise
         log.info("daemon.started", listen=self.config.daemon.listen, interval=self.config.scan.interval)
-        self.supervisor = Supervisor(self.metrics, self.stopping)
         try:
             self.supervisor.start("scheduler", lambda: self._schedule(runner))
             await self.stopping.wait()

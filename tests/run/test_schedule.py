@@ -57,3 +57,31 @@ async def test_a_scan_that_fails_every_time_makes_the_daemon_unready(
     assert d.last_scan_end_monotonic is not None  # the schedule goes on from its end
     response = await d._readyz(None)  # type: ignore[arg-type]
     assert response.status == 503 and "no scan stored" in response.text
+
+
+async def test_a_scan_whose_organization_read_failed_keeps_the_principals_re_reads_use(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review of issue #24: a scan whose organization read failed handed the daemon an audit scope
+    with no organization, and event re-reads then evaluated members as outsiders until the next
+    good scan. The last good one is kept."""
+    from kmsaudit.model import ORGANIZATION, ScanResult, ScopeStatus
+    from kmsaudit.run import daemon as module
+    from kmsaudit.run.scan import Recorded
+
+    good, degraded = object(), object()
+    org = [ScopeStatus(ORGANIZATION, "global", True), ScopeStatus(ORGANIZATION, "global", False, 0, "denied", "x")]
+    answers = iter([(good, org[0]), (degraded, org[1]), (degraded, org[0])])
+
+    async def record(*args: object, **kwargs: object) -> Recorded:
+        scope, status = next(answers)
+        return Recorded(ScanResult((), (), (status,)), 1, [], 0, audit_scope=scope)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(module, "scan_and_record", record)
+    d = daemon(tmp_path, "15m")
+    await d.scan_once()
+    assert d.audit_scope is good
+    await d.scan_once()  # the organization could not be read
+    assert d.audit_scope is good
+    await d.scan_once()  # read again
+    assert d.audit_scope is degraded
