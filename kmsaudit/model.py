@@ -100,6 +100,7 @@ class IamPrincipal:
     boundary: PolicyDocument | None = None
     # Managed policies named but not present in the collected details.
     unresolved: tuple[str, ...] = ()
+    tags: tuple[tuple[str, str], ...] = ()  # (key, value) as authorization details list them
 
 
 @dataclass(frozen=True, slots=True)

@@ -98,7 +98,12 @@ def iam_deny(actions: Any = "kms:*", resource: Any = "*") -> dict[str, Any]:
     return {"Version": "2012-10-17", "Statement": [{"Effect": "Deny", "Action": actions, "Resource": resource}]}
 
 
-def principal(arn: str, *docs: dict[str, Any], boundary: dict[str, Any] | None = None) -> IamPrincipal:
+def principal(
+    arn: str,
+    *docs: dict[str, Any],
+    boundary: dict[str, Any] | None = None,
+    tags: tuple[tuple[str, str], ...] = (),
+) -> IamPrincipal:
     kind, name = arn.split(":")[5].split("/", 1)
     return IamPrincipal(
         arn=arn,
@@ -107,6 +112,7 @@ def principal(arn: str, *docs: dict[str, Any], boundary: dict[str, Any] | None =
         name=name.rsplit("/", 1)[-1],
         policies=tuple(PolicyDocument(f"inline:p{i}", d) for i, d in enumerate(docs)),
         boundary=PolicyDocument("boundary", boundary) if boundary is not None else None,
+        tags=tags,
     )
 
 

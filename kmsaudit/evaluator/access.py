@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 from kmsaudit.evaluator.conditions import FALSE, TRUE, UNKNOWN, Context, Value, evaluate_block
 from kmsaudit.evaluator.match import match_once
 from kmsaudit.evaluator.memo import MISSING, Memo
-from kmsaudit.evaluator.statements import Statement
+from kmsaudit.evaluator.statements import ConditionClause, Statement
 
 # A condition description: hashable (key, value) pairs, made a dict only for output.
 Desc = tuple[tuple[str, Any], ...]
@@ -83,6 +83,7 @@ class Subject:
     account: str = ""  # "" for outsider and services
     arn: str = ""  # concrete: the ARN a statement may name
     role_name: str = ""  # concrete role: for assumed-role session principals
+    bounded: bool = False  # concrete: has a permissions boundary (SPEC §2.9, NotPrincipal)
     context: Mapping[str, Value] = field(default_factory=dict)
     # source -> statement -> verdict, for statements whose verdict depends on the subject alone
     # (`Statement.subject_only`). Subjects live as long as their AuditScope.
@@ -111,6 +112,10 @@ def principal_matches(stmt: Statement, subject: Subject) -> tuple[int, Desc | No
                 result = UNKNOWN
                 extra = (("operator", "AssumedRoleSession"), ("key", "aws:userid"), ("values", (ref.value,)))
     if stmt.not_principal:
+        if subject.bounded and not stmt.allow:
+            # IAM User Guide, "NotPrincipal": a Deny with NotPrincipal always denies a principal
+            # that has a permissions boundary, whatever the NotPrincipal names (SPEC §2.9).
+            return TRUE, None
         return (FALSE, None) if result == TRUE else (TRUE, None)
     return result, extra
 
@@ -143,11 +148,14 @@ Verdict = tuple[bool, tuple[Desc, ...]] | None
 _SURE: Verdict = (True, ())
 
 
-def _verdict(stmt: Statement, subject: Subject, ctx: Context, source: str) -> Verdict:
+def _verdict(
+    stmt: Statement, subject: Subject, ctx: Context, source: str, clauses: tuple[ConditionClause, ...] | None = None
+) -> Verdict:
     matched, extra = principal_matches(stmt, subject)
     if matched == FALSE:
         return None
-    state, undecided = (TRUE, ()) if not stmt.conditions else evaluate_block(stmt.conditions, ctx)
+    clauses = stmt.conditions if clauses is None else clauses
+    state, undecided = (TRUE, ()) if not clauses else evaluate_block(clauses, ctx)
     if state == FALSE:
         return None
     if state == TRUE and matched == TRUE:
@@ -177,30 +185,31 @@ def evaluate_statements(
     if memo is None:
         memo = subject.memo[source] = Memo(50_000)
     for stmt in statements:
-        mask = stmt.action_mask
-        if not mask or (key_arn is not None and not resource_matches(stmt, key_arn)):
+        if not stmt.action_mask or (key_arn is not None and not resource_matches(stmt, key_arn)):
             continue
-        if stmt.subject_only:
-            verdict = memo.get(stmt, MISSING)
-            if verdict is MISSING:
-                verdict = memo[stmt] = _verdict(stmt, subject, ctx, source)
-        else:
-            verdict = _verdict(stmt, subject, ctx, source)
-        if verdict is None:
-            continue
-        sure, descs = verdict
-        if sure:
-            if stmt.allow:
-                allow_sure |= mask
+        # Each part of the statement (SPEC §2.7: split by operation-bound condition keys).
+        for mask, clauses, marker in stmt.parts:
+            if stmt.subject_only:
+                verdict = memo.get(marker, MISSING)
+                if verdict is MISSING:
+                    verdict = memo[marker] = _verdict(stmt, subject, ctx, source, clauses)
             else:
-                deny_sure |= mask
-            continue
-        if stmt.allow:
-            allow_maybe |= mask
-            allow_conds.extend((mask, d) for d in descs)
-        else:
-            deny_maybe |= mask
-            deny_conds.extend((mask, d) for d in descs)
+                verdict = _verdict(stmt, subject, ctx, source, clauses)
+            if verdict is None:
+                continue
+            sure, descs = verdict
+            if sure:
+                if stmt.allow:
+                    allow_sure |= mask
+                else:
+                    deny_sure |= mask
+                continue
+            if stmt.allow:
+                allow_maybe |= mask
+                allow_conds.extend((mask, d) for d in descs)
+            else:
+                deny_maybe |= mask
+                deny_conds.extend((mask, d) for d in descs)
     if not (allow_sure | allow_maybe):
         return NO_ACCESS
     sure = allow_sure & ~deny_sure & ~deny_maybe
@@ -238,14 +247,16 @@ def apply_denies(
         matched, _ = principal_matches(stmt, subject)
         if matched == FALSE:
             continue
-        state, undecided = (TRUE, ()) if not stmt.conditions else evaluate_block(stmt.conditions, ctx)
-        if state == FALSE:
-            continue
-        if state == TRUE and matched == TRUE:
-            deny_sure |= stmt.action_mask
-        else:
-            deny_maybe |= stmt.action_mask
-            conds.extend((stmt.action_mask, _describe(stmt, source, c.describe())) for c in undecided)
+        for mask, part_clauses, _marker in stmt.parts:
+            clauses = stmt.conditions if part_clauses is None else part_clauses
+            state, undecided = (TRUE, ()) if not clauses else evaluate_block(clauses, ctx)
+            if state == FALSE:
+                continue
+            if state == TRUE and matched == TRUE:
+                deny_sure |= mask
+            else:
+                deny_maybe |= mask
+                conds.extend((mask, _describe(stmt, source, c.describe())) for c in undecided)
     sure = access.sure & ~deny_sure & ~deny_maybe
     maybe = (access.any & ~deny_sure) & ~sure
     return Access(sure, maybe, _keep(access.conditions + tuple(conds), maybe))

@@ -116,7 +116,10 @@ def pattern_mask(pattern: str) -> int:
     """
     if not isinstance(pattern, str):
         return 0
-    text = pattern.strip().lower()
+    # Matched as written: `"kms:Decrypt "` names no action (IAM's grammar has no whitespace in an
+    # action, and the pages describe no trimming), so a Deny or NotAction with it hides nothing;
+    # the pattern is linted as matching nothing (issue #26: the simulator, too, matches literally).
+    text = pattern.lower()
     if text == "*":
         return ALL_MASK
     service, sep, name = text.partition(":")

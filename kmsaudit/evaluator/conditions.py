@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Final
 
+from kmsaudit.evaluator.actions import bit
+from kmsaudit.evaluator.condkeys import ABSENT, PRESENT, key_info, presence
 from kmsaudit.evaluator.match import arn_account, arn_match, wildcard_match
 from kmsaudit.evaluator.statements import ConditionClause
 
@@ -64,6 +66,11 @@ class ArnInAccount:
 
 
 Value = tuple[str, ...] | Excluded | ArnInAccount | None  # None: the key is absent
+# In the request, its value not known at audit time (condkeys.PRESENT).
+SOME_VALUE: Final = Excluded(frozenset())
+# Context entries that are not condition keys (no ":"): who calls, and whether its tags are known.
+CALLER: Final = "@caller"
+TAGS_KNOWN: Final = "@tags-known"
 
 
 @dataclass(slots=True)
@@ -75,7 +82,10 @@ class Context:
     tags: Mapping[str, str] = field(default_factory=dict)  # lower-case tag key -> value
 
     def lookup(self, key_lc: str) -> Value | str:
-        """Known values, `None` if absent, or the string "unknown"."""
+        """Known values, `None` if absent, or the string "unknown".
+
+        A key the context does not give is decided by the condition-key table alone (SPEC §2.7,
+        kmsaudit/evaluator/condkeys.py): absent, present with a value not known, or undecided."""
         if key_lc in self.principal:
             return self.principal[key_lc]
         if key_lc in self.resource:
@@ -83,7 +93,14 @@ class Context:
         if key_lc.startswith("aws:resourcetag/"):
             tag = self.tags.get(key_lc[len("aws:resourcetag/") :])
             return None if tag is None else (tag,)
-        return "unknown"
+        info = key_info(key_lc)
+        if info is None:
+            return "unknown"
+        caller = self.principal.get(CALLER)
+        found = presence(info, caller[0] if isinstance(caller, tuple) else "any", TAGS_KNOWN in self.principal)
+        if found == ABSENT:
+            return None
+        return SOME_VALUE if found == PRESENT else "unknown"
 
 
 def _number(text: str) -> float | None:
@@ -165,11 +182,16 @@ _KNOWN_BASES = frozenset(
 
 
 def _absent(clause: ConditionClause, negated: bool) -> int:
+    """A clause on a key absent from the request (SPEC §2.7): `Null` tests it; `…IfExists` and
+    `ForAllValues:` are true; `ForAnyValue:` is false (negated or not); then the negated
+    operators are true and the others false."""
     if clause.base == "null":
         return TRUE if any(v.lower() == "true" for v in clause.values) else FALSE
-    if clause.if_exists or clause.prefix == "forallvalues" or negated:
+    if clause.if_exists or clause.prefix == "forallvalues":
         return TRUE
-    return FALSE
+    if clause.prefix == "foranyvalue":
+        return FALSE
+    return TRUE if negated else FALSE
 
 
 def _literal(values: Iterable[str]) -> bool:
@@ -177,24 +199,46 @@ def _literal(values: Iterable[str]) -> bool:
 
 
 def _excluded(clause: ConditionClause, base: str, negated: bool, value: Excluded) -> int:
-    """Decide a clause on a value known only by what it is not (SPEC §2.7 perimeter rule)."""
+    """Decide a clause on a value known only by what it is not (SPEC §2.7 perimeter rule); one
+    that may be absent too is decided only where both cases agree."""
     if clause.base == "null":
         if value.may_be_absent:
             return UNKNOWN
         return TRUE if any(v.lower() == "false" for v in clause.values) else FALSE
+    present = _excluded_present(clause, base, negated, value)
+    if not value.may_be_absent or present == _absent(clause, negated):
+        return present
+    return UNKNOWN
+
+
+def _excluded_present(clause: ConditionClause, base: str, negated: bool, value: Excluded) -> int:
     if base not in _EQUALITY or not _literal(clause.values):
         if value.values is None and not negated and "*" in clause.values:
-            return UNKNOWN if value.may_be_absent else TRUE
+            return TRUE
         return UNKNOWN
     if value.values is not None:
         fold = base == "stringequalsignorecase"
         excluded = {v.lower() for v in value.values} if fold else value.values
         if not all((v.lower() if fold else v) in excluded for v in clause.values):
             return UNKNOWN
-    if negated:
-        return TRUE
-    absent_true = clause.if_exists or clause.prefix == "forallvalues"
-    return UNKNOWN if (value.may_be_absent and absent_true) else FALSE
+    return TRUE if negated else FALSE
+
+
+_PRINCIPAL_ARN_FORMS = (("iam", ("user/", "role/", "root")), ("sts", ("federated-user/",)))
+
+
+def _names_a_principal(pattern: str) -> bool:
+    """Can `pattern` match some `aws:PrincipalArn`? That is a user's, a role's (never a role
+    session's: SPEC §2.7), the root's or a federated user's ARN."""
+    parts = pattern.split(":", 5)
+    if len(parts) < 6:
+        return "*" in pattern or "?" in pattern
+    service, resource = parts[2], parts[5]
+    literal = re.split(r"[*?$]", resource, maxsplit=1)[0]
+    for name, forms in _PRINCIPAL_ARN_FORMS:
+        if wildcard_match(service, name) and any(f.startswith(literal) or literal.startswith(f) for f in forms):
+            return True
+    return False
 
 
 def _arn_in_account(clause: ConditionClause, base: str, negated: bool, value: ArnInAccount) -> int:
@@ -203,6 +247,8 @@ def _arn_in_account(clause: ConditionClause, base: str, negated: bool, value: Ar
     can_match = False
     for wanted in clause.values:
         account = arn_account(wanted)
+        if wanted != "*" and not _names_a_principal(wanted):
+            continue
         if value.account is None:
             can_match = can_match or wanted == "*" or "*" in account or "?" in account
         else:
@@ -212,31 +258,43 @@ def _arn_in_account(clause: ConditionClause, base: str, negated: bool, value: Ar
     return TRUE if negated else FALSE
 
 
-def _substitute(values: tuple[str, ...], ctx: Context) -> tuple[str, ...] | None:
-    """Resolve `${…}` policy variables from known single values; None if one is not known."""
+_NO_VALUE: Final = "no-value"
+
+
+def _substitute(values: tuple[str, ...], ctx: Context) -> tuple[str, ...] | str:
+    """Resolve `${…}` policy variables from known single values (`${key, 'default'}` takes the
+    default when the key is absent). "unknown" if one is not known; "no-value" if one names a
+    key absent from the request (IAM User Guide, "Policy variables with no value")."""
     out = []
+    state = ""
     for v in values:
         if "${" not in v:
             out.append(v)
             continue
-        failed = False
 
         def repl(m: re.Match[str]) -> str:
-            nonlocal failed
+            nonlocal state
             name = m.group(1)
             if name in ("*", "?", "$"):
                 return name
-            name = name.split(",", 1)[0].strip().lower()
-            found = ctx.lookup(name)
+            name, _, default = name.partition(",")
+            found = ctx.lookup(name.strip().lower())
             if isinstance(found, tuple) and len(found) == 1:
                 return found[0]
-            failed = True
+            default = default.strip()
+            if found is None and len(default) >= 2 and default[0] == default[-1] == "'":
+                return default[1:-1]
+            state = (state or _NO_VALUE) if found is None else "unknown"
             return ""
 
         text = _VARIABLE.sub(repl, v)
-        if failed:
-            return None
-        out.append(text)
+        if state != _NO_VALUE:
+            if state:
+                return state
+            out.append(text)
+        state = "" if state == _NO_VALUE else state
+    if not out:
+        return _NO_VALUE
     return tuple(out)
 
 
@@ -261,8 +319,10 @@ def evaluate_clause(clause: ConditionClause, ctx: Context) -> int:
     wanted = clause.values
     if any("${" in w for w in wanted):
         resolved = _substitute(wanted, ctx)
-        if resolved is None:
+        if resolved == "unknown":
             return UNKNOWN
+        if isinstance(resolved, str):  # every value names a key with no value: nothing matches
+            return TRUE if negated else FALSE
         wanted = resolved
     hits = [any(_compare(positive, actual, w) for w in wanted) for actual in value]
     if clause.prefix == "forallvalues":
@@ -272,6 +332,40 @@ def evaluate_clause(clause: ConditionClause, ctx: Context) -> int:
     else:
         ok = (not any(hits)) if negated else any(hits)
     return TRUE if ok else FALSE
+
+
+def operation_parts(
+    mask: int, clauses: tuple[ConditionClause, ...]
+) -> tuple[tuple[int, tuple[ConditionClause, ...]], ...] | None:
+    """A statement's actions split by the operation-bound keys its conditions name (SPEC §2.7:
+    `kms:GrantIsForAWSResource` is only in CreateGrant, ListGrants and RevokeGrant requests…):
+    for the actions whose requests never carry such a key, its clause is decided as absent —
+    dropped when that makes it true, the actions left out when false. None: no such key."""
+    bound = []
+    for clause in clauses:
+        info = key_info(clause.key_lc)
+        if info is not None and info.operations is not None:
+            present = sum(bit(op) for op in info.operations)
+            if mask & ~present:
+                bound.append((clause, present, _absent(clause, clause.base in _NEGATED)))
+    if not bound:
+        return None
+    parts: dict[tuple[ConditionClause, ...] | None, int] = {}
+    rest = mask
+    while rest:
+        action = rest & -rest
+        rest &= ~action
+        dropped: set[int] = set()
+        kept: tuple[ConditionClause, ...] | None = None
+        for i, (_, present, result) in enumerate(bound):
+            if not action & present:
+                if result == FALSE:
+                    break
+                dropped.add(i)
+        else:
+            kept = tuple(c for c in clauses if not any(c is bound[i][0] for i in dropped))
+        parts[kept] = parts.get(kept, 0) | action
+    return tuple((m, kept) for kept, m in parts.items() if kept is not None)
 
 
 def evaluate_block(clauses: tuple[ConditionClause, ...], ctx: Context) -> tuple[int, tuple[ConditionClause, ...]]:

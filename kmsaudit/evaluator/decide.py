@@ -319,7 +319,9 @@ def evaluate_key(key: KeyRecord, scope: AuditScope) -> tuple[list[Finding], list
         ):
             continue  # nothing in this account can be given this key
         scp = scope.scps.get(account)
-        shared: Access | None = None
+        # One key-policy verdict for the principals no statement singles out — one for those
+        # with a permissions boundary, one for the rest (a Deny's NotPrincipal, SPEC §2.9).
+        shared_by: dict[bool, Access] = {}
         generic, named_arns, named_roles = index.generic(account)
         for cp in iam.candidates(key.arn, seen):
             subject = concrete_subject(cp)
@@ -331,8 +333,9 @@ def evaluate_key(key: KeyRecord, scope: AuditScope) -> tuple[list[Finding], list
                     eff = _identity_side(cp, subject, eff, ctx, key.arn, scp, rcp)
                     out.add(cp.source.arn, account, "effective", eff, VIA_IAM)
                 continue
+            shared = shared_by.get(subject.bounded)
             if shared is None:
-                shared = scope.intern(key_side(subject).restrict(CROSS_ACCOUNT_MASK))
+                shared = shared_by[subject.bounded] = scope.intern(key_side(subject).restrict(CROSS_ACCOUNT_MASK))
             if not shared.any:
                 continue
             if cp.invariant is None:

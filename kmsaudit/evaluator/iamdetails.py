@@ -89,6 +89,16 @@ def _boundary(detail: Mapping[str, Any], managed: Mapping[str, Any], unresolved:
     return docs[0] if docs else PolicyDocument(arn, {"Statement": []})
 
 
+def _tags(entries: Any) -> tuple[tuple[str, str], ...]:
+    """`Tags` of a user or role: `aws:PrincipalTag/…` (IAM User Guide, "AWS global condition
+    context keys": present when the principal has the tag)."""
+    found = []
+    for entry in entries if isinstance(entries, list) else []:
+        if isinstance(entry, Mapping) and isinstance(entry.get("Key"), str):
+            found.append((entry["Key"], str(entry.get("Value", ""))))
+    return tuple(found)
+
+
 def principals_from_authorization_details(details: Mapping[str, Any], account: str | None = None) -> list[IamPrincipal]:
     """Every user and role of one account's authorization details, policies resolved."""
     if not isinstance(details, Mapping):
@@ -130,6 +140,7 @@ def principals_from_authorization_details(details: Mapping[str, Any], account: s
                     policies=tuple(docs),
                     boundary=_boundary(detail, managed, unresolved),
                     unresolved=tuple(unresolved),
+                    tags=_tags(detail.get("Tags")),
                 )
             )
     return principals

@@ -7,10 +7,35 @@ principals of an account that no statement singles out share one verdict.
 
 from __future__ import annotations
 
-from kmsaudit.evaluator.statements import Statement
+from kmsaudit.evaluator.condkeys import TABLE, key_info
+from kmsaudit.evaluator.statements import ConditionClause, Statement
 
-# Condition keys whose value differs between principals of one account.
-PRINCIPAL_VARYING = frozenset({"aws:principalarn", "aws:principaltype", "aws:username", "aws:userid"})
+# Principal-side keys every principal of one account shares (condkeys.py decides the rest).
+_ACCOUNT_WIDE = frozenset(
+    {
+        "aws:principalaccount",
+        "kms:calleraccount",
+        "aws:principalorgid",
+        "aws:principalorgpaths",
+        "aws:principalisawsservice",
+    }
+)
+# Condition keys whose value or presence differs between principals of one account: who it is,
+# its tags, and what depends on whether it is a user or a role (SPEC §2.7).
+PRINCIPAL_VARYING = frozenset(
+    k
+    for k, info in TABLE.items()
+    if (info.decided == "principal" and k not in _ACCOUNT_WIDE) or info.presence in ("user", "temporary", "signed")
+)
+
+
+def _varies(clause: ConditionClause) -> bool:
+    info = key_info(clause.key_lc)
+    return (
+        clause.key_lc in PRINCIPAL_VARYING
+        or (info is not None and info.presence == "tagged")
+        or any("${" in v for v in clause.values)
+    )
 
 
 def _unique(statements: list[Statement]) -> tuple[Statement, ...]:
@@ -49,9 +74,7 @@ class KeyPolicyIndex:
         names (for sessions) that statements single out, which are decided on their own."""
         if account not in self._generic:
             stmts = self.statements_for("concrete", account)
-            varying = any(
-                c.key_lc in PRINCIPAL_VARYING or any("${" in v for v in c.values) for s in stmts for c in s.conditions
-            )
+            varying = any(_varies(c) for s in stmts for c in s.conditions)
             arns = frozenset(a for s in stmts if s.principals for a in s.principals.arns)
             roles = frozenset(
                 r.role_name for s in stmts if s.principals for r in s.principals.sessions if r.account == account

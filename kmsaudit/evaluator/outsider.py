@@ -35,13 +35,11 @@ from kmsaudit.evaluator.candidates import (
     relevant,
     tags,
 )
-from kmsaudit.evaluator.conditions import Excluded, Value
+from kmsaudit.evaluator.conditions import CALLER, Excluded, Value
 from kmsaudit.evaluator.statements import Statement
 
 _PRINCIPAL_TYPES = {"role": "AssumedRole", "user": "User", "root": "Account", "federated-user": "FederatedUser"}
-# Present only when a service acts for a resource: absent for a user or role calling (SPEC §2.7).
-SOURCE_KEYS = ("aws:sourceaccount", "aws:sourcearn", "aws:sourceorgid", "aws:sourceorgpaths")
-DIRECT_CALLER: dict[str, Value] = dict.fromkeys(SOURCE_KEYS)
+_CALLERS = {"role": "role", "user": "user", "root": "root", "federated-user": "federated"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,9 +98,9 @@ def outsiders(
         # Too many to try: leave every identity key undecided. Never less than the truth (public,
         # conditional, with the identity conditions listed), only less precise.
         undecided: dict[str, Value] = (
-            {"aws:principalisawsservice": ("true",), "aws:principalservicename": (service,)}
+            {"aws:principalisawsservice": ("true",), "aws:principalservicename": (service,), CALLER: ("service",)}
             if service
-            else {"aws:principalisawsservice": ("false",), **DIRECT_CALLER}
+            else {"aws:principalisawsservice": ("false",)}
         )
         return (Outsider(fresh_account([], excluded), "", undecided),)
     found: list[Outsider] = []
@@ -122,6 +120,7 @@ def service_context(service: str, account: str, source_arn: Value, org_id: Value
     """An AWS service calling for a resource of `account` (SPEC §2.11): no principal account, ARN
     or organization of its own; the source's account, ARN and organization instead."""
     return {
+        CALLER: ("service",),
         "aws:principalisawsservice": ("true",),
         "aws:principalservicename": (service,),
         "aws:principalaccount": None,
@@ -157,7 +156,7 @@ def _context(
         "aws:principalisawsservice": ("false",),
         "aws:principalorgid": org_value,
         "aws:principalorgpaths": path_value,
-        **DIRECT_CALLER,
+        CALLER: (_CALLERS.get(kind, "role"),),
     }
     if kind == "user":
         context["aws:username"] = (resource.rsplit("/", 1)[-1],)
@@ -171,4 +170,4 @@ def is_service_principal(principal: str) -> bool:
     return principal.endswith((".amazonaws.com", ".amazonaws.com.cn")) and ":" not in principal
 
 
-__all__ = ["DIRECT_CALLER", "Outsider", "is_service_principal", "outsiders"]
+__all__ = ["Outsider", "is_service_principal", "outsiders"]

@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 from kmsaudit.evaluator.actions import ALL_MASK, CROSS_ACCOUNT_MASK, names, pattern_mask
 from kmsaudit.evaluator.canonical import canonical_statement, document_text
+from kmsaudit.evaluator.conditions import operation_parts
 from kmsaudit.evaluator.match import parse_principal, wildcard
 from kmsaudit.evaluator.memo import MISSING, Memo
 from kmsaudit.evaluator.statements import (
@@ -187,6 +188,11 @@ def _statement(raw: Any) -> tuple[Statement | None, tuple[str, ...]]:
         local_only and not notes,
         any(c.key_lc in SERVICE_CONDITION_KEYS for c in conditions),
     )
+    split = operation_parts(mask, conditions) if conditions else None
+    if split is None:
+        stmt.parts = ((mask, None, stmt),)
+    else:
+        stmt.parts = tuple((m, clauses, (stmt, i)) for i, (m, clauses) in enumerate(split))
     return stmt, tuple(problems)
 
 

@@ -13,10 +13,9 @@ from typing import Any
 
 from kmsaudit.evaluator.access import Access, Subject
 from kmsaudit.evaluator.actions import CROSS_ACCOUNT_MASK, pattern_mask
-from kmsaudit.evaluator.conditions import Excluded, Value
+from kmsaudit.evaluator.conditions import CALLER, TAGS_KNOWN, Excluded, Value
 from kmsaudit.evaluator.match import match_once
 from kmsaudit.evaluator.memo import Memo
-from kmsaudit.evaluator.outsider import DIRECT_CALLER
 from kmsaudit.evaluator.policy import PolicyParseError, parse_policy
 from kmsaudit.evaluator.statements import Statement
 from kmsaudit.model import IamPrincipal, Lint, Organization
@@ -187,8 +186,13 @@ class AuditScope:
             "aws:principalarn": (principal.arn,),
             "aws:principaltype": (kind_type,),
             "aws:principalisawsservice": ("false",),
-            **DIRECT_CALLER,  # a user or role calling directly: no aws:Source* keys (SPEC §2.7)
+            # What the table of condition keys needs to decide the keys not given (SPEC §2.7):
+            # a user or a role session, whose tags are all in its authorization details.
+            CALLER: (principal.kind,),
+            TAGS_KNOWN: ("true",),
         }
+        for tag_key, tag_value in principal.tags:
+            context["aws:principaltag/" + tag_key.lower()] = (tag_value,)
         if principal.kind == "user":
             context["aws:username"] = (principal.name,)
         context.update(org_context(principal.account, self.organization))

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from kmsaudit.evaluator.condkeys import TABLE
 from kmsaudit.evaluator.match import PrincipalRef
 
 
@@ -55,28 +56,13 @@ class PrincipalSet:
 # Condition keys whose values come from the key itself, not the caller (subjects.resource_context puts them in
 # the context, with `aws:ResourceTag/…`). A statement that tests none of them decides the same
 # way for one principal on every key, so its verdict is worked out once per principal.
-RESOURCE_KEYS = frozenset(
-    {
-        "aws:resourceaccount",
-        "aws:requestedregion",
-        "kms:resourcealiases",
-        "kms:keyspec",
-        "kms:keyusage",
-        "kms:keyorigin",
-        "kms:multiregion",
-    }
-)
+RESOURCE_KEYS = frozenset(k for k, info in TABLE.items() if info.decided == "resource" and not k.endswith(("/", ":")))
 
 
+# Keys only an AWS service calling has (`aws:SourceAccount`…, `aws:PrincipalServiceName`), and
+# `aws:PrincipalIsAWSService`: a "*" statement with one may admit services (SPEC §2.11).
 SERVICE_CONDITION_KEYS = frozenset(
-    {
-        "aws:sourceaccount",
-        "aws:sourcearn",
-        "aws:sourceorgid",
-        "aws:sourceorgpaths",
-        "aws:principalisawsservice",
-        "aws:principalservicename",
-    }
+    {k for k, info in TABLE.items() if info.presence in ("service", "service-source")} | {"aws:principalisawsservice"}
 )
 
 
@@ -113,6 +99,10 @@ class Statement:
     # A condition on a key only an AWS service acting for a resource has (`aws:SourceAccount`…,
     # `aws:PrincipalIsAWSService`): a "*" statement with one may admit services (SPEC §2.11).
     service_keys: bool = False
+    # What access.py evaluates: (actions, clauses or None for `conditions`, verdict-cache key) —
+    # the whole statement, or its parts split by operation-bound condition keys
+    # (conditions.operation_parts). Set once, by policy._statement.
+    parts: tuple[tuple[int, tuple[ConditionClause, ...] | None, object], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from kmsaudit.evaluator.access import Subject
-from kmsaudit.evaluator.conditions import IDENTITY_KEYS, ArnInAccount, Excluded, Value
+from kmsaudit.evaluator.conditions import CALLER, IDENTITY_KEYS, ArnInAccount, Excluded, Value
 from kmsaudit.evaluator.match import ACCOUNT_RE, PrincipalRef, arn_account, parse_principal, root_arn
-from kmsaudit.evaluator.outsider import DIRECT_CALLER, outsiders, service_context, signature
+from kmsaudit.evaluator.outsider import outsiders, service_context, signature
 from kmsaudit.evaluator.scope import AuditScope, CompiledPrincipal, org_context
 from kmsaudit.evaluator.statements import Statement
 from kmsaudit.model import KeyRecord
@@ -26,16 +26,21 @@ def resource_context(key: KeyRecord, scope: AuditScope) -> dict[str, Value]:
     marker = (key.account, key.region, key.aliases, key.key_spec, key.key_usage, key.origin, key.multi_region)
     found = scope.resource_contexts.get(marker)
     if found is None:
-        found = scope.resource_contexts[marker] = _makeresource_context(key)
+        found = scope.resource_contexts[marker] = _makeresource_context(key, scope)
     return found
 
 
-def _makeresource_context(key: KeyRecord) -> dict[str, Value]:
+def _makeresource_context(key: KeyRecord, scope: AuditScope) -> dict[str, Value]:
     ctx: dict[str, Value] = {
         "aws:resourceaccount": (key.account,),
         "aws:requestedregion": (key.region,),
         "kms:resourcealiases": tuple(key.aliases) or None,
     }
+    org = scope.organization
+    if org is not None and key.account in org.accounts:  # aws:ResourceOrgID: the key's account's organization
+        ctx["aws:resourceorgid"] = (org.org_id,)
+        if key.account in org.org_paths:
+            ctx["aws:resourceorgpaths"] = (org.org_paths[key.account],)
     for cond_key, value in (
         ("kms:keyspec", key.key_spec),
         ("kms:keyusage", key.key_usage),
@@ -68,7 +73,7 @@ def _account_subject(account: str, scope: AuditScope, partition: str) -> Subject
         "aws:principalarn": ArnInAccount(account),
         "aws:principaltype": Excluded(frozenset()),  # present in every request; which, unknown
         "aws:principalisawsservice": ("false",),
-        **DIRECT_CALLER,
+        CALLER: ("any",),
     }
     context.update(org_context(account, scope.organization))
     return Subject("account", root_arn(account, partition), account, context=context)
@@ -127,6 +132,7 @@ def _named_subject(ref: PrincipalRef, scope: AuditScope) -> Subject:
         context: dict[str, Value] = {"aws:principalisawsservice": ("true" if ref.kind == "service" else "false",)}
         if ref.kind == "service":
             context.update({"aws:principalaccount": None, "aws:principalarn": None, "aws:principalorgid": None})
+            context[CALLER] = ("service",)
         return Subject(ref.kind, ref.value, ref.account, context=context)
     partition = ref.value.split(":", 2)[1]
     resource = ref.value.split(":", 5)[5]
@@ -136,6 +142,7 @@ def _named_subject(ref: PrincipalRef, scope: AuditScope) -> Subject:
     else:
         principal_arn = ref.value
         ptype = _PRINCIPAL_TYPES.get(resource.split("/", 1)[0], "User")
+    caller = {"User": "user", "AssumedRole": "role", "FederatedUser": "federated"}[ptype]
     role_name = resource.rsplit("/", 1)[-1] if resource.startswith("role/") else ref.role_name
     context = {
         "aws:principalaccount": (ref.account,),
@@ -143,8 +150,10 @@ def _named_subject(ref: PrincipalRef, scope: AuditScope) -> Subject:
         "aws:principalarn": (principal_arn,),
         "aws:principaltype": (ptype,),
         "aws:principalisawsservice": ("false",),
-        **DIRECT_CALLER,
+        CALLER: (caller,),
     }
+    if caller == "user":
+        context["aws:username"] = (resource.rsplit("/", 1)[-1],)
     context.update(org_context(ref.account, scope.organization))
     return Subject("concrete", ref.value, ref.account, arn=ref.value, role_name=role_name, context=context)
 
@@ -153,20 +162,31 @@ def concrete_subject(cp: CompiledPrincipal) -> Subject:
     if cp.subject is None:
         p = cp.source
         role_name = p.name if p.kind == "role" else ""
-        cp.subject = Subject("concrete", p.arn, p.account, arn=p.arn, role_name=role_name, context=cp.context)
+        cp.subject = Subject(
+            "concrete",
+            p.arn,
+            p.account,
+            arn=p.arn,
+            role_name=role_name,
+            context=cp.context,
+            bounded=cp.boundary is not None,
+        )
     return cp.subject
 
 
 def confined_subjects(stmts: tuple[Statement, ...], scope: AuditScope) -> dict[str, Subject]:
-    """Accounts and principals that identity conditions on a `"*"` Allow admit (SPEC §3)."""
+    """Accounts and principals that identity conditions on a `"*"` statement admit (SPEC §3):
+    an Allow's positive clauses, or a Deny's negated ones (`Deny` unless `aws:PrincipalAccount`
+    is one of them: the accounts it spares)."""
     found: dict[str, Subject] = {}
     org = scope.organization
     for stmt in stmts:
         pset = stmt.principals
-        if not stmt.allow or pset is None or not (pset.any or stmt.not_principal):
+        if pset is None or not (pset.any or stmt.not_principal):
             continue
         for clause in stmt.conditions:
-            if clause.key_lc not in IDENTITY_KEYS or clause.base.startswith(("stringnot", "arnnot")):
+            negated = clause.base.startswith(("stringnot", "arnnot"))
+            if clause.key_lc not in IDENTITY_KEYS or negated == stmt.allow:
                 continue
             for value in clause.values:
                 if clause.key_lc in ("aws:principalaccount", "kms:calleraccount"):
