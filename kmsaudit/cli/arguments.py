@@ -105,6 +105,12 @@ def build_parser() -> argparse.ArgumentParser:
     de = sub.add_parser("demo", help="the whole product on an embedded AWS emulator, in a minute")
     de.add_argument("--dir", default="kmsaudit-demo", help="where the demo's config and database go")
     de.add_argument("--serve", action="store_true", help="then keep the daemon running with /metrics")
+    de.add_argument(
+        "--port",
+        type=_port,
+        metavar="PORT",
+        help="with --serve: the port of /metrics on 127.0.0.1 (default 9465; 0: any free port, printed)",
+    )
     fi = sub.add_parser("findings", help="findings of the latest (or a given) snapshot")
     _config_option(fi)
     fi.add_argument("--format", choices=FINDING_FORMATS, default="table")
@@ -162,6 +168,16 @@ def _date(text: str) -> date:
         return date.fromisoformat(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a date such as 2027-06-30") from None
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (0 to 65535)") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (0 to 65535)")
+    return port
 
 
 def _octal_mode(text: str) -> int:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from kmsaudit.cli.arguments import build_parser
 from kmsaudit.cli.terminal import Progress, Stdout
 from kmsaudit.errors import KmsAuditError, UsageError
-from kmsaudit.formats.render import plural, write_drift, write_findings, write_lints
+from kmsaudit.formats.render import plural, scan_key_names, write_drift, write_findings, write_lints
 from kmsaudit.model import Finding, severity_rank
 
 if TYPE_CHECKING:
@@ -187,16 +187,13 @@ def _scan(args: argparse.Namespace) -> int:
         empty = f"No cross-account access found in the scopes read; {failed} failed (see below)."
     else:
         empty = "No cross-account access found."
-    names = {
-        arn: {"aliases": aliases, "manager": manager} for s in result.scopes for arn, aliases, manager in s.key_names
-    }
     write_findings(
         result.findings,
         args.format,
         sys.stdout,
         colour=sys.stdout.isatty(),
         empty=empty,
-        names=names,
+        names=scan_key_names(result.scopes),
         seen_at=result.finished_at,
     )
     if args.format == "table" and events:
@@ -333,7 +330,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "demo":
             from kmsaudit.demo.tour import run_demo
 
-            return run_demo(args.dir, serve=args.serve)
+            if args.port is not None and not args.serve:
+                raise UsageError("--port is the port of --serve: give both (kmsaudit demo --serve --port PORT)")
+            return run_demo(args.dir, serve=args.serve, port=9465 if args.port is None else args.port)
         if args.command == "findings":
             return _findings(args)
         if args.command == "drift":

@@ -69,11 +69,21 @@ def key_policy(account: str, *statements: dict[str, Any]) -> str:
 
 
 def create_key(
-    account: str, region: str, policy: str | None = None, *, endpoint_url: str | None = None, **extra: Any
+    account: str,
+    region: str,
+    policy: str | None = None,
+    *,
+    endpoint_url: str | None = None,
+    alias: str | None = None,
+    **extra: Any,
 ) -> dict[str, Any]:
-    """A key in `account` and `region`; ECC so that moto does not generate an RSA key (slow)."""
+    """A key in `account` and `region`, with `alias` (alias/NAME) if given; ECC so that moto does
+    not generate an RSA key (slow)."""
     args: dict[str, Any] = {"KeySpec": "ECC_NIST_P256", "KeyUsage": "SIGN_VERIFY", **extra}
     if policy is not None:
         args["Policy"] = policy
-    meta: dict[str, Any] = client("kms", account, region, endpoint_url).create_key(**args)["KeyMetadata"]
+    kms = client("kms", account, region, endpoint_url)
+    meta: dict[str, Any] = kms.create_key(**args)["KeyMetadata"]
+    if alias is not None:
+        kms.create_alias(AliasName=alias, TargetKeyId=meta["KeyId"])
     return meta

@@ -66,7 +66,7 @@ def seed() -> dict[str, Any]:
     created = [0]
 
     def key(name: str, account: str, region: str, policy: str | None = None) -> None:
-        meta = create_key(account, region, policy, Description=name)
+        meta = create_key(account, region, policy, alias=f"alias/{name}", Description=name)
         keys[name] = {"id": meta["KeyId"], "arn": meta["Arn"], "account": account, "region": region}
         created[0] += 1
 
@@ -234,7 +234,26 @@ def _accept_ingest(config_path: Path, findings: Sequence[Finding], out: TextIO) 
     return load_config(config_path)
 
 
-def run_demo(workdir: str | Path = "kmsaudit-demo", serve: bool = False, out: TextIO = sys.stdout) -> int:
+def free_port(port: int) -> int:
+    """`--serve`'s port, checked before the demo starts (a bind test, as `kmsaudit check` does:
+    the daemon listens on it at the end); 0: a free port chosen now. UsageError if taken."""
+    import socket
+
+    from kmsaudit.errors import UsageError
+
+    try:
+        with socket.create_server(("127.0.0.1", port)) as sock:
+            return int(sock.getsockname()[1])
+    except OSError as exc:
+        raise UsageError(
+            f"--serve: cannot listen on 127.0.0.1:{port} ({exc.strerror or exc}): choose another port "
+            "with --port PORT, or --port 0 for any free one"
+        ) from None
+
+
+def run_demo(
+    workdir: str | Path = "kmsaudit-demo", serve: bool = False, out: TextIO = sys.stdout, port: int = 9465
+) -> int:
     try:
         import moto.server  # noqa: F401 — the embedded emulator is an extra
     except ImportError:
@@ -244,10 +263,12 @@ def run_demo(workdir: str | Path = "kmsaudit-demo", serve: bool = False, out: Te
     from kmsaudit.config.settings import load_config
     from kmsaudit.delivery.alerts import build_sinks
     from kmsaudit.files import check_folder
-    from kmsaudit.formats.render import write_drift, write_findings
+    from kmsaudit.formats.render import key_label, scan_key_names, write_drift, write_findings
     from kmsaudit.logging import configure
     from kmsaudit.run.scan import scan_and_record
 
+    if serve:  # before the demo, not after it (issue #25)
+        port = free_port(port)
     workdir = Path(workdir).resolve()
     if not workdir.is_dir():  # the demo makes its own folder, in one that exists (issue #25)
         check_folder(workdir.parent, "--dir", str(workdir))
@@ -279,12 +300,13 @@ def run_demo(workdir: str | Path = "kmsaudit-demo", serve: bool = False, out: Te
             + f"; {len(REGIONS)} regions; {n_keys} keys.\n"
             f"Outside the organization: partner {PARTNER}.\n\n"
         )
-        config_path = _config(workdir, "127.0.0.1:9465")
+        config_path = _config(workdir, f"127.0.0.1:{port}")
         config = load_config(config_path)
         sinks = build_sinks(config.alerts)
         out.write("== Scan 1: who outside each account can use each key\n")
         result = asyncio.run(scan_and_record(config, sinks)).result
-        write_findings(result.findings, "table", out, colour=colour)
+        names = scan_key_names(result.scopes)  # the keys' aliases beside their ARNs, as `scan` shows them
+        write_findings(result.findings, "table", out, colour=colour, names=names)
         out.write(
             f"({result.keys} keys in {len(result.scopes)} scopes, {result.requests} AWS requests, "
             f"{result.finished_at - result.started_at:.1f} s)\n"
@@ -328,13 +350,15 @@ def run_demo(workdir: str | Path = "kmsaudit-demo", serve: bool = False, out: Te
             "\nKey 'partner-shared' now: the accepted access is still reported (marked, dimmed on a "
             "terminal) and never alerts; the new grant is not accepted, and alerts.\n"
         )
-        write_findings([f for f in second.result.findings if f.key_arn == shared], "table", out, colour=colour)
+        shown = [f for f in second.result.findings if f.key_arn == shared]
+        write_findings(shown, "table", out, colour=colour, names=scan_key_names(second.result.scopes))
         out.write(
             f"\n== Alerts: the local webhook received {len(webhook.received)} "
             f"(min_severity medium, idempotency key = event id):\n"
         )
         for alert in webhook.received:
-            out.write(f"  {alert['severity']:8} {alert['kind']:8} {alert['principal']} on {alert['key_arn']}\n")
+            where = key_label(alert["key_arn"], names)
+            out.write(f"  {alert['severity']:8} {alert['kind']:8} {alert['principal']} on {where}\n")
         cfg = f"--config {config_path}"
         out.write(
             f"\nThe snapshots are in {config.store.path}. Explore them:\n"
@@ -350,7 +374,7 @@ def run_demo(workdir: str | Path = "kmsaudit-demo", serve: bool = False, out: Te
         if serve:
             from kmsaudit.run.daemon import run_daemon
 
-            out.write("\nServing /metrics, /healthz, /readyz on 127.0.0.1:9465 (Ctrl-C to stop).\n")
+            out.write(f"\nServing /metrics, /healthz, /readyz on 127.0.0.1:{port} (Ctrl-C to stop).\n")
             out.flush()
             configure(json_logs=False, level="info")
             run_daemon(config_path)

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TextIO
 
-from kmsaudit.model import Finding, Lint, severity_rank
+from kmsaudit.model import Finding, Lint, ScopeStatus, severity_rank
 
 FORMATS = ("table", "json", "jsonl")
 # Findings and drift also as OCSF Detection Findings (kmsaudit/formats/ocsf.py): an array, or one a line.
@@ -47,6 +47,11 @@ def key_label(arn: str, names: Mapping[str, Mapping[str, object]] | None) -> str
     if name.get("manager") == "AWS":
         extra.append("AWS managed")
     return f"{arn}  ({', '.join(extra)})" if extra else arn
+
+
+def scan_key_names(scopes: Iterable[ScopeStatus]) -> dict[str, Mapping[str, object]]:
+    """Key ARN -> aliases and manager, as a scan read them: the `names` of write_findings."""
+    return {arn: {"aliases": aliases, "manager": manager} for s in scopes for arn, aliases, manager in s.key_names}
 
 
 def sort_findings(findings: Sequence[Finding]) -> list[Finding]:

@@ -28,7 +28,7 @@ def section() -> tuple[str, list[str]]:
     return toml, commands
 
 
-@pytest.mark.xdist_group("port-9465")  # both serve the README's 127.0.0.1:9465: never at once
+@pytest.mark.xdist_group("port-9465")  # serves the README's 127.0.0.1:9465 (the demo test uses --port 0)
 def test_the_readme_real_aws_path_runs_as_written(tmp_path: Path, aws: str) -> None:
     toml, commands = section()
     assert [c.split()[1] for c in commands] == ["check", "scan", "findings", "snapshots", "drift", "daemon"]
