@@ -615,6 +615,30 @@ def _popper(where: str, item: Any) -> Edit:
     return edit
 
 
+def _drop_documents(
+    case: dict[str, Any], request: dict[str, Any], where: str
+) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
+    """Variants without one organization-policy document (a level keeps at least one), or with
+    a boundary that allows everything (a boundary's last statement cannot be dropped alone)."""
+    if where == "boundary_doc":
+        everything = {"Version": VERSION, "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
+        if case["boundary"] is not None and case["boundary"] != everything:
+            c = copy.deepcopy(case)
+            c["boundary"] = everything
+            yield c, copy.deepcopy(request)
+        return
+    for li, level in enumerate(case[where]):
+        if len(case[where]) > 1:
+            c = copy.deepcopy(case)
+            del c[where][li]
+            yield c, copy.deepcopy(request)
+        for di in range(len(level)):
+            if len(level) > 1:
+                c = copy.deepcopy(case)
+                del c[where][li][di]
+                yield c, copy.deepcopy(request)
+
+
 def _shrinks(case: dict[str, Any], request: dict[str, Any]) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
     """Smaller variants of (case, request), most reducing first."""
 
@@ -628,6 +652,8 @@ def _shrinks(case: dict[str, Any], request: dict[str, Any]) -> Iterator[tuple[di
             yield from variant(_setter(name, []))
     if case["boundary"] is not None:
         yield from variant(_setter("boundary", None))
+    for where in ("boundary_doc", "scps", "rcps"):
+        yield from _drop_documents(case, request, where)
     n_lists = sum(1 for _ in _statement_lists(case))
     for li in range(n_lists):
         stmts = list(_statement_lists(case))[li]
@@ -800,6 +826,14 @@ def features(case: dict[str, Any]) -> list[str]:
     return sorted(out)
 
 
+def classify(case: dict[str, Any], found: list[str]) -> str:
+    """A minimal case's class: the feature that decides it where one is known to, else every
+    condition key and feature left."""
+    if "NotPrincipal in Deny" in found and "permissions boundary" in found:
+        return "Deny with NotPrincipal, the caller has a permissions boundary"
+    return "; ".join(found) or "no conditions"
+
+
 def load_known() -> list[dict[str, Any]]:
     return list(json.loads(KNOWN.read_text())["divergences"])
 
@@ -889,7 +923,7 @@ def run(n: int, seed: int, *, max_reproducers: int = 20, out: Any = sys.stdout, 
                         label = ", ".join(open_keys)
                         stats.decidable_undecided[label] += 1
                         if label not in stats.decidable_examples:
-                            stats.decidable_examples[label] = _minimal_undecided(case, pair.request, decidable)
+                            stats.decidable_examples[label] = _minimal_undecided(case, pair.request, sim)
                     continue
                 stats.decided += 1
                 if not disagrees(ours, theirs):
@@ -908,7 +942,9 @@ def run(n: int, seed: int, *, max_reproducers: int = 20, out: Any = sys.stdout, 
     return stats
 
 
-def _minimal_undecided(case: dict[str, Any], request: dict[str, Any], decidable: frozenset[str]) -> dict[str, Any]:
+def _minimal_undecided(case: dict[str, Any], request: dict[str, Any], sim: Simulator) -> dict[str, Any]:
+    """A small case kmsaudit leaves undecided on keys known at audit time, and what the
+    simulator answers for its request."""
     action = request["action"]
 
     def still(c: dict[str, Any], q: dict[str, Any]) -> bool:
@@ -917,7 +953,16 @@ def _minimal_undecided(case: dict[str, Any], request: dict[str, Any], decidable:
 
     c, q = minimize(case, request, still, budget=200)
     ours, keys = kms_answer(kmsaudit_answers(c), action)
-    return {"case": c, "request": q, "kmsaudit": ours, "open_keys": list(keys)}
+    theirs = sim.ask([simulator_request(c, q, 0)])[0]
+    return {
+        "kmsaudit": ours,
+        "open_keys": list(keys),
+        "simulator": theirs.get("decision", theirs.get("error")),
+        "action": action,
+        "principal": caller_arn(c["principal"]),
+        "request_context": request_context(c, q),
+        "case": c,
+    }
 
 
 def _disagreement(
@@ -943,7 +988,7 @@ def _disagreement(
     c, q = minimize(case, request, still)
     t = sim.ask([simulator_request(c, q, 0)])[0]
     direction = "kmsaudit allows, simulator denies" if ours == "allowed" else "kmsaudit denies, simulator allows"
-    label = f"{direction}: " + ("; ".join(features(c)) or "no conditions")
+    label = f"{direction}: {classify(c, features(c))}"
     divergence = known_divergence(c, q, ours, t, known)
     if divergence is not None:
         stats.known[divergence] += 1
@@ -953,6 +998,7 @@ def _disagreement(
         return
     repro = {
         "class": label,
+        "features": features(c),
         "kmsaudit": ours,
         "simulator": t.get("decision", t.get("error")),
         "simulator_ignored_keys": t.get("ignored", []),
