@@ -105,6 +105,7 @@ ACTION_PATTERNS = (
     "kms:*Key*",
     "kms:?ecrypt",
     "kms:ScheduleKeyDeletion",
+    "kms:Decrypt ",  # trailing whitespace: kept by the simulator, stripped by kmsaudit (issue #26, 5)
 )
 NAMES = ("App1", "App2", "alice")
 TAGS = {"team": ("red", "blue"), "env": ("prod", "dev")}
@@ -286,10 +287,10 @@ class Gen:
         if k.startswith("aws:principaltag/"):
             op = r.choice(("StringEquals", "StringNotEquals", "StringLike", "StringNotLike"))
             tag = k.split("/", 1)[1]
-            return op, self.some((*TAGS.get(tag, ("x",)), "r*", "*"))
+            return op, self.some((*TAGS.get(tag, ("x",)), "r*", "*", "${aws:PrincipalTag/env}"))
         if k == "aws:username":
             op = r.choice(("StringEquals", "StringNotEquals", "StringLike", "StringNotLike"))
-            return op, self.some(("alice", "App1", "a*", "${aws:username}"))
+            return op, self.some(("alice", "App1", "a*", "${aws:username}", "${aws:PrincipalTag/team}"))
         if k == "aws:userid":
             op = r.choice(("StringLike", "StringNotLike", "StringEquals"))
             return op, self.some(("AROA*", "AIDA*", f"*:{SESSION}", USER_ID, f"{ROLE_ID}:*"))
@@ -829,6 +830,12 @@ def features(case: dict[str, Any]) -> list[str]:
 def classify(case: dict[str, Any], found: list[str]) -> str:
     """A minimal case's class: the feature that decides it where one is known to, else every
     condition key and feature left."""
+    for stmts in _statement_lists(case):
+        for stmt in stmts:
+            for name in ("Action", "NotAction"):
+                values = stmt.get(name, [])
+                if any(v != v.strip() for v in ([values] if isinstance(values, str) else values)):
+                    return f"{name} pattern with surrounding whitespace"
     if "NotPrincipal in Deny" in found and "permissions boundary" in found:
         return "Deny with NotPrincipal, the caller has a permissions boundary"
     return "; ".join(found) or "no conditions"
@@ -836,6 +843,24 @@ def classify(case: dict[str, Any], found: list[str]) -> str:
 
 def load_known() -> list[dict[str, Any]]:
     return list(json.loads(KNOWN.read_text())["divergences"])
+
+
+def _negated_empty_variable(case: dict[str, Any]) -> bool:
+    """Does a negated operator test a policy variable that has no value for the caller?"""
+    p = case["principal"]
+    empty = {f"${{aws:principaltag/{t}}}" for t in TAGS if t not in p["tags"]}
+    if p["kind"] != "user":
+        empty.add("${aws:username}")
+    for stmts in _statement_lists(case):
+        for stmt in stmts:
+            for op, keys in (stmt.get("Condition") or {}).items():
+                if not op.split(":")[-1].lower().startswith(("stringnot", "arnnot")):
+                    continue
+                for values in keys.values():
+                    for v in values if isinstance(values, list) else [values]:
+                        if any(e in str(v).lower() for e in empty):
+                            return True
+    return False
 
 
 def known_divergence(
@@ -858,6 +883,8 @@ def known_divergence(
         and theirs.get("decision") == "Allowed"
     ):
         return "not-cross-account-action"
+    if "policy-variable-no-value-negated" in ids and _negated_empty_variable(case):
+        return "policy-variable-no-value-negated"
     if "notprincipal-without-account" in ids and ours == "denied" and theirs.get("decision") == "Allowed":
         me = principal_arn(case["principal"]).lower()
         for stmt in case["key_policy"]["Statement"]:

@@ -110,6 +110,11 @@ def test_known_divergences_match_only_their_shape() -> None:
     assert diff.known_divergence(case, decrypt, "denied", allowed, known) is None
     deletion = {"action": "kms:ScheduleKeyDeletion", "context": {}}
     assert diff.known_divergence(_case([]), deletion, "denied", allowed, known) == "not-cross-account-action"
+    variable = _allow("*", StringNotLike={"aws:PrincipalArn": f"arn:aws:iam::{diff.B}:user/${{aws:username}}"})
+    assert diff.known_divergence(_case([variable]), decrypt, "allowed", {"decision": "ImplicitlyDenied"}, known) == (
+        "policy-variable-no-value-negated"
+    )
+    assert diff.known_divergence(_case([variable], kind="user"), decrypt, "allowed", allowed, known) is None
     ignored = {"decision": "ImplicitlyDenied", "ignored": ["kms:EncryptionContext:app"]}
     ec = _case([_allow({"AWS": me}, StringEquals={"kms:EncryptionContext:app": "x"})])
     assert diff.known_divergence(ec, decrypt, "allowed", ignored, known) == "encryption-context-key-dropped"
