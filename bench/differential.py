@@ -141,6 +141,7 @@ class Stats:
     unknown: Counter[str] = field(default_factory=Counter)
     known: Counter[str] = field(default_factory=Counter)
     reproducers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    known_examples: dict[str, dict[str, Any]] = field(default_factory=dict)
     error_examples: dict[str, dict[str, Any]] = field(default_factory=dict)
     ours_seconds: float = 0.0
     ours_decisions: int = 0
@@ -1017,12 +1018,6 @@ def _disagreement(
     direction = "kmsaudit allows, simulator denies" if ours == "allowed" else "kmsaudit denies, simulator allows"
     label = f"{direction}: {classify(c, features(c))}"
     divergence = known_divergence(c, q, ours, t, known)
-    if divergence is not None:
-        stats.known[divergence] += 1
-        return
-    stats.unknown[label] += 1
-    if label in stats.reproducers or len(stats.reproducers) >= max_reproducers:
-        return
     repro = {
         "class": label,
         "features": features(c),
@@ -1034,6 +1029,13 @@ def _disagreement(
         "request_context": request_context(c, q),
         "case": c,
     }
+    if divergence is not None:
+        stats.known[divergence] += 1
+        stats.known_examples.setdefault(divergence, repro)
+        return
+    stats.unknown[label] += 1
+    if label in stats.reproducers or len(stats.reproducers) >= max_reproducers:
+        return
     stats.reproducers[label] = repro
     print(f"DISAGREEMENT {label}\n{json.dumps(repro, indent=1)}", file=out, flush=True)
 
@@ -1055,6 +1057,7 @@ def summary(stats: Stats, seed: int, version: str) -> dict[str, Any]:
         "kmsaudit_cases_per_second": round(stats.ours_decisions / stats.ours_seconds, 1)
         if stats.ours_seconds
         else None,
+        "kmsaudit_pairs_per_second": round(stats.pairs / stats.ours_seconds, 1) if stats.ours_seconds else None,
         "simulator_decisions_per_second": round(stats.theirs_decisions / stats.theirs_seconds, 1)
         if stats.theirs_seconds
         else None,
@@ -1094,7 +1097,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {count:6d}  {label}")
     print(
         f"kmsaudit: {s['kmsaudit_cases_per_second']} cases/s (each: every action for the principal, one "
-        f"evaluate_keys); simulator: {s['simulator_decisions_per_second']} decisions/s (one action, one request)"
+        f"evaluate_keys; {s['kmsaudit_pairs_per_second']} pairs/s); simulator: "
+        f"{s['simulator_decisions_per_second']} decisions/s (one action, one request: one pair)"
     )
     if stats.error_examples:
         print("simulator errors (first of each):")
@@ -1103,6 +1107,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.report:
         s["reproducers"] = list(stats.reproducers.values())
         s["undecided_examples"] = stats.decidable_examples
+        s["known_divergence_examples"] = stats.known_examples
         s["error_examples"] = stats.error_examples
         args.report.write_text(json.dumps(s, indent=1))
     return 1 if stats.unknown else 0
