@@ -846,8 +846,11 @@ def load_known() -> list[dict[str, Any]]:
     return list(json.loads(KNOWN.read_text())["divergences"])
 
 
-def _negated_empty_variable(case: dict[str, Any]) -> bool:
-    """Does a negated operator test a policy variable that has no value for the caller?"""
+def _negated_empty_variable(case: dict[str, Any], request: dict[str, Any]) -> bool:
+    """Does a negated operator test a key the request carries against a policy variable that has
+    no value for the caller? (With the key absent too, the simulator applies the absent-key rule,
+    negated operators true, and is right.)"""
+    present = {k.lower() for k in request_context(case, request)}
     p = case["principal"]
     empty = {f"${{aws:principaltag/{t}}}" for t in TAGS if t not in p["tags"]}
     if p["kind"] != "user":
@@ -857,7 +860,9 @@ def _negated_empty_variable(case: dict[str, Any]) -> bool:
             for op, keys in (stmt.get("Condition") or {}).items():
                 if not op.split(":")[-1].lower().startswith(("stringnot", "arnnot")):
                     continue
-                for values in keys.values():
+                for key, values in keys.items():
+                    if key.lower() not in present:
+                        continue
                     for v in values if isinstance(values, list) else [values]:
                         if any(e in str(v).lower() for e in empty):
                             return True
@@ -884,7 +889,7 @@ def known_divergence(
         and theirs.get("decision") == "Allowed"
     ):
         return "not-cross-account-action"
-    if "policy-variable-no-value-negated" in ids and _negated_empty_variable(case):
+    if "policy-variable-no-value-negated" in ids and _negated_empty_variable(case, request):
         return "policy-variable-no-value-negated"
     if "notprincipal-without-account" in ids and ours == "denied" and theirs.get("decision") == "Allowed":
         me = principal_arn(case["principal"]).lower()

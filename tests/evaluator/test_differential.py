@@ -115,6 +115,9 @@ def test_known_divergences_match_only_their_shape() -> None:
         "policy-variable-no-value-negated"
     )
     assert diff.known_divergence(_case([variable], kind="user"), decrypt, "allowed", allowed, known) is None
+    # The key itself absent too: the simulator applies the absent-key rule (negated: true), rightly.
+    untagged = _allow("*", StringNotLike={"aws:PrincipalTag/env": "${aws:PrincipalTag/env}"})
+    assert diff.known_divergence(_case([untagged]), decrypt, "allowed", allowed, known) is None
     ignored = {"decision": "ImplicitlyDenied", "ignored": ["kms:EncryptionContext:app"]}
     ec = _case([_allow({"AWS": me}, StringEquals={"kms:EncryptionContext:app": "x"})])
     assert diff.known_divergence(ec, decrypt, "allowed", ignored, known) == "encryption-context-key-dropped"
