@@ -159,7 +159,7 @@ async def _sinks(config: Config) -> list[Check]:
 
 async def _events(api: Api, sessions: Sessions, config: Config) -> list[Check]:
     """Each event queue answers the credentials that will read it (README "Real-time detection")."""
-    from kmsaudit.run.events import queue_region
+    from kmsaudit.run.receive import queue_region
 
     assert config.events is not None
     out = []

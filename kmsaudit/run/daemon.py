@@ -64,8 +64,9 @@ class Daemon(EventReaudit):
         self.writing = asyncio.Lock()
         self.audit_scope: AuditScope | None = None
         self.event_sessions: SharedSessions | None = None
-        # When the last full scan that read it started: each scope, each account's IAM, the
-        # organization. An event before that is covered (issue #24, defect 4).
+        # When (monotonic) the last full scan that read it started: each scope, each account's
+        # IAM, the organization. A message in the queue before that is covered (issue #24,
+        # defect 4; kmsaudit/run/receive.py: no clock that can be wrong decides it).
         self.read_at: dict[tuple[str, str], float] = {}
         self.iam_read_at: dict[str, float] = {}
         self.organization_read_at: float | None = None
@@ -112,7 +113,8 @@ class Daemon(EventReaudit):
     async def scan_once(self) -> ScanResult:
         """One full scan, on as many processes as `[scan] processes` says (as `kmsaudit scan`)."""
         async with self.writing:
-            self.scanning_since = started = time.time()
+            self.scanning_since = time.time()
+            started = time.monotonic()  # what "covered" compares with: never the wall clock
             try:
                 recorded = await scan_and_record(self.config, self.sinks, metrics=self.metrics)
             finally:

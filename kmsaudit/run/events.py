@@ -20,13 +20,12 @@ between re-reads it, and the idempotent outbox and unchanged state send no secon
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import re
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -36,6 +35,7 @@ from kmsaudit.collect.api import Api
 from kmsaudit.collect.session import Sessions
 from kmsaudit.config.settings import Config, EventsSettings
 from kmsaudit.errors import CollectError
+from kmsaudit.run.receive import ReceiveHealth, queue_region, queued_by, sleep_or_stop, sqs_now
 
 log = structlog.get_logger("kmsaudit.events")
 
@@ -244,6 +244,9 @@ class Message:
     queue: str
     receipt: str
     outcome: Change | Dropped
+    # Monotonic: by when the message was certainly in the queue (kmsaudit/run/receive.py), what
+    # "covered" compares with a full scan's start; one made here was received now.
+    queued_by: float = field(default_factory=time.monotonic)
 
 
 # What the daemon does with a batch: re-reads and records the changes; returns, once committed,
@@ -251,11 +254,7 @@ class Message:
 # they come back after their visibility timeout, and go to its dead-letter queue in the end.
 Handler = Callable[[Sequence[Message]], Awaitable[set[str]]]
 EMPTY_RECEIVE_PAUSE = 1.0  # at most one ReceiveMessage a second on an empty queue (wait_seconds = 0)
-
-
-def queue_region(url: str, settings: EventsSettings) -> str:
-    match = re.match(r"^https://sqs\.([a-z0-9-]+)\.amazonaws\.com", url)
-    return match.group(1) if match else settings.region
+RECEIVE_BACKOFF = 1.0  # after a failed receive, doubling to 60 s
 
 
 class Consumer:
@@ -267,6 +266,7 @@ class Consumer:
         handler: Handler,
         count: Callable[[str, str, str], None],
         received: Callable[[str], None] = lambda queue: None,
+        health: Callable[[str, str | None], None] = lambda queue, down: None,
     ) -> None:
         assert config.events is not None
         self.config = config
@@ -274,6 +274,7 @@ class Consumer:
         self.handler = handler
         self.count = count  # (source, event name, outcome)
         self.received = received  # (queue URL): a message was read from it
+        self.health = health  # (queue URL, why it is down, or None once it reads again)
         self.seen = Seen()
         self.api = Api(config.scan)
 
@@ -281,9 +282,6 @@ class Consumer:
         if self.config.organization is not None:
             return None  # members are discovered: the handler drops what no scan knows
         return {a.id for a in self.config.accounts}
-
-    async def run(self, stopping: asyncio.Event) -> None:
-        await asyncio.gather(*(self.poll(url, stopping) for url in self.settings.queues))
 
     async def poll(self, url: str, stopping: asyncio.Event) -> None:
         """One queue until `stopping` (the daemon supervises one task per queue: one queue's
@@ -305,7 +303,7 @@ class Consumer:
 
     async def _poll(self, sessions: Sessions, url: str, stopping: asyncio.Event) -> None:
         region = queue_region(url, self.settings)
-        failures = 0
+        health = ReceiveHealth(url, self.health)
         self.received(url)  # the quiet time counts from here
         while not stopping.is_set():
             asked = time.monotonic()
@@ -320,28 +318,31 @@ class Consumer:
                     QueueUrl=url,
                     MaxNumberOfMessages=10,
                     WaitTimeSeconds=self.settings.wait_seconds,
-                    AttributeNames=["ApproximateReceiveCount"],
+                    AttributeNames=["ApproximateReceiveCount", "SentTimestamp", "ApproximateFirstReceiveTimestamp"],
                 )
-                failures = 0
+                received = time.monotonic()
+                health.succeeded()
             except CollectError as exc:
-                failures += 1
                 sessions.forget("events")  # a role that could not be assumed is tried again
                 self.count("sqs", "ReceiveMessage", "receive-error")
-                log.error("events.receive_failed", queue=url, reason=str(exc), failures=failures)
-                await _sleep_or_stop(stopping, min(60.0, 2.0**failures))
+                log.error("events.receive_failed", queue=url, reason=str(exc), failures=health.failures + 1)
+                health.failed(str(exc))
+                await sleep_or_stop(stopping, min(60.0, RECEIVE_BACKOFF * 2.0 ** (health.failures - 1)))
                 continue
             messages = []
             if response.get("Messages"):
                 self.received(url)
+            at_sqs = sqs_now(response)
             for raw in response.get("Messages") or []:
                 outcome = classify(str(raw.get("Body", "")), self.audited())
                 if isinstance(outcome, Change) and outcome.event_id in self.seen:
                     outcome = Dropped(outcome.source, outcome.name, "duplicate", "", outcome.event_id)
-                messages.append(Message(url, str(raw.get("ReceiptHandle", "")), outcome))
+                queued = queued_by(raw, at_sqs, received)
+                messages.append(Message(url, str(raw.get("ReceiptHandle", "")), outcome, queued))
             if not messages:
                 # An empty answer at once (wait_seconds = 0, or a queue that does not long-poll)
                 # is not asked again at once: at most one receive a second (defect 8).
-                await _sleep_or_stop(stopping, EMPTY_RECEIVE_PAUSE - (time.monotonic() - asked))
+                await sleep_or_stop(stopping, EMPTY_RECEIVE_PAUSE - (time.monotonic() - asked))
                 continue
             done = [m for m in messages if isinstance(m.outcome, Dropped)]
             for m in done:
@@ -391,10 +392,3 @@ def _keep(message: Message, settings: EventsSettings) -> bool:
         and message.outcome.outcome == "malformed"
         and not settings.delete_malformed
     )
-
-
-async def _sleep_or_stop(stopping: asyncio.Event, seconds: float) -> None:
-    if seconds <= 0:
-        return
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stopping.wait(), timeout=seconds)

@@ -25,7 +25,9 @@ if TYPE_CHECKING:
     from kmsaudit.metrics import Metrics
 
 log = structlog.get_logger("kmsaudit.daemon")
-MARGIN = 2.0  # eventTime is to the second; CloudTrail's clock and ours (NTP) agree within that
+# A message must have been in the queue this long (monotonic seconds) before a full scan started
+# for that scan to cover it: SQS's hosts' clocks and its millisecond stamps agree within that.
+MARGIN = 1.0
 
 
 class EventReaudit:
@@ -44,7 +46,8 @@ class EventReaudit:
 
     def _read_by(self, result: ScanResult, started: float) -> None:
         """What a full scan read (a scope it read whole, an account whose IAM it read, the
-        organization): an event that happened before `started` is in it (issue #24, defect 4)."""
+        organization): an event whose message was in the queue before `started` (monotonic) is
+        in it (issue #24, defect 4)."""
         for scope in result.scopes:
             # A scope with keys it could not read has not read them: an event on one is not
             # covered (the common case: a policy change that locked the auditor out).
@@ -57,7 +60,8 @@ class EventReaudit:
             self.organization_read_at = started
 
     def _read_since(self, change: Change) -> float | None:
-        """When the last full scan that read what `change` changed started (None: none did)."""
+        """When (monotonic) the last full scan that read what `change` changed started (None:
+        none did)."""
         if change.kind == "iam":
             return self.iam_read_at.get(change.account)
         if change.kind == "organization":
@@ -67,8 +71,8 @@ class EventReaudit:
     async def reaudit(self, messages: Sequence[Message]) -> set[str]:
         """What a batch of CloudTrail events changed, recorded like a scan (README "Real-time
         detection"): the keys they name re-read and re-evaluated with the IAM of the last full
-        scan; an IAM or Organizations change, a full scan (one for a whole burst: an event that
-        happened before a full scan read its scope is already in it). Returns, once committed,
+        scan; an IAM or Organizations change, a full scan (one for a whole burst: a message
+        queued before a full scan that read its scope started is already in it). Returns, once committed,
         the receipts of the messages handled: a change whose re-read failed is not, so its
         message stays in the queue for a retry (issue #24, defect 1)."""
         handled = {m.receipt for m in messages if not isinstance(m.outcome, Change)}
@@ -78,7 +82,11 @@ class EventReaudit:
             if not isinstance(c, Change):
                 continue
             read = self._read_since(c)
-            if read is not None and c.event_time + MARGIN < read:
+            # Not CloudTrail's eventTime against our clock: either may be hours off (a skewed
+            # clock counted a change made after the scan as in it). The message's time in the
+            # queue, by SQS's clock, on our monotonic clock (kmsaudit/run/receive.py); in doubt,
+            # re-read.
+            if read is not None and m.queued_by + MARGIN < read:
                 self.metrics.count_event(c.source, c.name, "covered")
                 handled.add(m.receipt)
             else:

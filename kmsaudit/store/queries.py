@@ -35,12 +35,14 @@ class Queries:
     path: Path
 
     def last_good_state(self, account: str, region: str) -> ScopeState | None:
-        """The scope's state of the most recent collection that read it completely (by when it
-        was collected, not when it was committed: issue #19)."""
+        """The scope's state of the last snapshot that read it completely, in the order snapshots
+        were committed (their id): one writer at a time (the writer lock, the daemon's one
+        writing lock) makes that the order they were collected in, and a wall clock stepped back
+        cannot make an older snapshot look newer. Retention keeps the same one."""
         row = self.db.execute(
             "SELECT states.body FROM scopes JOIN states ON states.digest = scopes.state "
             "JOIN snapshots ON snapshots.id = scopes.snapshot_id "
-            "WHERE account = ? AND region = ? AND ok = 1 ORDER BY snapshots.started_at DESC, snapshot_id DESC LIMIT 1",
+            "WHERE account = ? AND region = ? AND ok = 1 ORDER BY snapshot_id DESC LIMIT 1",
             [account, region],
         ).fetchone()
         return ScopeState.from_json(_unpack(row[0])) if row else None

@@ -69,11 +69,11 @@ class Writer:
         return dict(json.loads(row[0])) if row and row[0] else {}
 
     def _good_read_at(self, account: str, region: str) -> float | None:
-        """When the scope's last good state was read completely (its scan's end before read_at)."""
+        """When the scope's last good state (the last committed: snapshot id, never the wall
+        clock) was read completely (its scan's end before read_at): a time kept as data."""
         row = self.db.conn.execute(
             "SELECT coalesce(s.read_at, n.finished_at) FROM scopes s JOIN snapshots n ON n.id = s.snapshot_id"
-            " WHERE s.account = ? AND s.region = ? AND s.ok = 1 ORDER BY n.started_at DESC, s.snapshot_id DESC"
-            " LIMIT 1",
+            " WHERE s.account = ? AND s.region = ? AND s.ok = 1 ORDER BY s.snapshot_id DESC LIMIT 1",
             [account, region],
         ).fetchone()
         return float(row[0]) if row and row[0] is not None else None

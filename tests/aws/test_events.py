@@ -32,6 +32,7 @@ class Webhook(LocalReceiver):
     def __init__(self) -> None:
         super().__init__()
         self.alerts: list[dict[str, Any]] = []
+        self.daemon: subprocess.Popen[str] | None = None  # the daemon it listens for
 
     async def _handle(self, request: web.Request) -> web.Response:
         self.alerts.append(json.loads(await request.read()))
@@ -81,6 +82,7 @@ def daemon(tmp_path: Path, estate: Estate, aws: str) -> Iterator[tuple[Any, Webh
         env={**os.environ, "AWS_ENDPOINT_URL": aws, "KMSAUDIT_TEST_HOOK": f"http://127.0.0.1:{port}/hook"},
     )
     base = f"http://127.0.0.1:{listen}"
+    hook.daemon = proc
     try:
         assert get_until(f"{base}/readyz", lambda s, _: s == 200)[0] == 200  # the first full scan is done
         yield sqs, hook, base, queue
@@ -203,6 +205,11 @@ def test_an_iam_change_makes_potential_access_effective_and_a_burst_reads_iam_on
     )
     changed = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")  # after the first scan read IAM
     time.sleep(4)  # CloudTrail delivers seconds (to minutes) after the call: the burst arrives late
+    assert hook.daemon is not None
+    # The whole burst is in the queue before the daemon reads its first message ("covered" is
+    # SQS's time in the queue on the daemon's monotonic clock, never eventTime: a message sent
+    # after the burst's scan started is not in it): the daemon is stopped while it is sent.
+    hook.daemon.send_signal(signal.SIGSTOP)
     for start in range(0, 200, 10):
         sqs.send_message_batch(
             QueueUrl=queue,
@@ -219,6 +226,8 @@ def test_an_iam_change_makes_potential_access_effective_and_a_burst_reads_iam_on
                 for i in range(start, start + 10)
             ],
         )
+    time.sleep(2.5)  # longer than reaudit.MARGIN: the burst has waited in the queue
+    hook.daemon.send_signal(signal.SIGCONT)
 
     def on_shared() -> bool:  # the alerts of one scan arrive one after the other: wait for this one
         return any(a["principal"] == role(B, "NoPerm") and a["key_arn"] == estate.keys["shared"] for a in hook.alerts)

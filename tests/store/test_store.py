@@ -175,3 +175,38 @@ def test_an_events_snapshot_carries_the_estate_and_counts_it_without_reading_eve
     assert third is not None and not third["complete"]
     assert {f["key_arn"] for f in store.findings()} == {f.key_arn for f in kept}
     store.close()
+
+
+def test_a_clock_stepped_back_does_not_make_an_older_snapshot_the_baseline(tmp_path: Path) -> None:
+    """The latest good state of a scope is the one committed last (snapshot id), not the one
+    whose wall-clock start is latest: a clock stepped back an hour between two scans made the
+    older snapshot look newer, so the next scan diffed against it (a finding added in the later
+    scan was alerted again, and one it removed came back in `findings` of a failed scope) and a
+    re-read kept the older read time. Read times stay what the clock said: data, not order."""
+    store = Store(tmp_path / "k.db")
+    outsider = "arn:aws:iam::777788889999:root"
+    now = 1_800_000_000.0
+    store.save_scan(scan(3, finished_at=now), detected_at=now)
+    # The clock is stepped back an hour; this later scan sees one more outside account.
+    later = scan(3, extra_principal=outsider, finished_at=now - 3600)
+    _, events = store.save_scan(later, detected_at=now - 3600)
+    assert {(e.kind, e.principal) for e in events} == {("added", outsider)}
+    state = store.last_good_state(ACCOUNT, "us-east-1")
+    assert state is not None and {f["principal"] for f in state.findings.values()} == {
+        "arn:aws:iam::444455556666:root",
+        outsider,
+    }
+    # The next scan sees the same: no drift (on the wall clock's order it was `added` again).
+    _, events = store.save_scan(scan(3, extra_principal=outsider, finished_at=now - 3500), detected_at=now - 3500)
+    assert events == []
+    # It then fails: `findings` shows the last good state, the one committed last.
+    store.save_scan(scan(3, ok=False, finished_at=now - 3400), detected_at=now - 3400)
+    assert outsider in {f["principal"] for f in store.findings()}
+    # A re-read of one key keeps the read time of the state it changes (the later scan's,
+    # though its clock said earlier).
+    key = f"arn:aws:kms:us-east-1:{ACCOUNT}:key/00000000"
+    touched = ScopeStatus(ACCOUNT, "us-east-1", True, 1, key_policies=(), partial=(key,))
+    store.save_scan(ScanResult((), (), (touched,), started_at=now - 3300, finished_at=now - 3300, keys=1))
+    [view] = store.scope_view()
+    assert view.ok and view.last_good_at == now - 3500 - 1  # the last full read's start
+    store.close()
