@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -126,6 +127,10 @@ def evaluate_files(
         key_arn = f"arn:aws:kms:us-east-1:{account}:key/{PLACEHOLDER_KEY_ID}"
         note = f"note: no --key-arn given; assuming the key is in account {account} ({key_arn})"
     parts = key_arn.split(":")
+    if not isinstance(policy, str):
+        # As text, as a scan reads it, so the key-policy lints see its size too (the compact form:
+        # if even that is over KMS's 32 KB, `put-key-policy` refuses the file).
+        policy = json.dumps(policy, separators=(",", ":"))
     key = KeyRecord(
         arn=key_arn,
         account=parts[4],

@@ -205,7 +205,15 @@ class Daemon(EventReaudit):
         """The events consumer of the current config: one supervised task per queue (a reload
         replaces them)."""
         assert self.config.events is not None
-        events = Consumer(self.config, self.reaudit, self.metrics.count_event, self.metrics.event_received)
+        names: dict[str, str] = {}
+        events = Consumer(
+            self.config,
+            self.reaudit,
+            self.metrics.count_event,
+            self.metrics.event_received,
+            health=lambda url, reason: self.supervisor.degraded(names.get(url, url), reason),
+        )
+        names.update(events.task_names())
         for url, name in events.task_names().items():
             self.supervisor.start(name, lambda url=url: events.poll(url, self.stopping))  # type: ignore[misc]
         log.info("events.started", queues=len(self.config.events.queues))

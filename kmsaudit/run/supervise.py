@@ -88,6 +88,21 @@ class Supervisor:
             self.metrics.task_restarts.labels(entry.name).inc()
             backoff = min(MAX_BACKOFF, backoff * 2)
 
+    def degraded(self, name: str, reason: str | None) -> None:
+        """A running task that cannot do its work (a consumer whose receives keep failing) is
+        shown down — `kmsaudit_task_up` 0, `/readyz` 503 — until it reports `None` again."""
+        entry = self._tasks.get(name)
+        if entry is None:
+            return
+        if reason is None:
+            entry.down_since = None
+            self.metrics.task_up.labels(name).set(1)
+            return
+        if entry.down_since is None:
+            entry.down_since = time.monotonic()
+        entry.last_error = reason
+        self.metrics.task_up.labels(name).set(0)
+
     def down(self) -> list[str]:
         """The tasks not running now (crashed, waiting for their restart)."""
         return sorted(name for name, entry in self._tasks.items() if entry.down_since is not None)

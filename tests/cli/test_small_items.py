@@ -25,6 +25,22 @@ def test_lints_says_no_lints_when_there_are_none(tmp_path: Path, capsys: pytest.
     assert json.loads(capsys.readouterr().out) == []
 
 
+def test_an_oversized_policy_file_gets_the_too_large_lint_offline(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Issue #25 item 8: the scan lints a key policy over KMS's 32,768 bytes; `evaluate` did not.
+    root = "arn:aws:iam::111122223333:root"
+    stmts = [
+        {"Sid": f"S{i:04d}", "Effect": "Allow", "Principal": {"AWS": root}, "Action": "kms:*", "Resource": "*"}
+        for i in range(450)
+    ]
+    policy = tmp_path / "big.json"
+    policy.write_text(json.dumps({"Version": "2012-10-17", "Statement": stmts}))
+    assert policy.stat().st_size > 32768
+    assert main(["evaluate", "--key-policy", str(policy), "--key-arn", KEY_ARN, "--lints", "--format", "json"]) == 0
+    assert "key-policy-too-large" in {lint["kind"] for lint in json.loads(capsys.readouterr().out)}
+
+
 SDK = "[m for m in sys.modules if m.split('.')[0] in ('botocore', 'aiobotocore', 'aiohttp', 'boto3')]"
 
 

@@ -236,3 +236,13 @@ def test_an_action_with_surrounding_whitespace_names_no_action() -> None:
     ev = run(policy(allow({"AWS": ROOT_B}, "kms:Decrypt"), deny({"AWS": ROOT_B}, "kms:Decrypt ")))
     assert actions(by(ev, ROOT_B, "potential")) == {"kms:Decrypt"}
     assert by(run(policy(allow({"AWS": ROOT_B}, "kms:Decrypt "))), ROOT_B, "potential") is None
+
+
+def test_for_any_value_if_exists_over_an_absent_key_is_left_undecided() -> None:
+    # §2.7: `…IfExists` is true over an absent key, `ForAnyValue:` false; the pages do not say which
+    # wins when both qualify one operator, so the access is reported, conditional — never decided.
+    doc = policy(
+        allow({"AWS": ROOT_B}, "kms:Decrypt", {"ForAnyValue:StringEqualsIfExists": {"aws:PrincipalServiceName": "x"}})
+    )
+    found = by(run(doc, principal(ROLE_B, iam_allow())), ROLE_B, "effective")
+    assert found is not None and found.conditional

@@ -114,7 +114,8 @@ def test_the_progress_line_shows_scopes_done_of_the_total(capsys: pytest.Capture
     knows it (the collector, or the scan's process for worker processes, says `planned`)."""
     from kmsaudit.cli.terminal import Progress
 
-    progress = Progress(True)
+    now = [100.0]
+    progress = Progress(True, clock=lambda: now[0])
     progress("planned", 6)
     progress("accounts", 3)
     progress("iam", 1)
@@ -123,8 +124,14 @@ def test_the_progress_line_shows_scopes_done_of_the_total(capsys: pytest.Capture
         == "scanning: IAM of 1/3 accounts, 0/6 scopes done, 0 keys read"
     )
     progress("keys", 5)
+    now[0] = 130.0  # one scope of six in 30 s: about 2m 30s for the five left
     progress("scopes", 1)
     line = capsys.readouterr().err.rsplit("\r", 1)[-1]
-    assert line.strip() == "scanning: IAM of 1/3 accounts, 1/6 scopes done, 5 keys read"
+    assert line.strip() == "scanning: IAM of 1/3 accounts, 1/6 scopes done, 5 keys read, about 2m 30s left"
+    now[0] = 190.0
+    for _ in range(5):
+        progress("scopes", 1)
+    line = capsys.readouterr().err.rsplit("\r", 1)[-1]
+    assert line.strip() == "scanning: IAM of 1/3 accounts, 6/6 scopes done, 5 keys read"  # done: no estimate
     progress.close()
     assert capsys.readouterr().err == "\r\x1b[K"

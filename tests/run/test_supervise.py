@@ -95,3 +95,30 @@ async def test_a_stopped_task_leaves_no_series_and_cannot_be_started_twice() -> 
     await supervisor.stop("events:old")  # a reload replaced its queue
     assert sample(metrics, "kmsaudit_task_up", "events:old") is None
     assert supervisor.down() == [] and supervisor.names() == []
+
+
+async def test_a_consumer_whose_receives_keep_failing_is_shown_down_until_one_succeeds() -> None:
+    # Issue #24 (supervision): a consumer that catches and retries a ReceiveMessage failing for
+    # ever (access denied on the queue, the endpoint gone) never crashes — it must still read
+    # as down: kmsaudit_task_up 0 and /readyz's "task down" after DOWN_AFTER_FAILURES in a row.
+    from kmsaudit.run.receive import DOWN_AFTER_FAILURES, ReceiveHealth
+
+    metrics, stopping = Metrics(), asyncio.Event()
+    supervisor = Supervisor(metrics, stopping)
+    release = asyncio.Event()
+    supervisor.start("events:q", release.wait)
+    await asyncio.sleep(0)
+    health = ReceiveHealth("https://sqs/q", lambda url, reason: supervisor.degraded("events:q", reason))
+    for _ in range(DOWN_AFTER_FAILURES - 1):
+        health.failed("AccessDenied")
+    assert supervisor.down() == [] and sample(metrics, "kmsaudit_task_up", "events:q") == 1
+    health.failed("AccessDenied")
+    assert supervisor.down() == ["events:q"]
+    assert sample(metrics, "kmsaudit_task_up", "events:q") == 0
+    assert "AccessDenied" in supervisor.status("events:q").last_error  # type: ignore[union-attr]
+    health.failed("AccessDenied")  # still down, reported once
+    health.succeeded()
+    assert supervisor.down() == [] and sample(metrics, "kmsaudit_task_up", "events:q") == 1
+    stopping.set()
+    release.set()
+    await supervisor.stop_all()
