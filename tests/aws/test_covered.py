@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -30,14 +30,6 @@ from kmsaudit.run.reaudit import MARGIN
 from kmsaudit.store.database import Store
 
 HOURS = 3 * 3600.0
-
-
-@pytest.fixture
-def proxy(aws: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[AwsProxy]:
-    p = AwsProxy(aws)
-    monkeypatch.setenv("AWS_ENDPOINT_URL", p.start())
-    yield p
-    p.stop()
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ names the defect of the issue it reproduces.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -24,14 +24,6 @@ from kmsaudit.run.events import Message, classify
 from kmsaudit.store.database import Store
 
 SCOPES = 6  # accounts A, B, C × us-east-1, eu-west-1 (tests/estate.py)
-
-
-@pytest.fixture
-def proxy(aws: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[AwsProxy]:
-    p = AwsProxy(aws)
-    monkeypatch.setenv("AWS_ENDPOINT_URL", p.start())
-    yield p
-    p.stop()
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ twice; an unchanged finding is sent again after a day (Security Hub's 90-day ret
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,14 +20,6 @@ from kmsaudit.store.database import Store
 
 EXPORT = '\n[[export]]\ntype = "securityhub"\nregion = "us-east-1"\n'
 SEVERITY = {"critical": "CRITICAL", "high": "HIGH", "medium": "MEDIUM", "low": "LOW"}
-
-
-@pytest.fixture
-def proxy(aws: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[AwsProxy]:
-    proxy = AwsProxy(aws)
-    monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.start())
-    yield proxy
-    proxy.stop()
 
 
 def _scan(config: Path) -> Any:
