@@ -146,3 +146,26 @@ async def test_a_message_queued_before_the_scan_started_is_covered_whatever_its_
     assert json.dumps(attributes) == json.dumps(
         {"ApproximateNumberOfMessages": "0", "ApproximateNumberOfMessagesNotVisible": "0"}
     )  # handled: deleted
+
+
+async def test_an_empty_queue_with_wait_seconds_zero_is_asked_at_most_once_a_second(
+    tmp_path: Path, estate: Estate, proxy: AwsProxy, queue: tuple[object, str]
+) -> None:
+    # Issue #24 defect 8: `events.wait_seconds = 0` spun (~100 ReceiveMessage/s on an empty queue).
+    # The count is bounded by the time it ran: a slow machine asks less, never more.
+    path = tmp_path / "k.toml"
+    path.write_text(
+        config_text(store=str(tmp_path / "k.db"))
+        + f'\n[events]\nqueues = ["{queue[1]}"]\nregion = "us-east-1"\nwait_seconds = 0\n'
+    )
+    d = Daemon(path, load_config(path))
+    stopping = asyncio.Event()
+    consumer = Consumer(d.config, d.reaudit, d.metrics.count_event)
+    started = time.monotonic()
+    task = asyncio.create_task(consumer.poll(queue[1], stopping))
+    await asyncio.sleep(3.0)
+    stopping.set()
+    await task
+    elapsed = time.monotonic() - started
+    asked = sum(1 for _, op in proxy.operations if op == "ReceiveMessage")
+    assert 1 <= asked <= elapsed + 2, (asked, elapsed)
