@@ -173,20 +173,6 @@ def relevant(key: str, keys: Keys) -> bool:
     )
 
 
-def signature(statements: tuple[Statement, ...], service: str = "") -> frozenset[object]:
-    """What of `statements` the candidates depend on: the accounts their principals name and
-    their conditions on the keys an outsider chooses, in any order. Equal signatures, equal
-    candidates (in another order, which changes no verdict: their access is OR-ed)."""
-    keys = SERVICE if service else PRINCIPAL
-    return frozenset(
-        (
-            s.principals.mentioned if s.principals is not None else frozenset(),
-            tuple(c for c in s.conditions if relevant(c.key_lc, keys)),
-        )
-        for s in statements
-    )
-
-
 def fresh_account(patterns: list[str], excluded: frozenset[str]) -> str:
     """An unnamed account that matches as few of the policy's account patterns as possible."""
     usable = [a for a in FRESH_ACCOUNTS if a not in excluded]
