@@ -127,6 +127,8 @@ class Patterns:
             return key
         if key in ("aws:principaltype", "aws:username", "aws:userid"):
             self.mentions_type = True
+        if key == "aws:username" and keys is PRINCIPAL:
+            return "username"  # a user of the name it admits (aws:username: IAM users only)
         return None
 
     @property
@@ -224,6 +226,11 @@ def arn_tails(p: Patterns, partition: str, service_side: bool) -> tuple[list[tup
         tails = [(f"arn:{partition}:iam:", f"role/{FRESH_NAME}")]
         if p.singles.get("arn") or p.mentions_type:
             tails += [(f"arn:{partition}:iam:", f"user/{FRESH_NAME}"), (f"arn:{partition}:iam:", "root")]
+            tails.append((f"arn:{partition}:sts:", f"federated-user/{FRESH_NAME}"))
+        for combo in p.combinations("username"):
+            w = intersect([*combo, shape(*name)], "z")
+            if w is not None and "/" not in w:
+                _add(tails, (f"arn:{partition}:iam:", f"user/{w}"))
     accounts: list[str] = []
     for combo in p.combinations("arn"):
         for template in shapes:

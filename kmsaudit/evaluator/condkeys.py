@@ -55,15 +55,6 @@ def _ops(text: str) -> frozenset[str]:
 
 
 _CRYPTO = "Decrypt Encrypt GenerateDataKey GenerateDataKeyPair GenerateDataKeyPairWithoutPlaintext GenerateDataKeyWithoutPlaintext ReEncryptFrom ReEncryptTo"
-_KEY_OPS = (
-    "CancelKeyDeletion CreateAlias CreateGrant Decrypt DeleteAlias DeleteImportedKeyMaterial DeriveSharedSecret "
-    "DescribeKey DisableKey DisableKeyRotation EnableKey EnableKeyRotation Encrypt GenerateDataKey "
-    "GenerateDataKeyPair GenerateDataKeyPairWithoutPlaintext GenerateDataKeyWithoutPlaintext GenerateMac "
-    "GetKeyPolicy GetKeyRotationStatus GetParametersForImport GetPublicKey ImportKeyMaterial ListGrants "
-    "ListKeyPolicies ListKeyRotations ListResourceTags PutKeyPolicy ReEncryptFrom ReEncryptTo ReplicateKey "
-    "RetireGrant RevokeGrant RotateKeyOnDemand ScheduleKeyDeletion Sign SynchronizeMultiRegionKey TagResource "
-    "UntagResource UpdateAlias UpdateKeyDescription UpdatePrimaryRegion Verify VerifyMac"
-)
 
 _ROWS: tuple[tuple[str, str, str, str, bool, str, str | None], ...] = (
     # name, presence, decided, type, multi, page, operations (space-separated)
@@ -116,9 +107,8 @@ _ROWS: tuple[tuple[str, str, str, str, bool, str, str | None], ...] = (
     ("aws:RequestTag/", "operation", "request", "String", False, GLOBAL, "CreateKey TagResource ReplicateKey"),
     ("aws:TagKeys", "operation", "request", "String", True, GLOBAL, "CreateKey TagResource UntagResource ReplicateKey"),
     ("kms:BypassPolicyLockoutSafetyCheck", "operation", "request", "Bool", False, KMS, "CreateKey PutKeyPolicy"),
-    # "exists for all AWS KMS operations except CreateKey, GenerateRandom, ListAliases, ListKeys,
-    # ListRetirableGrants, RetireGrant" (KMS guide, kms:CallerAccount).
-    ("kms:CallerAccount", "operation", "principal", "String", False, KMS, None),
+    # In requests for "KMS key resource operations, Custom key store operations" (KMS guide).
+    ("kms:CallerAccount", "always", "principal", "String", False, KMS, None),
     ("kms:CustomerMasterKeySpec", "key", "resource", "String", False, KMS, None),
     ("kms:CustomerMasterKeyUsage", "key", "resource", "String", False, KMS, None),
     (
@@ -186,14 +176,10 @@ _ROWS: tuple[tuple[str, str, str, str, bool, str, str | None], ...] = (
     ),
 )
 
-_CALLER_ACCOUNT_ABSENT = _ops("CreateKey GenerateRandom ListAliases ListKeys ListRetirableGrants RetireGrant")
-
 
 def _info(row: tuple[str, str, str, str, bool, str, str | None]) -> KeyInfo:
     name, presence, decided, kind, multi, doc, ops = row
     operations = _ops(ops) if ops is not None else None
-    if name == "kms:CallerAccount":
-        operations = _ops(_KEY_OPS + " ListRetirableGrants") - _CALLER_ACCOUNT_ABSENT
     return KeyInfo(name, presence, decided, kind, multi, doc, operations)
 
 

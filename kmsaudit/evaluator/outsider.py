@@ -35,7 +35,7 @@ from kmsaudit.evaluator.candidates import (
     relevant,
     tags,
 )
-from kmsaudit.evaluator.conditions import CALLER, Excluded, Value
+from kmsaudit.evaluator.conditions import CALLER, SOME_VALUE, Excluded, Value
 from kmsaudit.evaluator.statements import Statement
 
 _PRINCIPAL_TYPES = {"role": "AssumedRole", "user": "User", "root": "Account", "federated-user": "FederatedUser"}
@@ -122,7 +122,8 @@ def service_context(service: str, account: str, source_arn: Value, org_id: Value
     return {
         CALLER: ("service",),
         "aws:principalisawsservice": ("true",),
-        "aws:principalservicename": (service,),
+        # "*": any service, whichever name a condition asks for (present, its value not known).
+        "aws:principalservicename": (service,) if service != "*" else SOME_VALUE,
         "aws:principalaccount": None,
         "aws:principalarn": None,
         "aws:principalorgid": None,

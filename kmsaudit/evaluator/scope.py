@@ -186,13 +186,15 @@ class AuditScope:
             "aws:principalarn": (principal.arn,),
             "aws:principaltype": (kind_type,),
             "aws:principalisawsservice": ("false",),
-            # What the table of condition keys needs to decide the keys not given (SPEC §2.7):
-            # a user or a role session, whose tags are all in its authorization details.
+            # What the table of condition keys needs to decide the keys not given (SPEC §2.7).
             CALLER: (principal.kind,),
-            TAGS_KNOWN: ("true",),
         }
-        for tag_key, tag_value in principal.tags:
-            context["aws:principaltag/" + tag_key.lower()] = (tag_value,)
+        if principal.kind == "user":
+            # A user's tags are all in its authorization details. A role's are not: a session
+            # may carry session tags that override them (IAM User Guide, "Passing session tags").
+            context[TAGS_KNOWN] = ("true",)
+            for tag_key, tag_value in principal.tags:
+                context["aws:principaltag/" + tag_key.lower()] = (tag_value,)
         if principal.kind == "user":
             context["aws:username"] = (principal.name,)
         context.update(org_context(principal.account, self.organization))

@@ -126,15 +126,33 @@ def test_username_is_absent_for_roles_and_decides_negated_operators() -> None:
 
 
 def test_principal_tags_come_from_authorization_details() -> None:
-    # §2.7 + GLOBAL_KEYS (aws:PrincipalTag: present for a user or role with that tag attached).
+    # §2.7 + GLOBAL_KEYS (aws:PrincipalTag: present for a user or role with that tag attached). A
+    # user's tags are all in its details; a role's session may carry session tags that override
+    # them (IAM User Guide, "Passing session tags"): a role's tag condition stays undecided.
     doc = policy(allow({"AWS": ROOT_B}, "kms:Decrypt", {"StringEquals": {"aws:PrincipalTag/Team": "blue"}}))
-    blue = principal(ROLE_B, iam_allow(), tags=(("team", "blue"),))  # tag keys match case-insensitively
-    plain = principal(OTHER_ROLE_B, iam_allow())
-    ev = run(doc, blue, plain)
-    found = by(ev, ROLE_B, "effective")
+    blue = principal(USER_ALICE, iam_allow(), tags=(("team", "blue"),))  # tag keys match case-insensitively
+    plain = principal(USER_BOB, iam_allow())
+    role = principal(ROLE_B, iam_allow(), tags=(("team", "red"),))
+    ev = run(doc, blue, plain, role)
+    found = by(ev, USER_ALICE, "effective")
     assert found is not None and not found.conditional
-    assert by(ev, OTHER_ROLE_B, "effective") is None
+    assert by(ev, USER_BOB, "effective") is None
+    assert by(ev, ROLE_B, "effective").conditional  # type: ignore[union-attr]
     assert by(ev, ROOT_B, "potential").conditional  # type: ignore[union-attr]  # any principal of B: undecided
+
+
+def test_conditions_only_some_callers_meet_leave_star_public() -> None:
+    # §3: the outsider is any user it likes (aws:username "bob"), a federated user, or — for
+    # aws:PrincipalServiceName — any AWS service (§2.11: the confused deputy, potential "*").
+    by_name = run(policy(allow("*", "kms:Decrypt", {"StringEquals": {"aws:username": "bob"}})))
+    assert actions(public(by_name)) == {"kms:Decrypt"}
+    federated = run(policy(allow("*", "kms:Decrypt", {"StringEquals": {"aws:PrincipalType": "FederatedUser"}})))
+    assert actions(public(federated)) == {"kms:Decrypt"}
+    service = {"StringEquals": {"aws:PrincipalServiceName": "cloudtrail.amazonaws.com"}}
+    ev = run(policy(allow("*", "kms:Decrypt", service)))
+    assert public(ev) is None  # no IAM identity has the key
+    assert actions(by(ev, "*", "potential")) == {"kms:Decrypt"}
+    assert "service-principal-unconfined" in [lint.kind for lint in ev.lints]
 
 
 def test_resource_org_id_is_the_key_accounts_organization() -> None:
@@ -150,19 +168,17 @@ def test_resource_org_id_is_the_key_accounts_organization() -> None:
 def test_a_policy_variable_with_no_value_matches_nothing() -> None:
     # §2.7 + IAM User Guide, "Policy variables with no value": ${aws:username} for a role has no
     # value — StringEquals is false, StringNotEquals true.
-    tagged = principal(ROLE_B, iam_allow(), tags=(("owner", "alice"),))
-    eq = policy(allow({"AWS": ROOT_B}, "kms:Decrypt", {"StringEquals": {"aws:PrincipalTag/owner": "${aws:username}"}}))
-    ne = policy(
-        allow({"AWS": ROOT_B}, "kms:Decrypt", {"StringNotEquals": {"aws:PrincipalTag/owner": "${aws:username}"}})
-    )
-    assert by(run(eq, tagged), ROLE_B, "effective") is None
-    found = by(run(ne, tagged), ROLE_B, "effective")
+    role = principal(ROLE_B, iam_allow())
+    arn = f"arn:aws:iam::{B}:role/${{aws:username}}"
+    eq = policy(allow({"AWS": ROOT_B}, "kms:Decrypt", {"StringEquals": {"aws:PrincipalArn": arn}}))
+    ne = policy(allow({"AWS": ROOT_B}, "kms:Decrypt", {"StringNotEquals": {"aws:PrincipalArn": arn}}))
+    assert by(run(eq, role), ROLE_B, "effective") is None
+    found = by(run(ne, role), ROLE_B, "effective")
     assert found is not None and not found.conditional
     # With a default (`${key, 'value'}`) the default stands in for the absent key.
-    dflt = policy(
-        allow({"AWS": ROOT_B}, "kms:Decrypt", {"StringEquals": {"aws:PrincipalTag/owner": "${aws:username, 'alice'}"}})
-    )
-    found = by(run(dflt, tagged), ROLE_B, "effective")
+    with_default = f"arn:aws:iam::{B}:role/${{aws:username, 'ExampleRole'}}"
+    dflt = policy(allow({"AWS": ROOT_B}, "kms:Decrypt", {"StringEquals": {"aws:PrincipalArn": with_default}}))
+    found = by(run(dflt, role), ROLE_B, "effective")
     assert found is not None and not found.conditional
 
 
@@ -173,9 +189,9 @@ def test_operation_bound_keys_are_absent_from_other_operations() -> None:
     doc = policy(allow({"AWS": ROOT_B}, [*USE_ACTIONS, *grant_ops], {"Bool": {"kms:GrantIsForAWSResource": "true"}}))
     found = by(run(doc), ROOT_B, "potential")
     assert found is not None and actions(found) == set(grant_ops) and found.conditional
-    # kms:CallerAccount "exists for all AWS KMS operations except ... RetireGrant".
+    # kms:CallerAccount is in requests for every KMS key operation, RetireGrant included.
     doc = policy(allow("*", ["kms:Decrypt", "kms:RetireGrant"], {"StringEquals": {"kms:CallerAccount": B}}))
-    assert actions(by(run(doc), ROOT_B, "potential")) == {"kms:Decrypt"}
+    assert actions(by(run(doc), ROOT_B, "potential")) == {"kms:Decrypt", "kms:RetireGrant"}
 
 
 def test_console_default_policy_says_which_actions_the_grant_condition_bounds() -> None:
