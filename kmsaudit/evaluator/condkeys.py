@@ -235,8 +235,4 @@ def presence(info: KeyInfo, caller: str, tags_known: bool) -> str:
     return MAYBE
 
 
-def operation_bound(info: KeyInfo) -> bool:
-    return info.operations is not None
-
-
-__all__ = ["ABSENT", "MAYBE", "PRESENT", "TABLE", "KeyInfo", "key_info", "operation_bound", "presence"]
+__all__ = ["ABSENT", "MAYBE", "PRESENT", "TABLE", "KeyInfo", "key_info", "presence"]

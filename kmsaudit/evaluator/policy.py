@@ -189,9 +189,7 @@ def _statement(raw: Any) -> tuple[Statement | None, tuple[str, ...]]:
         any(c.key_lc in SERVICE_CONDITION_KEYS for c in conditions),
     )
     split = operation_parts(mask, conditions) if conditions else None
-    if split is None:
-        stmt.parts = ((mask, None, stmt),)
-    else:
+    if split is not None:
         stmt.parts = tuple((m, clauses, (stmt, i)) for i, (m, clauses) in enumerate(split))
     return stmt, tuple(problems)
 

@@ -101,8 +101,12 @@ class Statement:
     service_keys: bool = False
     # What access.py evaluates: (actions, clauses or None for `conditions`, verdict-cache key) —
     # the whole statement, or its parts split by operation-bound condition keys
-    # (conditions.operation_parts). Set once, by policy._statement.
+    # (conditions.operation_parts). The whole statement unless policy._statement splits it.
     parts: tuple[tuple[int, tuple[ConditionClause, ...] | None, object], ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.parts:  # never a statement that evaluates to nothing by omission
+            self.parts = ((self.action_mask, None, self),)
 
 
 @dataclass(frozen=True, slots=True)
