@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 from kmsaudit.evaluator.access import (
@@ -17,13 +17,14 @@ from kmsaudit.evaluator.access import (
 )
 from kmsaudit.evaluator.actions import CROSS_ACCOUNT_MASK, grant_operations_mask
 from kmsaudit.evaluator.conditions import Context
-from kmsaudit.evaluator.findings import KeyFindings
+from kmsaudit.evaluator.findings import KeyFindings, Trace
 from kmsaudit.evaluator.keyindex import KeyPolicyIndex
 from kmsaudit.evaluator.lints import key_policy_lints
 from kmsaudit.evaluator.match import ACCOUNT_RE, arn_account, root_arn
 from kmsaudit.evaluator.outsider import is_service_principal
 from kmsaudit.evaluator.policy import PolicyParseError, parse_policy
 from kmsaudit.evaluator.scope import AuditScope, CompiledPrincipal
+from kmsaudit.evaluator.services import VIA_KEY_POLICY, services
 from kmsaudit.evaluator.statements import Statement
 from kmsaudit.evaluator.subjects import (
     account_subject,
@@ -40,7 +41,6 @@ from kmsaudit.model import Evaluation, Finding, Grant, KeyRecord, Lint
 
 __all__ = ["AuditScope", "evaluate_key", "evaluate_keys"]
 
-VIA_KEY_POLICY = ("key-policy",)
 VIA_IAM = ("iam-policy", "key-policy")
 VIA_GRANT = ("grant",)
 _NAMED_KINDS = frozenset({"iam", "session", "federated", "canonical"})
@@ -132,71 +132,6 @@ def _service_grant_lint(key: KeyRecord, grant: Grant, reported: bool) -> Lint:
     )
 
 
-def _service_accounts(stmt: Statement, scope: AuditScope) -> frozenset[str]:
-    """Accounts an Allow's `aws:SourceAccount`/`aws:SourceArn`/`aws:SourceOrgID`/
-    `kms:CallerAccount` conditions name: whom a confined service principal may act for (SPEC
-    §2.11). Once per statement (statements are interned)."""
-    found = scope.service_accounts.get(stmt)
-    if found is not None:
-        return found
-    accounts: set[str] = set()
-    org = scope.organization
-    for clause in stmt.conditions if stmt.allow else ():
-        if clause.base.startswith(("stringnot", "arnnot")):
-            continue
-        for value in clause.values:
-            if clause.key_lc in ("aws:sourceaccount", "kms:calleraccount") and ACCOUNT_RE.match(value):
-                accounts.add(value)
-            elif clause.key_lc == "aws:sourcearn" and ACCOUNT_RE.match(arn_account(value)):
-                accounts.add(arn_account(value))
-            elif clause.key_lc in ("aws:sourceorgid", "aws:sourceorgpaths") and org is not None:
-                if value == org.org_id or value.startswith(org.org_id + "/"):
-                    accounts.update(org.accounts)
-    found = scope.service_accounts[stmt] = frozenset(accounts)
-    return found
-
-
-def _services(
-    service: str,
-    key: KeyRecord,
-    index: KeyPolicyIndex,
-    scope: AuditScope,
-    out: KeyFindings,
-    lints: list[Lint],
-    verdict: Callable[[tuple[Statement, ...], Subject], Access],
-) -> int:
-    """SPEC §2.11: a service principal confined to the key's own account is no cross-account
-    access; confined to another account, that account's potential access; unconfined, anyone's
-    (the confused deputy): a lint and a potential finding for "*". Returns decisions made."""
-    if service == "*":
-        stmts = index.wild
-    else:  # the statements naming this service, and every Deny that may apply to it
-        lowered = service.lower()
-        stmts = tuple(s for s in index.others if not s.allow or (s.principals and lowered in s.principals.others))
-    anyone = NO_ACCESS
-    for subject, _ in outsider_subjects(stmts, key, scope, service):
-        anyone = anyone.either(verdict(stmts, subject))
-    anyone = anyone.restrict(CROSS_ACCOUNT_MASK)
-    if anyone.any:
-        lints.append(
-            Lint(
-                "service-principal-unconfined",
-                f"{service if service != '*' else 'any AWS service'} may use this key for any account's resources: "
-                "no aws:SourceAccount, aws:SourceArn or aws:SourceOrgID confines it (the confused deputy)",
-                key_arn=key.arn,
-                account=key.account,
-                principal=service,
-            )
-        )
-        out.add(service, "*", "potential", anyone, VIA_KEY_POLICY)
-    decisions = 1
-    accounts = {a for stmt in stmts for a in _service_accounts(stmt, scope)} - {key.account}
-    for account in sorted(accounts):
-        decisions += 1
-        out.add(service, account, "potential", verdict(stmts, service_subject(service, account, scope)), VIA_KEY_POLICY)
-    return decisions
-
-
 def _raw_text(policy: Any) -> str | None:
     if policy is None or isinstance(policy, str):
         return policy
@@ -206,10 +141,13 @@ def _raw_text(policy: Any) -> str | None:
         return repr(policy)
 
 
-def evaluate_key(key: KeyRecord, scope: AuditScope) -> tuple[list[Finding], list[Lint], int, str | None]:
+def evaluate_key(
+    key: KeyRecord, scope: AuditScope, trace: Trace | None = None
+) -> tuple[list[Finding], list[Lint], int, str | None]:
     """Every external principal's access to one key, the key's lints, the decisions made, and
-    the canonical text of its policy (the raw text if it is not one; None if none was read)."""
-    out = KeyFindings(key, scope)
+    the canonical text of its policy (the raw text if it is not one; None if none was read).
+    `trace`: filled with whom each finding was decided for (evaluator/explain.py; None in scans)."""
+    out = KeyFindings(key, scope, trace)
     lints: list[Lint] = []
     decisions = 0
     extra: list[Finding] = []
@@ -247,7 +185,7 @@ def evaluate_key(key: KeyRecord, scope: AuditScope) -> tuple[list[Finding], list
 
     # Potential: every external principal the key policy names (SPEC §3).
     named: dict[str, Subject] = {}
-    services: dict[str, None] = {}
+    wanted: dict[str, None] = {}  # service principals
     wildcard = False
     own_account = frozenset((key.account,))
     for stmt in stmts:
@@ -257,11 +195,11 @@ def evaluate_key(key: KeyRecord, scope: AuditScope) -> tuple[list[Finding], list
         if pset.any or stmt.not_principal:
             wildcard = True
             if stmt.service_keys:
-                services["*"] = None  # "*" admits services too: are they confined? (SPEC §2.11)
+                wanted["*"] = None  # "*" admits services too: are they confined? (SPEC §2.11)
             if stmt.not_principal:
                 continue
         if pset.services:
-            services.update(dict.fromkeys(pset.services))
+            wanted.update(dict.fromkeys(pset.services))
         if not pset.others and pset.mentioned <= own_account:
             continue  # names only the key's own account and its principals
         for ref in pset.refs:
@@ -281,6 +219,8 @@ def evaluate_key(key: KeyRecord, scope: AuditScope) -> tuple[list[Finding], list
                 other_org = other_org.either(verdict(index.wild, subject))
             else:
                 public = public.either(verdict(index.wild, subject))
+            if trace is not None:
+                out.note("*", "potential" if unknown_org else "public", "*", ("key", subject))
         public = public.restrict(CROSS_ACCOUNT_MASK)
         out.add("*", "*", "public", public, VIA_KEY_POLICY)
         out.add("*", "*", "potential", other_org.restrict(CROSS_ACCOUNT_MASK & ~public.any), VIA_KEY_POLICY)
@@ -291,8 +231,10 @@ def evaluate_key(key: KeyRecord, scope: AuditScope) -> tuple[list[Finding], list
         decisions += 1
         account = subject.account if subject.account else "*"
         out.add(name, account, "potential", key_side(subject), VIA_KEY_POLICY)
-    for service in services:
-        decisions += _services(service, key, index, scope, out, lints, verdict)
+        if trace is not None:
+            out.note(name, "potential", account, ("key", subject))
+    for service in wanted:
+        decisions += services(service, key, index, scope, out, lints, verdict)
 
     # Effective: concrete principals of audited accounts, key policy ∧ IAM ∧ no Deny.
     named_accounts = {s.account for s in named.values() if s.kind == "concrete"}
@@ -332,6 +274,8 @@ def evaluate_key(key: KeyRecord, scope: AuditScope) -> tuple[list[Finding], list
                     ctx = Context(subject.context, resource, tags)
                     eff = _identity_side(cp, subject, eff, ctx, key.arn, scp, rcp)
                     out.add(cp.source.arn, account, "effective", eff, VIA_IAM)
+                    if trace is not None:
+                        out.note(cp.source.arn, "effective", account, ("iam", subject, cp, scp, rcp))
                 continue
             shared = shared_by.get(subject.bounded)
             if shared is None:
@@ -353,6 +297,8 @@ def evaluate_key(key: KeyRecord, scope: AuditScope) -> tuple[list[Finding], list
                 ctx = Context(subject.context, resource, tags)
                 eff = _identity_side(cp, subject, shared, ctx, key.arn, scp, rcp)
             out.add(cp.source.arn, account, "effective", eff, VIA_IAM)
+            if trace is not None:
+                out.note(cp.source.arn, "effective", account, ("iam", subject, cp, scp, rcp))
 
     # Grants: direct access for the grantee, no policy needed (SPEC §2.8).
     for grant in () if key.unreadable else key.grants:
@@ -380,6 +326,8 @@ def evaluate_key(key: KeyRecord, scope: AuditScope) -> tuple[list[Finding], list
             own = tuple(s for s in grantee_iam.statements if resource_matches(s, key.arn))
             acc = apply_denies(acc, own, subject, ctx, "iam-policy")
         out.add(principal, account or "*", "effective", acc, VIA_GRANT)
+        if trace is not None:
+            out.note(principal, "effective", account or "*", ("grant", subject, grant, grantee_iam))
     return extra + out.findings(), lints, decisions, canonical
 
 

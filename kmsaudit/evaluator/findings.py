@@ -17,11 +17,17 @@ Tail = tuple[
 ]
 
 
+# (principal, access, account) -> how each finding was decided: ("key", subject),
+# ("iam", subject, compiled principal, SCP levels, RCP levels) or ("grant", subject, grant,
+# the grantee's compiled principal or None). Filled only when explaining (evaluator/explain.py).
+Trace = dict[tuple[str, str, str], list[tuple[Any, ...]]]
+
+
 class KeyFindings:
     """Findings of one key, merged per (principal, access level)."""
 
-    def __init__(self, key: KeyRecord, scope: AuditScope) -> None:
-        self.key, self.scope = key, scope
+    def __init__(self, key: KeyRecord, scope: AuditScope, trace: Trace | None = None) -> None:
+        self.key, self.scope, self.trace = key, scope, trace
         # (principal, access, account): a service principal is reported once per account it acts for
         self.items: dict[tuple[str, str, str], tuple[str, Access, tuple[str, ...]]] = {}
 
@@ -37,6 +43,11 @@ class KeyFindings:
             self.items[slot] = (account, merged.either(acc), tuple(sorted({*vias, *via})))
         else:
             self.items[slot] = (account, acc, via)
+
+    def note(self, principal: str, access: str, account: str, path: tuple[Any, ...]) -> None:
+        """Whom a finding was decided for, and through what (only when `trace` is kept)."""
+        if self.trace is not None:
+            self.trace.setdefault((principal, access, account), []).append(path)
 
     def findings(self) -> list[Finding]:
         out = []
