@@ -7,6 +7,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from explaincheck import check_explained
+
 from kmsaudit.evaluator import AuditScope, evaluate_keys
 from kmsaudit.model import Evaluation, Finding, Grant, IamPrincipal, KeyRecord, Organization, PolicyDocument
 
@@ -148,7 +150,10 @@ def run(
     **key_args: Any,
 ) -> Evaluation:
     scope = AuditScope(principals, audited_accounts=audited, trusted_accounts=trusted, organization=org)
-    return evaluate_keys([key(doc, grants=grants, **key_args)], scope)
+    record = key(doc, grants=grants, **key_args)
+    # Every case also checks SPEC §4's explanation and remediation promises (tests/explaincheck.py).
+    check_explained(record, scope)
+    return evaluate_keys([record], scope)
 
 
 def by(evaluation: Evaluation, principal_arn: str, access: str | None = None) -> Finding | None:

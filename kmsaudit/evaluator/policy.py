@@ -286,6 +286,13 @@ def parse_policy(raw: Any) -> Policy:
         raise PolicyParseError("nested too deeply") from None
 
 
+def statements_as_written(raw: Any) -> list[tuple[int, Statement | None]]:
+    """Each statement of a document in its written order, with its position, as the evaluator
+    compiled it (the same interned object its verdicts were made with; None if skipped)."""
+    doc = load_document(raw)
+    return [(i, _cached_statement(item)[0]) for i, item in enumerate(_as_list(doc.get("Statement")))]
+
+
 def canonical_policy(raw: str | None) -> str | None:
     """The canonical text of a key policy (SPEC §5: what is hashed, stored and compared), or
     `raw` itself when it is not a policy object (an unparseable text is kept as it is)."""

@@ -1,0 +1,98 @@
+"""SPEC §4's promises for `explanation` and `remediation`, checked on any key and scope without
+trusting the code that makes them (issue #27): used by helpers.run, so every evaluator test case
+checks them too, and by tests/evaluator/test_explain.py on a generated estate.
+
+- every finding has a non-empty explanation whose elements have SPEC §4's fields;
+- every finding that rests on the key policy offers at least one remediation;
+- every key-policy remediation, evaluated again here (evaluate_keys, not the remediation's own
+  check): removes the finding, leaves every other finding of the key as it was except those in
+  `also_changes`, differs from the policy only in statements the explanation names, and keeps
+  every statement that gives the key's own account access (the account's administration).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections import Counter
+from typing import Any
+
+from kmsaudit.evaluator import AuditScope, evaluate_keys
+from kmsaudit.evaluator.policy import canonical_policy
+from kmsaudit.evaluator.remedy import explain_and_remedy
+from kmsaudit.model import KeyRecord
+
+SOURCES = {"key-policy", "iam-policy", "permissions-boundary", "scp", "rcp", "grant"}
+PARTS = {"grants", "confines", "denies-others", "undecided"}
+FIELDS = {"source", "name", "statement", "line", "effect", "part", "conditions"}
+
+
+def _statements(text: str) -> list[Any]:
+    raw = json.loads(text).get("Statement")
+    return raw if isinstance(raw, list) else [raw]
+
+
+def _text(stmt: Any) -> str:
+    return json.dumps(stmt, sort_keys=True)
+
+
+def _names_own_account(stmt: Any, account: str) -> bool:
+    if not isinstance(stmt, dict) or stmt.get("Effect") != "Allow":
+        return False
+    aws = stmt.get("Principal", {}).get("AWS", []) if isinstance(stmt.get("Principal"), dict) else []
+    aws = aws if isinstance(aws, list) else [aws]
+    return any(v in (account, f"arn:aws:iam::{account}:root") for v in aws)
+
+
+def check_explained(key: KeyRecord, scope: AuditScope) -> int:
+    """Asserts the promises for one key; returns the key-policy remediations checked."""
+    findings = {f.id: f for f in evaluate_keys([key], scope).findings}
+    explained = explain_and_remedy(key, scope)
+    assert {f.id for f, _, _ in explained} == set(findings), "explain must see the findings a scan sees"
+    canonical = canonical_policy(
+        key.policy if isinstance(key.policy, str) or key.policy is None else json.dumps(key.policy)
+    )
+    checked = 0
+    for finding, explanation, remediation in explained:
+        assert explanation, f"no explanation for {finding}"
+        for element in explanation:
+            assert set(element) >= FIELDS, element
+            assert element["source"] in SOURCES and element["part"] in PARTS, element
+        assert any(e["part"] in ("grants", "undecided") for e in explanation), explanation
+        if "key-policy" in finding.via and finding.kind == "access":
+            assert remediation, f"no remediation for {finding} ({explanation})"
+        named = set()
+        for element in explanation:
+            if element["source"] == "key-policy" and element["statement"] is not None:
+                named.add(element["statement"])
+        for change in remediation:
+            assert change["kind"] in ("key-policy", "grant", "iam-policy") and change["summary"], change
+            if change["kind"] != "key-policy":
+                continue
+            checked += 1
+            assert change["verified"] is True
+            revised = change["key_policy"]
+            after = {f.id: f for f in evaluate_keys([dataclasses.replace(key, policy=revised)], scope).findings}
+            assert finding.id not in after, f"{change['summary']} leaves {finding}"
+            for other, before in findings.items():
+                if other != finding.id and other not in change["also_changes"]:
+                    assert after.get(other) == before, f"{change['summary']} changes {before} unlisted"
+            assert canonical is not None
+            original = _statements(canonical)
+            kept = Counter(_text(s) for s in _statements(revised))
+            for position, stmt in enumerate(original):
+                sid = stmt.get("Sid") if isinstance(stmt, dict) else None
+                if position in named or (sid and sid in named):
+                    continue
+                assert kept[_text(stmt)] > 0, (
+                    f"{change['summary']} touched statement {position}, not in the explanation"
+                )
+                kept[_text(stmt)] -= 1
+            for stmt in original:
+                if _names_own_account(stmt, key.account):
+                    rest = {k: v for k, v in stmt.items() if k != "Principal"}
+                    assert any(
+                        _names_own_account(s, key.account) and {k: v for k, v in s.items() if k != "Principal"} == rest
+                        for s in _statements(revised)
+                    ), f"{change['summary']} removes the key's own account's administration"
+    return checked
