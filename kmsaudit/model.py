@@ -260,6 +260,8 @@ class ScopeStatus:
     # Only these keys (ARNs) were re-read (README "Real-time detection"): the scope's other keys
     # keep their last good state; a key listed here but not read is gone.
     partial: tuple[str, ...] | None = None
+    # (key ARN, kmsaudit/evidence.py key_text) of each key read whole: for `kmsaudit explain`
+    key_evidence: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -287,6 +289,8 @@ class ScanResult:
     # (account, region) of every configured scope: the snapshot must account for each (SPEC §5),
     # read now, carried over or failed; the store refuses to commit one that does not.
     expected: frozenset[tuple[str, str]] = frozenset()
+    # (subject, text) of the IAM and organization documents read now (kmsaudit/evidence.py)
+    evidence: tuple[tuple[str, str], ...] = ()
 
     @property
     def failed_scopes(self) -> tuple[ScopeStatus, ...]:

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "kmsaudit"
 
 # What every module may stand on.
-FLOOR = ("kmsaudit.model", "kmsaudit.errors", "kmsaudit.gcpause", "kmsaudit.files")
+FLOOR = ("kmsaudit.model", "kmsaudit.evidence", "kmsaudit.errors", "kmsaudit.gcpause", "kmsaudit.files")
 # Imports that do I/O, run an event loop, log or talk to a network or database: never in the pure core.
 IO = (
     "asyncio",

@@ -268,9 +268,8 @@ class Remedies:
             "Resource": self.key.arn,
         }
         revised = json.dumps({**doc, "Statement": [*stmts, deny]}, indent=2, ensure_ascii=False)
-        docs[at] = PolicyDocument(docs[at].name, revised)
-        changed = dataclasses.replace(cp.source, policies=tuple(docs))
-        checked = self._check(target, self.key, self._scope_with(changed))
+        name = docs[at].name
+        checked = self._check(target, self.key, self._scope_with(cp.source.arn, name, revised))
         return [
             {
                 "kind": "iam-policy",
@@ -279,17 +278,24 @@ class Remedies:
                 "policy": element["name"],
                 "statement": element["statement"],
                 "iam_policy": revised,
+                "command": _iam_command(cp.source, name),
                 "verified": checked is not None,
                 "also_changes": checked[1] if checked else [],
             }
         ]
 
-    def _scope_with(self, changed: IamPrincipal) -> AuditScope:
-        principals = [
-            changed if cp.source.arn == changed.arn else cp.source
-            for iam in self.scope.iam.values()
-            for cp in iam.principals
-        ]
+    def _scope_with(self, arn: str, name: str, revised: str) -> AuditScope:
+        """The scope with the policy `name` revised: for the principal `arn` if it is its own
+        inline policy, else (a managed or a group's policy) for every principal that has it."""
+        shared = not name.startswith("inline:")
+        principals: list[IamPrincipal] = []
+        for iam in self.scope.iam.values():
+            for cp in iam.principals:
+                source = cp.source
+                if shared or source.arn == arn:
+                    docs = tuple(PolicyDocument(d.name, revised) if d.name == name else d for d in source.policies)
+                    source = dataclasses.replace(source, policies=docs)
+                principals.append(source)
         return AuditScope(
             principals,
             audited_accounts=self.scope.audited,
@@ -301,6 +307,21 @@ class Remedies:
         if target.kind != "access":
             return []
         return self.key_policy(target, elements) + self.grants(target, elements) + self.iam(target, elements)
+
+
+def _iam_command(principal: IamPrincipal, name: str) -> str:
+    """The AWS CLI command that puts the revised policy (saved as iam-policy.json) in place."""
+    document = "--policy-document file://iam-policy.json"
+    group, _, rest = name.partition("/") if name.startswith("group:") else ("", "", name)
+    if rest.startswith("inline:"):
+        policy_name = rest[len("inline:") :]
+        if group:
+            return (
+                f"aws iam put-group-policy --group-name {group[len('group:') :]} --policy-name {policy_name} {document}"
+            )
+        kind = "role" if principal.kind == "role" else "user"
+        return f"aws iam put-{kind}-policy --{kind}-name {principal.name} --policy-name {policy_name} {document}"
+    return f"aws iam create-policy-version --policy-arn {rest} {document} --set-as-default"
 
 
 def explain_and_remedy(key: KeyRecord, scope: AuditScope) -> list[tuple[Finding, list[Element], list[Remediation]]]:

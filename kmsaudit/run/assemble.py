@@ -16,11 +16,13 @@ from typing import TYPE_CHECKING
 
 import structlog
 
+from kmsaudit.evidence import ORG_SUBJECT, iam_subject, organization_text, principals_text
 from kmsaudit.model import ORGANIZATION, Finding, Lint, ScanResult, ScopeStatus
 
 if TYPE_CHECKING:
     from kmsaudit.collect import Collector
     from kmsaudit.config.settings import Config
+    from kmsaudit.evaluator import AuditScope
 
 log = structlog.get_logger("kmsaudit.scan")
 
@@ -53,6 +55,20 @@ class Outcome:
 def lost(scopes: Iterable[Scope], reason: str) -> list[ScopeStatus]:
     """Scopes nobody could read: failed, so their last good state carries over."""
     return [ScopeStatus(account, region, False, 0, reason, "worker") for account, region in scopes]
+
+
+def read_evidence(scope: AuditScope | None) -> tuple[tuple[str, str], ...]:
+    """The IAM of every account whose IAM was read, and the organization, as the evaluator read
+    them (kept for `kmsaudit explain`); an account whose IAM failed keeps what was last read."""
+    if scope is None:
+        return ()
+    out = []
+    for account in sorted(scope.audited):
+        iam = scope.iam.get(account)
+        out.append((iam_subject(account), principals_text(cp.source for cp in iam.principals) if iam else "[]"))
+    if scope.organization is not None:
+        out.append((ORG_SUBJECT, organization_text(scope.organization)))
+    return tuple(out)
 
 
 def assemble(
@@ -102,6 +118,7 @@ def assemble(
         # re-read of some keys accounts for the rest by carrying them over unchanged.
         reread=shared.rereads,
         expected=frozenset() if shared.rereads else shared.expected,
+        evidence=() if shared.rereads else read_evidence(shared.audit_scope),
     )
     log.info(
         "scan.done",

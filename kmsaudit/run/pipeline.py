@@ -14,6 +14,7 @@ from kmsaudit.acceptance.matcher import NO_FACTS, Acceptance, KeyFacts
 from kmsaudit.config.settings import Config
 from kmsaudit.drift import policy_hash
 from kmsaudit.evaluator import AuditScope, evaluate_keys
+from kmsaudit.evidence import key_text
 from kmsaudit.gcpause import gc_paused
 from kmsaudit.model import Evaluation, Finding, KeyRecord, Organization, ScopeResult, ScopeStatus
 from kmsaudit.run.assemble import ScopePart
@@ -56,6 +57,7 @@ async def scope_part(
         key_names=names,
         unreadable=unreadable,
         partial=scope.partial,
+        key_evidence=tuple((k.arn, key_text(k)) for k in scope.keys if not k.unreadable),
     )
     lints = tuple(lint for lint in evaluation.lints if lint.key_arn)
     return ScopePart(status, tuple(judged), lints, len(scope.keys), cpu)

@@ -26,6 +26,7 @@ import structlog
 
 from kmsaudit.errors import StoreBusy, StoreError, StoreUnusable
 from kmsaudit.store.carry import Carry
+from kmsaudit.store.evidence import Evidence
 from kmsaudit.store.failures import describe, not_ours
 from kmsaudit.store.migrations import MIGRATIONS, SCHEMA_VERSION
 from kmsaudit.store.outbox import Outbox
@@ -93,7 +94,7 @@ def check_location(path: str | Path) -> str:
     return f"{path}: will be created by the first scan"
 
 
-class Store(Writer, Queries, Carry, Retention, Outbox):
+class Store(Writer, Queries, Carry, Retention, Outbox, Evidence):
     """The snapshot database at `path`.
 
     `create=False` (the read commands): a missing database is an error, not an empty one that

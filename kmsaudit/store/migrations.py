@@ -9,7 +9,7 @@ import sqlite_utils
 
 from kmsaudit.drift import ScopeState, policy_hash
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 
 def _pack(text: str) -> bytes:
@@ -187,6 +187,18 @@ def _migration_7(db: sqlite_utils.Database) -> None:
     db.execute("ALTER TABLE snapshots ADD COLUMN iam_failures TEXT")
 
 
+def _migration_8(db: sqlite_utils.Database) -> None:
+    """Evidence (issue #27): the documents each snapshot's findings were decided from besides the
+    key policies (a key's grants, tags and properties; an account's principals and policies; the
+    organization), each distinct text once (`evidence`, packed), and a version row only when a
+    subject's text changed, as `policy_versions` does for key policies. `kmsaudit explain` reads
+    the versions at or before a snapshot."""
+    db.table("evidence").create({"sha256": str, "body": bytes}, pk="sha256")
+    db.table("evidence_versions").create(
+        {"snapshot_id": int, "subject": str, "sha256": str}, pk=("subject", "snapshot_id")
+    )
+
+
 MIGRATIONS = {
     1: _migration_1,
     2: _migration_2,
@@ -195,4 +207,5 @@ MIGRATIONS = {
     5: _migration_5,
     6: _migration_6,
     7: _migration_7,
+    8: _migration_8,
 }

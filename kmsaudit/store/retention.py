@@ -64,6 +64,11 @@ class Retention:
                         "(SELECT max(v.snapshot_id) FROM policy_versions v WHERE v.key_arn = policy_versions.key_arn)",
                         ids,
                     )
+                    self.db.execute(
+                        f"DELETE FROM evidence_versions WHERE snapshot_id IN ({marks}) AND snapshot_id < (SELECT "
+                        "max(v.snapshot_id) FROM evidence_versions v WHERE v.subject = evidence_versions.subject)",
+                        ids,
+                    )
                     self.db.execute(f"DELETE FROM snapshots WHERE id IN ({marks})", ids)
             with self._transaction():
                 self.db.execute("DELETE FROM outbox WHERE delivered_at IS NOT NULL AND delivered_at < ?", [cutoff])
@@ -71,6 +76,7 @@ class Retention:
                     "DELETE FROM states WHERE digest NOT IN (SELECT state FROM scopes WHERE state IS NOT NULL)"
                 )
                 self.db.execute("DELETE FROM policies WHERE sha256 NOT IN (SELECT sha256 FROM policy_versions)")
+                self.db.execute("DELETE FROM evidence WHERE sha256 NOT IN (SELECT sha256 FROM evidence_versions)")
             self._give_space_back()  # also what an interrupted prune left to give back
         except sqlite3.Error as exc:
             raise StoreError(describe(self.path, exc, "retention stopped")) from None

@@ -17,6 +17,7 @@ import sqlite_utils
 
 from kmsaudit.drift import ScopeState, baseline_events, diff_scope, policy_hash, scope_failed
 from kmsaudit.errors import IncompleteSnapshot
+from kmsaudit.evidence import key_subject
 from kmsaudit.model import ORGANIZATION, DriftEvent, ScanResult, ScopeStatus
 from kmsaudit.store.migrations import _pack
 
@@ -46,6 +47,8 @@ class Writer:
         def _transaction(self) -> AbstractContextManager[None]: ...
 
         def last_good_state(self, account: str, region: str) -> ScopeState | None: ...
+
+        def _write_evidence(self, snapshot_id: int, pairs: Iterable[tuple[str, str]]) -> None: ...
 
         def _record_acceptances(
             self, snapshot_id: int, before: ScopeState | None, after: ScopeState, now: float
@@ -176,6 +179,7 @@ class Writer:
                 "UPDATE acceptance_entries SET last_matched_at = ? WHERE entry_id = ?",
                 [(now, entry) for entry in sorted(result.accept_matched)],
             )
+            self._write_evidence(snapshot_id, result.evidence)  # IAM and the organization, as read now
             for account, reason in sorted(result.iam_failures.items()):  # not again for what a re-read inherits
                 events.append(scope_failed(account, "global", reason, "iam", snapshot_id=snapshot_id, detected_at=now))
             self._write_events(snapshot_id, result, events, baseline, now, route, count, route_baseline)
@@ -221,6 +225,7 @@ class Writer:
             "INSERT OR IGNORE INTO policy_versions (snapshot_id, key_arn, sha256) VALUES (?, ?, ?)",
             [(snapshot_id, arn, policy_hash(text)) for arn, text in changed],
         )
+        self._write_evidence(snapshot_id, ((key_subject(arn), text) for arn, text in scope.key_evidence))
         if attempted is None:
             attempted = self._last_attempt(snapshot_id, scope.account, scope.region)
         row: Row = (scope.account, scope.region, 1, scope.error, scope.error_code, n_keys, digest, read_at, attempted)

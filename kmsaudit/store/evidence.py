@@ -1,0 +1,84 @@
+"""The documents behind each snapshot's findings (kmsaudit/evidence.py; issue #27): written in
+Store.save_scan's transaction, a version row only when a subject's text changed; read back by
+`kmsaudit explain` as they stood at a snapshot. A part of Store (kmsaudit/store/database.py)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+
+import sqlite_utils
+
+from kmsaudit.store.migrations import _pack, _unpack
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+class Evidence:
+    """Store's evidence records; Store provides the database."""
+
+    db: sqlite_utils.Database
+
+    def _latest_evidence(self, subjects: list[str], snapshot_id: int | None = None) -> dict[str, str]:
+        """subject -> sha256 of its latest version (at or before `snapshot_id`)."""
+        out: dict[str, str] = {}
+        at = snapshot_id if snapshot_id is not None else 2**62
+        for start in range(0, len(subjects), 500):
+            chunk = subjects[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            # SQLite: with max(), the bare columns come from the row that has the maximum.
+            for subject, sha, _ in self.db.conn.execute(
+                f"SELECT subject, sha256, max(snapshot_id) FROM evidence_versions "
+                f"WHERE subject IN ({marks}) AND snapshot_id <= ? GROUP BY subject",
+                [*chunk, at],
+            ):
+                out[subject] = sha
+        return out
+
+    def _write_evidence(self, snapshot_id: int, pairs: Iterable[tuple[str, str]]) -> None:
+        """Inside the snapshot's transaction: a version for each subject whose text changed."""
+        pairs = list(pairs)
+        if not pairs:
+            return
+        latest = self._latest_evidence([subject for subject, _ in pairs])
+        changed = [(subject, text, _digest(text)) for subject, text in pairs]
+        changed = [c for c in changed if latest.get(c[0]) != c[2]]
+        sql = self.db.conn
+        sql.executemany(
+            "INSERT OR IGNORE INTO evidence (sha256, body) VALUES (?, ?)", [(d, _pack(t)) for _, t, d in changed]
+        )
+        sql.executemany(
+            "INSERT OR REPLACE INTO evidence_versions (snapshot_id, subject, sha256) VALUES (?, ?, ?)",
+            [(snapshot_id, s, d) for s, _, d in changed],
+        )
+
+    def evidence_at(self, subjects: Iterable[str], snapshot_id: int | None = None) -> dict[str, str]:
+        """The texts of `subjects` as they stood at the snapshot (those ever recorded)."""
+        latest = self._latest_evidence(sorted(set(subjects)), snapshot_id)
+        out = {}
+        for subject, sha in latest.items():
+            row = self.db.conn.execute("SELECT body FROM evidence WHERE sha256 = ?", [sha]).fetchone()
+            if row is not None:
+                out[subject] = _unpack(row[0])
+        return out
+
+    def evidence_subjects(self, prefix: str, snapshot_id: int | None = None) -> list[str]:
+        """Subjects recorded at or before the snapshot that start with `prefix` (e.g. "iam:")."""
+        at = snapshot_id if snapshot_id is not None else 2**62
+        rows = self.db.conn.execute(
+            "SELECT DISTINCT subject FROM evidence_versions WHERE subject >= ? AND subject < ? AND snapshot_id <= ?",
+            [prefix, prefix + "\U0010ffff", at],
+        )
+        return sorted(r[0] for r in rows)
+
+    def policy_at(self, key_arn: str, snapshot_id: int | None = None) -> str | None:
+        """The key's policy text (canonical) as it stood at the snapshot; None if never read."""
+        at = snapshot_id if snapshot_id is not None else 2**62
+        row = self.db.conn.execute(
+            "SELECT p.text FROM policy_versions v LEFT JOIN policies p ON p.sha256 = v.sha256 "
+            "WHERE v.key_arn = ? AND v.snapshot_id <= ? ORDER BY v.snapshot_id DESC LIMIT 1",
+            [key_arn, at],
+        ).fetchone()
+        return row[0] if row is not None else None
