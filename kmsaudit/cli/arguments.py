@@ -64,6 +64,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ev.add_argument("--lints", action="store_true", help="print the lints instead of the findings")
     ev.add_argument(
+        "--explain",
+        action="store_true",
+        help="with each finding, why it exists and the verified smallest changes that remove it",
+    )
+    ev.add_argument(
         "--fail-on", choices=SEVERITIES, metavar="SEVERITY", help="exit 3 if a finding is at or above SEVERITY"
     )
     sc = sub.add_parser(
@@ -157,6 +162,17 @@ def build_parser() -> argparse.ArgumentParser:
     _config_option(rp)
     rp.add_argument("--html", required=True, metavar="FILE", help="where to write the report")
     rp.add_argument("--snapshot", type=int, metavar="ID")
+    ex = sub.add_parser(
+        "explain",
+        help="why a stored finding exists, and the verified smallest changes that remove it",
+        description="Decide a stored finding again from the documents kept with its snapshot (no AWS calls): "
+        "every statement, policy and grant it rests on, and each change that removes it, verified by "
+        "evaluating the changed documents again.",
+    )
+    _config_option(ex)
+    ex.add_argument("finding_id", metavar="FINDING_ID", help="the finding's id, or its first 8+ characters")
+    ex.add_argument("--snapshot", type=int, metavar="ID", help="a stored snapshot (default: the latest)")
+    ex.add_argument("--format", choices=("table", "json"), default="table")
     sn = sub.add_parser("snapshots", help="the stored snapshots: ids, dates, keys, findings, failed scopes")
     _config_option(sn)
     sn.add_argument("--format", choices=FORMATS, default="table")

@@ -289,16 +289,26 @@ def _fail_on(severities: Iterable[str], threshold: str | None) -> bool:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from kmsaudit.cli.offline import evaluate_files
+    from kmsaudit.cli.offline import read_files
+    from kmsaudit.evaluator import evaluate_keys
 
-    evaluation, note = evaluate_files(args.key_policy, args.key_arn, args.grants, args.iam, args.org, args.trust)
+    key, scope, note = read_files(args.key_policy, args.key_arn, args.grants, args.iam, args.org, args.trust)
+    evaluation = evaluate_keys([key], scope)
     if note:
         print(note, file=sys.stderr)
+    explained = None
+    if args.explain:
+        if args.lints:
+            raise UsageError("--explain explains findings; --lints lists lints: give one of them")
+        from kmsaudit.evaluator.remedy import explain_and_remedy
+
+        explained = explain_and_remedy(key, scope)
     if args.format == "sarif":
         from kmsaudit.formats.sarif import sarif_log
 
         findings = () if args.lints else evaluation.findings
-        json.dump(sarif_log(findings, evaluation.lints, args.key_policy, args.grants), sys.stdout, indent=2)
+        why = {f.id: (e, r) for f, e, r in explained} if explained is not None else None
+        json.dump(sarif_log(findings, evaluation.lints, args.key_policy, args.grants, why), sys.stdout, indent=2)
         sys.stdout.write("\n")
         return EXIT_FINDINGS if _fail_on((f.severity for f in findings), args.fail_on) else EXIT_OK
     if args.lints:
@@ -306,7 +316,12 @@ def _evaluate(args: argparse.Namespace) -> int:
             raise UsageError("--lints has no OCSF form (lints are not access findings): use --format json")
         write_lints(evaluation.lints, args.format, sys.stdout)
         return EXIT_OK
-    write_findings(evaluation.findings, args.format, sys.stdout, colour=sys.stdout.isatty())
+    if explained is not None:
+        from kmsaudit.cli.explain import write_evaluated
+
+        write_evaluated(explained, args.format, key.policy)
+    else:
+        write_findings(evaluation.findings, args.format, sys.stdout, colour=sys.stdout.isatty())
     if args.format == "table" and evaluation.lints:
         lints = plural(len(evaluation.lints), "lint")
         print(f"\n{lints} (only these with --lints, or as JSON with --lints --format json):")
@@ -345,6 +360,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _check(args)
         if args.command == "accept":
             return _accept(args)
+        if args.command == "explain":
+            from kmsaudit.cli.explain import explain_stored
+
+            return explain_stored(args)
         if args.command == "report":
             from kmsaudit.formats.report import run_report
 

@@ -109,6 +109,19 @@ def evaluate_files(
     trust: Sequence[str] = (),
 ) -> tuple[Evaluation, str | None]:
     """Evaluate one key from files; also returns a note for the user, if any."""
+    key, scope, note = read_files(key_policy, key_arn, grants, iam, org, trust)
+    return evaluate_keys([key], scope), note
+
+
+def read_files(
+    key_policy: str,
+    key_arn: str | None = None,
+    grants: str | None = None,
+    iam: Sequence[str] = (),
+    org: str | None = None,
+    trust: Sequence[str] = (),
+) -> tuple[KeyRecord, AuditScope, str | None]:
+    """The key and the audit scope `evaluate`'s files describe, and a note for the user, if any."""
     note = None
     data = read_input(key_policy, "--key-policy", "key-policy")
     # `aws kms get-key-policy` prints {"Policy": "<json text>", "PolicyName": "default"}.
@@ -156,4 +169,4 @@ def evaluate_files(
         trusted_accounts=trust,
         organization=_organization(read_input(org, "--org", "org"), org) if org else None,
     )
-    return evaluate_keys([key], scope), note
+    return key, scope, note

@@ -112,6 +112,11 @@ def _without(stmt: dict[str, Any], names: Callable[[str, str], bool]) -> dict[st
     return {**stmt, "Principal": kept}
 
 
+def _named_values(stmt: Any, names: Callable[[str, str], bool]) -> list[str]:
+    principal = stmt.get("Principal") if isinstance(stmt, dict) else None
+    return [v for kind, values in _values(principal) for v in values if isinstance(v, str) and names(kind, v)]
+
+
 def _is_any(stmt: dict[str, Any]) -> bool:
     principal = stmt.get("Principal")
     return principal == "*" or any(v == "*" for kind, vs in _values(principal) if kind == "AWS" for v in vs)
@@ -185,7 +190,12 @@ class Remedies:
                 if changed is not False:
                     edits[loc.position] = changed
             if edits:
-                candidates.append((edits, f"take {target.principal} out of statement {labels(edits)}"))
+                named = sorted({v for i in edits for v in _named_values(stmts[i], ways)})
+                emptied = {i: e for i, e in edits.items() if e is None}
+                what = f"take {', '.join(named)} out of statement {labels(edits)}"
+                if emptied and len(emptied) == len(edits):
+                    what = f"remove statement {labels(edits)} (it names only {', '.join(named)})"
+                candidates.append((edits, what))
         wild = [loc for loc in granting if isinstance(stmts[loc.position], dict) and _is_any(stmts[loc.position])]
         edits, whats = {}, set()
         for loc in wild:

@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, TextIO
 
 from kmsaudit.evaluator.canonical import pretty_policy
+from kmsaudit.evaluator.policy import canonical_policy
 from kmsaudit.model import Finding
 
 Explained = tuple[Finding, list[dict[str, Any]], list[dict[str, Any]]]
@@ -17,7 +18,9 @@ Explained = tuple[Finding, list[dict[str, Any]], list[dict[str, Any]]]
 _RED, _GREEN, _BOLD, _RESET = "\033[31m", "\033[32m", "\033[1m", "\033[0m"
 
 
-def explained_dict(finding: Finding | Mapping[str, Any], explanation: list[Any], remediation: list[Any]) -> dict:
+def explained_dict(
+    finding: Finding | Mapping[str, Any], explanation: list[Any], remediation: list[Any]
+) -> dict[str, Any]:
     base = finding.to_dict() if isinstance(finding, Finding) else dict(finding)
     return {**base, "explanation": explanation, "remediation": remediation}
 
@@ -51,7 +54,7 @@ def _element_name(element: Mapping[str, Any]) -> str:
 
 def policy_diff(before: str | None, after: str, colour: bool = False) -> list[str]:
     """The revised key policy against the stored one, both as `history` prints them."""
-    old = pretty_policy(before).splitlines() if before else []
+    old = pretty_policy(canonical_policy(before)).splitlines() if before else []  # as `history` shows it
     new = pretty_policy(after).splitlines()
     lines = list(difflib.unified_diff(old, new, "key policy now", "key policy after the change", lineterm="", n=2))
     if not colour:

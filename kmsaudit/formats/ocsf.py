@@ -11,7 +11,7 @@ field is kept whole in `unmapped`.
 from __future__ import annotations
 
 import time as _time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from py_ocsf_models import OCSF_VERSION
@@ -25,6 +25,7 @@ from py_ocsf_models.objects.cloud import Cloud
 from py_ocsf_models.objects.finding_info import FindingInformation
 from py_ocsf_models.objects.metadata import Metadata
 from py_ocsf_models.objects.product import Product
+from py_ocsf_models.objects.remediation import Remediation
 from py_ocsf_models.objects.resource_details import ResourceDetails
 
 from kmsaudit import __version__
@@ -86,11 +87,28 @@ def _dump(event: DetectionFinding) -> dict[str, Any]:
     return dumped
 
 
+def _remediation(remediation: Sequence[Mapping[str, Any]]) -> Remediation | None:
+    """OCSF `remediation`: the verified changes, the first (the smallest) first."""
+    if not remediation:
+        return None
+    lines = [
+        f"{i}. {r.get('summary')}"
+        + ("" if r.get("verified") else " (not verified)")
+        + (f": {r['command']}" if r.get("command") else "")
+        for i, r in enumerate(remediation, 1)
+    ]
+    return Remediation(desc="\n".join(lines))
+
+
 def finding_to_ocsf(
-    finding: Finding, seen_at: float | None = None, names: Mapping[str, Any] | None = None
+    finding: Finding,
+    seen_at: float | None = None,
+    names: Mapping[str, Any] | None = None,
+    explained: tuple[list[Any], list[Any]] | None = None,
 ) -> dict[str, Any]:
     """One finding (SPEC §4) as an OCSF Detection Finding. `seen_at`: the snapshot's time (epoch
-    seconds; default now); `names`: the key's aliases and manager, when known."""
+    seconds; default now); `names`: the key's aliases and manager, when known; `explained`: its
+    explanation and remediation (`evaluate --explain`), kept in `unmapped` and as `remediation`."""
     when = int((seen_at if seen_at is not None else _time.time()) * 1000)
     status = StatusID.Suppressed if finding.accepted else StatusID.New
     if finding.kind == "access":
@@ -123,7 +141,11 @@ def finding_to_ocsf(
         message=desc,
         cloud=_cloud(finding.key_account, finding.region),
         resources=[_key_resource(finding.key_arn, finding.key_account, finding.region, names)],
-        unmapped={"kmsaudit": finding.to_dict()},
+        remediation=_remediation(explained[1]) if explained else None,
+        unmapped={
+            "kmsaudit": finding.to_dict()
+            | ({"explanation": explained[0], "remediation": explained[1]} if explained else {})
+        },
     )
     return _dump(event)
 

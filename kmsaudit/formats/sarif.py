@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from kmsaudit import __version__
+from kmsaudit.evaluator.canonical import canonical_statement
+from kmsaudit.evaluator.policy import canonical_policy
 from kmsaudit.model import Finding, Lint
 
 SARIF_SCHEMA = "https://docs.oasis-open.org/sarif/sarif/v2.1.0/errata01/os/schemas/sarif-schema-2.1.0.json"
@@ -117,6 +119,18 @@ def _statement_line(finding: Finding, statements: Sequence[tuple[int, dict[str, 
     return None
 
 
+def _sid_positions(policy_text: str) -> dict[str, int]:
+    """Sid -> position in the canonical policy, for the Sids an explanation uses (unique ones)."""
+    try:
+        canonical = json.loads(canonical_policy(json.dumps(_document(policy_text))) or "{}")
+    except (ValueError, RecursionError, TypeError):
+        return {}
+    listed = canonical.get("Statement")
+    listed = listed if isinstance(listed, list) else [listed]
+    sids = [s.get("Sid") if isinstance(s, dict) else None for s in listed]
+    return {sid: i for i, sid in enumerate(sids) if isinstance(sid, str) and sid and sids.count(sid) == 1}
+
+
 def _grant_line(text: str, principal: str) -> int | None:
     needle = json.dumps(principal)
     at = text.find(needle)
@@ -140,13 +154,92 @@ def _location(uri: str, line: int | None) -> dict[str, Any]:
     return {"physicalLocation": physical}
 
 
+def _canonical_lines(statements: Sequence[tuple[int, dict[str, Any]]], policy_text: str) -> dict[int, int]:
+    """Position of each statement in the canonical policy (what explanations count) -> its line
+    in the file as given."""
+    try:
+        canonical = json.loads(canonical_policy(json.dumps(_document(policy_text))) or "{}")
+    except (ValueError, RecursionError, TypeError):
+        return {}
+    listed = canonical.get("Statement")
+    listed = listed if isinstance(listed, list) else [listed]
+    by_text: dict[str, list[int]] = {}
+    for position, stmt in enumerate(listed):
+        by_text.setdefault(canonical_statement(stmt)[1], []).append(position)
+    out: dict[int, int] = {}
+    for line, stmt in statements:
+        positions = by_text.get(canonical_statement(stmt)[1])
+        if positions:
+            out[positions.pop(0)] = line
+    return out
+
+
+def _document(policy_text: str) -> Any:
+    doc = json.loads(policy_text)
+    if isinstance(doc, dict) and isinstance(doc.get("Policy"), str):
+        return json.loads(doc["Policy"])
+    return doc
+
+
+def _explained(
+    result: dict[str, Any],
+    explanation: Sequence[dict[str, Any]],
+    remediation: Sequence[dict[str, Any]],
+    uris: tuple[str, str | None],
+    lines: dict[int, int],
+    sids: dict[str, int],
+    policy_text: str,
+) -> None:
+    """A result's explanation as `relatedLocations` (the statements and grants it rests on) and
+    its key-policy and grant remediations as `fixes` (the whole file replaced by the revised
+    policy, verified; SARIF 2.1.0 §3.55)."""
+    related = []
+    for n, element in enumerate(explanation, 1):
+        statement = element.get("statement")
+        if element.get("source") == "key-policy":
+            position = sids.get(statement) if isinstance(statement, str) else statement
+            where = _location(uris[0], lines.get(position) if isinstance(position, int) else None)
+        elif element.get("source") == "grant" and uris[1]:
+            where = _location(uris[1], None)
+        else:
+            continue
+        text = f"{element.get('source')} {element.get('name')} statement {statement}: {element.get('part')}"
+        related.append({"id": n, **where, "message": {"text": text}})
+    if related:
+        result["relatedLocations"] = related
+    fixes = []
+    end = policy_text.count("\n") + (0 if policy_text.endswith("\n") else 1)
+    for change in remediation:
+        if change.get("kind") != "key-policy" or not change.get("verified"):
+            continue
+        replacement = {
+            "deletedRegion": {"startLine": 1, "endLine": max(1, end)},
+            "insertedContent": {"text": change["key_policy"] + "\n"},
+        }
+        fixes.append(
+            {
+                "description": {"text": change["summary"]},
+                "artifactChanges": [{"artifactLocation": {"uri": uris[0]}, "replacements": [replacement]}],
+            }
+        )
+    if fixes:
+        result["fixes"] = fixes
+
+
 def sarif_log(
-    findings: Sequence[Finding], lints: Sequence[Lint], key_policy: str, grants: str | None = None
+    findings: Sequence[Finding],
+    lints: Sequence[Lint],
+    key_policy: str,
+    grants: str | None = None,
+    explained: Mapping[str, tuple[list[Any], list[Any]]] | None = None,
 ) -> dict[str, Any]:
-    """The SARIF 2.1.0 log of one `evaluate` run."""
+    """The SARIF 2.1.0 log of one `evaluate` run. `explained`: finding id -> its explanation and
+    remediation (`evaluate --explain`): related locations and fixes."""
     policy_text = Path(key_policy).read_text(encoding="utf-8")
     grants_text = Path(grants).read_text(encoding="utf-8") if grants else ""
     statements = statement_lines(policy_text)
+    lines = _canonical_lines(statements, policy_text) if explained else {}
+    sids = _sid_positions(policy_text) if explained else {}
     rules: list[dict[str, Any]] = []
     index: dict[str, int] = {}
 
@@ -190,6 +283,13 @@ def sarif_log(
                 "properties": {"kmsaudit": f.to_dict()},
             }
         )
+        if explained and f.id in explained:
+            explanation, remediation = explained[f.id]
+            uris = (_uri(key_policy), _uri(grants) if grants else None)
+            _explained(results[-1], explanation, remediation, uris, lines, sids, policy_text)
+            results[-1]["properties"] = {
+                "kmsaudit": f.to_dict() | {"explanation": explanation, "remediation": remediation}
+            }
     for lint in lints:
         rule_id = f"lint/{lint.kind}"
         line = next((ln for ln, stmt in statements if lint.sid and stmt.get("Sid") == lint.sid), None)
