@@ -244,6 +244,20 @@ class Config(Strict):
     accept: list[AcceptSettings] = Field(default_factory=list, max_length=100_000)
     export: list[ExportSettings] = Field(default_factory=list, max_length=20)
     events: EventsSettings | None = None
+    # Account id -> display name, shown beside the id in the report (README "Configuration").
+    names: dict[str, str] = Field(default_factory=dict, max_length=100_000)
+
+    @field_validator("names")
+    @classmethod
+    def _names(cls, value: dict[str, str]) -> dict[str, str]:
+        for account, name in value.items():
+            if not re.fullmatch(r"\d{12}", account):
+                raise ValueError(f"{account[:40]!r} is not a 12-digit account id")
+            if not name.strip():
+                raise ValueError(f"the name of {account} is empty")
+            if len(name) > 100:
+                raise ValueError(f"the name of {account} is longer than 100 characters")
+        return value
 
     @model_validator(mode="after")
     def _accounts(self) -> Config:
