@@ -346,7 +346,7 @@ def accepting(n_keys: int, per_key: int, n_entries: int, dense: bool = False) ->
     from kmsaudit.acceptance.matcher import _LAST, Acceptance, KeyFacts
 
     _LAST.clear()
-    from kmsaudit.config.settings import AcceptSettings
+    from kmsaudit.config.accept import AcceptSettings
     from kmsaudit.gcpause import gc_paused
 
     result = estate(n_keys, per_key)

@@ -12,7 +12,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from kmsaudit.config.settings import AcceptSettings, load_config
+from kmsaudit.config.accept import AcceptSettings
+from kmsaudit.config.settings import load_config
 from kmsaudit.errors import ConfigError, UsageError
 
 

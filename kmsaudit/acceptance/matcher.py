@@ -26,7 +26,7 @@ from kmsaudit.gcpause import gc_paused
 from kmsaudit.model import Finding
 
 if TYPE_CHECKING:
-    from kmsaudit.config.settings import AcceptSettings as EntrySettings
+    from kmsaudit.config.accept import AcceptSettings as EntrySettings
 
 
 @dataclass(frozen=True, slots=True)

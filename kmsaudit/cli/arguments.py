@@ -157,7 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
         "report",
         help="one self-contained HTML report of a snapshot (README: Integrations)",
         description="Write the latest (or a given) snapshot as one HTML file with no outside resources: "
-        "counts, an account x region matrix, the findings with filters, 30 days of drift.",
+        "counts, an account x region matrix with a legend, 30 days of drift (before -> after), the accepted "
+        "access with owner, reason, expiry and ticket, the findings with filters; account names from [names].",
     )
     _config_option(rp)
     rp.add_argument("--html", required=True, metavar="FILE", help="where to write the report")

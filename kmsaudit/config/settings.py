@@ -8,13 +8,14 @@ import time
 from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from kmsaudit.config.accept import AcceptanceSettings, AcceptFile, AcceptSettings
+from kmsaudit.config.base import AccountId, Strict
 from kmsaudit.config.file import config_error, read_toml, validated
 
-ACCOUNT_PATTERN = r"^\d{12}$"
 ROLE_ARN_RE = re.compile(r"^arn:aws[a-z-]*:iam::(\d{12}):role/[\w+=,.@/-]{1,512}$")
 DURATION_RE = re.compile(r"^\s*(\d+)\s*(s|m|h|d)\s*$")
 DEFAULT_CONFIG_PATH = "kmsaudit.toml"
@@ -30,8 +31,6 @@ DEFAULT_QUOTAS: dict[str, float] = {
     "ListResourceTags": 2000,
     "BatchImportFindings": 10,  # Security Hub (README "Integrations"): 10 per second, bursts of 30
 }
-
-AccountId = Annotated[str, Field(pattern=ACCOUNT_PATTERN)]
 
 
 @lru_cache(maxsize=1)
@@ -76,10 +75,6 @@ def parse_duration(text: str) -> float:
     return int(match.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
 def _check_role_arn(value: str | None) -> str | None:
     if value is not None and not ROLE_ARN_RE.match(value):
         raise ValueError(f"{value!r} is not an IAM role ARN (arn:aws:iam::ACCOUNT:role/NAME)")
@@ -96,7 +91,7 @@ def _check_regions(regions: list[str]) -> list[str]:
     return regions
 
 
-class ScanSettings(_Strict):
+class ScanSettings(Strict):
     regions: list[str] = Field(default_factory=lambda: ["us-east-1"], min_length=1)
     interval: str = "15m"
     concurrency: int = Field(64, ge=1, le=1024, description="AWS requests in flight at most")
@@ -139,7 +134,7 @@ class ScanSettings(_Strict):
         return self.quotas.get(operation, DEFAULT_QUOTAS.get(operation, 100)) * self.quota_margin
 
 
-class AccountSettings(_Strict):
+class AccountSettings(Strict):
     id: AccountId
     role_arn: str | None = None
     external_id: str | None = Field(None, min_length=2, max_length=1224)
@@ -159,7 +154,7 @@ class AccountSettings(_Strict):
         return self
 
 
-class OrganizationSettings(_Strict):
+class OrganizationSettings(Strict):
     role_name: str = Field(pattern=r"^[\w+=,.@-]{1,64}$")
     management_role_arn: str | None = None
     external_id: str | None = None
@@ -168,16 +163,16 @@ class OrganizationSettings(_Strict):
     _arn = field_validator("management_role_arn")(_check_role_arn)
 
 
-class TrustSettings(_Strict):
+class TrustSettings(Strict):
     accounts: list[AccountId] = Field(default_factory=list)
 
 
-class StoreSettings(_Strict):
+class StoreSettings(Strict):
     path: str = "kmsaudit.db"
     retention_days: int = Field(90, ge=1)
 
 
-class AlertSinkSettings(_Strict):
+class AlertSinkSettings(Strict):
     """One alert destination. Secrets (URLs, tokens) come from environment variables named here."""
 
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,39}$")
@@ -190,7 +185,7 @@ class AlertSinkSettings(_Strict):
     on_baseline: bool = False
 
 
-class ExportSettings(_Strict):
+class ExportSettings(Strict):
     """Findings sent where security teams triage (README "Integrations"): AWS Security Hub, as
     ASFF through BatchImportFindings, into the Security Hub of the account whose credentials
     send them (`role_arn` assumed, else the ambient credentials)."""
@@ -208,7 +203,7 @@ class ExportSettings(_Strict):
         return f"export:{self.name or f'{self.type}-{self.region}'}"
 
 
-class EventsSettings(_Strict):
+class EventsSettings(Strict):
     """CloudTrail events through EventBridge into SQS (README "Real-time detection")."""
 
     queues: list[str] = Field(min_length=1, max_length=20)
@@ -233,82 +228,11 @@ class EventsSettings(_Strict):
     _role_arn = field_validator("role_arn")(_check_role_arn)
 
 
-ACCEPT_ID = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
-AccessLevel = Literal["public", "potential", "effective"]
-_NOT_PUBLIC: tuple[AccessLevel, ...] = ("potential", "effective")
-_KEY_FORMS = re.compile(r"^(arn:[^\s]{1,2000}|alias/[\w/+=,.@:-]{1,250}|tag:[^=\s]{1,128}=.{0,256})$")
-# `*` is matched literally (the principal of a `"*"` statement's finding), as is a service principal.
-_PRINCIPAL_FORMS = re.compile(
-    r"^(arn:[^\s]{1,2000}|\d{12}|\*|org:o-[a-z0-9]{10,32}|[a-z0-9][a-z0-9.-]{0,200}\.amazonaws\.com(\.cn)?)$"
-)
-
-
-class AcceptSettings(_Strict):
-    """One piece of known-good access (README "Accepting known access"): narrow, owned, reasoned
-    and expiring. A finding is accepted when it is within every bound here."""
-
-    id: str = Field(pattern=ACCEPT_ID)
-    keys: list[str] = Field(min_length=1, max_length=1000)  # key ARN globs, alias/NAME, tag:KEY=VALUE
-    principals: list[str] = Field(min_length=1, max_length=1000)  # ARN globs, account id, org:o-…, service, "*"
-    actions: list[str] = Field(min_length=1, max_length=100)  # the most it accepts (kms:Decrypt, kms:Get*)
-    access: list[AccessLevel] = Field(default_factory=lambda: list(_NOT_PUBLIC), min_length=1)
-    conditional: bool | None = None  # true: only while the access stays conditional
-    allow_public: bool = False
-    reason: str = Field(min_length=1, max_length=500)
-    owner: str = Field(min_length=1, max_length=200)
-    expires: date  # a TOML date (2027-06-30) or such a string; required
-    ticket: str | None = Field(None, max_length=200)
-
-    @field_validator("keys")
-    @classmethod
-    def _keys(cls, value: list[str]) -> list[str]:
-        for key in value:
-            if not _KEY_FORMS.match(key):
-                raise ValueError(f"{key[:80]!r} is not a key ARN (glob), alias/NAME or tag:KEY=VALUE")
-        return value
-
-    @field_validator("principals")
-    @classmethod
-    def _principals(cls, value: list[str]) -> list[str]:
-        for principal in value:
-            if not _PRINCIPAL_FORMS.match(principal):
-                raise ValueError(
-                    f"{principal[:80]!r} is not a principal ARN (glob), an account id, org:o-…, "
-                    'a service principal (logs.amazonaws.com) or "*"'
-                )
-        return value
-
-    @field_validator("actions")
-    @classmethod
-    def _actions(cls, value: list[str]) -> list[str]:
-        from kmsaudit.evaluator.actions import pattern_mask
-
-        for action in value:
-            if not pattern_mask(action):
-                raise ValueError(f"{action[:80]!r} matches no KMS action")
-        return value
-
-    @model_validator(mode="after")
-    def _public(self) -> AcceptSettings:
-        if "public" in self.access and not self.allow_public:
-            raise ValueError(f"entry {self.id!r} accepts public access: set allow_public = true if that is meant")
-        return self
-
-
-class AcceptanceSettings(_Strict):
-    files: list[str] = Field(default_factory=list, max_length=100)  # more [[accept]] tables, one file each
-    max_days: int = Field(365, ge=1, le=3650)  # how far ahead `expires` may be
-
-
-class _AcceptFile(_Strict):
-    accept: list[AcceptSettings] = Field(default_factory=list, max_length=100_000)
-
-
-class DaemonSettings(_Strict):
+class DaemonSettings(Strict):
     listen: str = Field("127.0.0.1:9465", pattern=r"^(\[[0-9a-fA-F:]+\]|[\w.-]+):\d{1,5}$")
 
 
-class Config(_Strict):
+class Config(Strict):
     scan: ScanSettings = Field(default_factory=ScanSettings)
     accounts: list[AccountSettings] = Field(default_factory=list)
     organization: OrganizationSettings | None = None
@@ -320,6 +244,20 @@ class Config(_Strict):
     accept: list[AcceptSettings] = Field(default_factory=list, max_length=100_000)
     export: list[ExportSettings] = Field(default_factory=list, max_length=20)
     events: EventsSettings | None = None
+    # Account id -> display name, shown beside the id in the report (README "Configuration").
+    names: dict[str, str] = Field(default_factory=dict, max_length=100_000)
+
+    @field_validator("names")
+    @classmethod
+    def _names(cls, value: dict[str, str]) -> dict[str, str]:
+        for account, name in value.items():
+            if not re.fullmatch(r"\d{12}", account):
+                raise ValueError(f"{account[:40]!r} is not a 12-digit account id")
+            if not name.strip():
+                raise ValueError(f"the name of {account} is empty")
+            if len(name) > 100:
+                raise ValueError(f"the name of {account} is longer than 100 characters")
+        return value
 
     @model_validator(mode="after")
     def _accounts(self) -> Config:
@@ -383,7 +321,7 @@ def load_config(path: str | Path, today: date | None = None) -> Config:
         if not file.exists():
             continue  # not written yet (`kmsaudit accept --write` creates it): it accepts nothing
         data = read_toml(file, "acceptance file ([acceptance] files)")
-        entries += [(file, entry) for entry in validated(_AcceptFile, data, file).accept]
+        entries += [(file, entry) for entry in validated(AcceptFile, data, file).accept]
     today = today or datetime.now(UTC).date()
     latest = today + timedelta(days=config.acceptance.max_days)
     seen: dict[str, Path] = {}

@@ -188,8 +188,9 @@ def seed() -> dict[str, Any]:
     return {"org_id": org_id, "accounts": accounts, "keys": keys, "created": created[0]}
 
 
-def _config(workdir: Path, listen: str) -> Path:
+def _config(workdir: Path, listen: str, accounts: dict[str, str]) -> Path:
     path = workdir / "kmsaudit.toml"
+    named = {**{v: k for k, v in accounts.items()}, PARTNER: "partner", NEWCOMER: "newcomer", VENDOR: "vendor"}
     path.write_text(
         "[scan]\n"
         f"regions = {json.dumps(list(REGIONS))}\n"
@@ -206,7 +207,9 @@ def _config(workdir: Path, listen: str) -> Path:
         'name = "security-webhook"\n'
         'type = "webhook"\n'
         'url_env = "KMSAUDIT_DEMO_WEBHOOK"\n'
-        'min_severity = "medium"\n'
+        'min_severity = "medium"\n\n'
+        "[names]                           # shown beside the ids in the HTML report\n"
+        + "".join(f"{json.dumps(k)} = {json.dumps(v)}\n" for k, v in sorted(named.items()))
     )
     return path
 
@@ -300,7 +303,7 @@ def run_demo(
             + f"; {len(REGIONS)} regions; {n_keys} keys.\n"
             f"Outside the organization: partner {PARTNER}.\n\n"
         )
-        config_path = _config(workdir, f"127.0.0.1:{port}")
+        config_path = _config(workdir, f"127.0.0.1:{port}", accounts)
         config = load_config(config_path)
         sinks = build_sinks(config.alerts)
         out.write("== Scan 1: who outside each account can use each key\n")

@@ -22,7 +22,7 @@ def _short_actions(actions: Sequence[str]) -> str:
     return text if len(text) <= 60 else f"{','.join(bare[:4])},… ({len(bare)} actions)"
 
 
-def _condition_text(cond: dict[str, object]) -> str:
+def condition_text(cond: dict[str, object]) -> str:
     """Where a condition comes from (which policy and statement, Allow or Deny) and what it tests:
     `key-policy "ViaS3" Allow if StringEquals kms:ViaService=s3.…`."""
     if "error" in cond:
@@ -99,7 +99,7 @@ def write_findings(
         return
     rows = [("SEVERITY", "ACCESS", "ZONE", "PRINCIPAL", "VIA", "ACTIONS", "CONDITIONS")]
     for f in ordered:
-        conds = "; ".join(_condition_text(c) for c in f.conditions) or "-"
+        conds = "; ".join(condition_text(c) for c in f.conditions) or "-"
         if f.conditional_actions and not f.conditional:
             conds = f"{_short_actions(f.conditional_actions)} only {conds}"
         if f.accepted:

@@ -1,8 +1,12 @@
 """`kmsaudit report --html FILE`: one self-contained HTML file an auditor can file (README
 "Integrations"): the snapshot's counts as text, an account × region matrix coloured by the worst
-unaccepted severity, the findings with filters, the last 30 days of drift as an inline SVG
-timeline, and the snapshot's date and config fingerprint. Nothing is fetched at view time.
-Every value from AWS is escaped (Jinja2 autoescape): a principal or alias cannot inject markup."""
+unaccepted severity (with a legend), the drift events of the last 30 days as a table (what, when,
+severity, before → after) under an inline SVG timeline, the accepted access with each entry's
+owner, reason, expiry and ticket, the findings with filters (each expandable to its explanation
+and remediation when the finding carries them), account names from `[names]` beside the ids, and
+the snapshot's date and config fingerprint. It fits 1,280 px: long values wrap, nothing is cut.
+Nothing is fetched at view time. Every value from AWS is escaped (Jinja2 autoescape): a
+principal or alias cannot inject markup."""
 
 from __future__ import annotations
 
@@ -10,13 +14,21 @@ import hashlib
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from kmsaudit import __version__
+from kmsaudit.formats.report_views import (
+    EXTRA_FIELDS,
+    acceptance_views,
+    account_label,
+    drift_rows,
+    finding_views,
+    plain,
+)
 from kmsaudit.model import Finding, severity_rank
 
 SEVERITIES = ("critical", "high", "medium", "low")
@@ -45,23 +57,28 @@ def config_fingerprint(paths: Sequence[str | Path]) -> str:
 
 
 def _matrix(
-    findings: Sequence[Finding], scopes: Sequence[Any]
+    findings: Sequence[Mapping[str, Any]], scopes: Sequence[Any]
 ) -> tuple[list[str], list[str], dict[tuple[str, str], Cell]]:
     accounts = sorted({s.account for s in scopes})
     regions = sorted({s.region for s in scopes})
     cells: dict[tuple[str, str], Cell] = {}
-    by_scope: dict[tuple[str, str], list[Finding]] = {}
+    by_scope: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
     for f in findings:
-        by_scope.setdefault((f.key_account, f.region), []).append(f)
+        by_scope.setdefault((f["key_account"], f["region"]), []).append(f)
     for s in scopes:
-        found = [f for f in by_scope.get((s.account, s.region), []) if not f.accepted]
-        worst = max((f.severity for f in found), key=severity_rank, default="none")
+        found = [f for f in by_scope.get((s.account, s.region), []) if not f["accepted"]]
+        accepted = len(by_scope.get((s.account, s.region), [])) - len(found)
+        worst = max((f["severity"] for f in found), key=severity_rank, default="none")
+        also = f"; {accepted} accepted" if accepted else ""
         if not s.ok:
             why = s.error_code or "failed"
-            title = f"{s.account} {s.region}: not read in this snapshot ({why}); last known findings shown"
+            title = (
+                f"{s.account} {s.region}: not read in this snapshot ({why}); "
+                f"last known findings shown: {len(found)} unaccepted{also}"
+            )
             cells[(s.account, s.region)] = Cell("failed", len(found), title)
         else:
-            title = f"{s.account} {s.region}: {len(found)} unaccepted findings, worst {worst}"
+            title = f"{s.account} {s.region}: {len(found)} unaccepted findings, worst {worst}{also}"
             cells[(s.account, s.region)] = Cell(worst, len(found), title)
     return accounts, regions, cells
 
@@ -97,35 +114,56 @@ def _timeline(events: Sequence[Mapping[str, Any]], until: float) -> dict[str, An
 
 
 def render_report(
-    findings: Sequence[Finding],
+    findings: Sequence[Finding | Mapping[str, Any]],
     scopes: Sequence[Any],
     snapshot: Mapping[str, Any],
     events: Sequence[Mapping[str, Any]],
     names: Mapping[str, Mapping[str, Any]],
     fingerprint: str,
+    *,
+    account_names: Mapping[str, str] | None = None,
+    acceptances: Sequence[Any] = (),
+    today: date | None = None,
 ) -> str:
-    env = Environment(loader=PackageLoader("kmsaudit.formats", "templates"), autoescape=select_autoescape(default=True))
+    """The report's HTML. `names`: key ARN -> aliases; `account_names`: the config's `[names]`;
+    `acceptances`: the config's acceptance entries (AcceptSettings), for owner, reason, expiry
+    and ticket; `today` (default: the UTC date) decides which entries have expired."""
+    env = Environment(
+        loader=PackageLoader("kmsaudit.formats", "templates"),
+        autoescape=select_autoescape(default=True),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
     env.filters["when"] = lambda t: datetime.fromtimestamp(float(t), UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-    ordered = sorted(findings, key=lambda f: (-severity_rank(f.severity), f.key_arn, f.principal, f.access))
-    counts = Counter(f.severity for f in findings)
-    accounts, regions, cells = _matrix(findings, scopes)
+    env.filters["plain"] = plain
+    views = finding_views(findings)
+    counts = Counter(f["severity"] for f in views)
+    accounts, regions, cells = _matrix(views, scopes)
+    entries = acceptance_views(acceptances, views, today or datetime.now(UTC).date())
+    drift, more = drift_rows(events)
     return env.get_template("report.html.j2").render(
         version=__version__,
         snapshot=snapshot,
         fingerprint=fingerprint,
         generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
-        total=len(findings),
+        total=len(views),
         counts=[(s, counts.get(s, 0)) for s in SEVERITIES],
-        accepted=sum(f.accepted for f in findings),
-        keys=len({f.key_arn for f in findings}),
+        accepted=[f for f in views if f["accepted"]],
+        entries=entries,
+        keys=len({f["key_arn"] for f in views}),
         failed=[s for s in scopes if not s.ok],
         accounts=accounts,
         regions=regions,
         cells=cells,
-        findings=ordered,
+        findings=views,
         names=names,
+        account=account_label(account_names or {}),
         timeline=_timeline(events, float(snapshot["finished_at"])),
+        drift=drift,
+        drift_more=more,
+        drift_total=len(events),
         severities=SEVERITIES,
+        extra_fields=EXTRA_FIELDS,
     )
 
 
@@ -145,14 +183,17 @@ def run_report(config_path: str | Path, html_path: str | Path, snapshot_id: int 
         if snapshot is None:
             raise SnapshotNotFound(f"no snapshot in {config.store.path} yet: run `kmsaudit scan` first")
         scopes = store.scope_view(snapshot["id"])
-        findings = [Finding.from_dict(row) for row in store.findings(snapshot["id"])]
+        findings = store.findings(snapshot["id"])  # dicts: fields beyond Finding's (explanation…) kept
         until = float(snapshot["finished_at"])
         events = [e for e in store.drift(until - DAYS * 86400) if int(e.get("snapshot_id") or 0) <= snapshot["id"]]
         names = store.key_names(snapshot["id"])
     finally:
         store.close()
     fingerprint = config_fingerprint([config_path, *config.acceptance.files])
-    written = write_file(destination, render_report(findings, scopes, snapshot, events, names, fingerprint))
+    html = render_report(
+        findings, scopes, snapshot, events, names, fingerprint, account_names=config.names, acceptances=config.accept
+    )
+    written = write_file(destination, html)
     return (
         f"report of snapshot {snapshot['id']} ({len(findings)} findings, {len(events)} drift events in "
         f"{DAYS} days) written to {written}"

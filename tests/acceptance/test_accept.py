@@ -14,7 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kmsaudit.acceptance.matcher import Acceptance, KeyFacts
-from kmsaudit.config.settings import AcceptSettings, load_config
+from kmsaudit.config.accept import AcceptSettings
+from kmsaudit.config.settings import load_config
 from kmsaudit.errors import ConfigError
 from kmsaudit.model import Finding
 

@@ -16,7 +16,7 @@ from synthetic import scan
 from kmsaudit.acceptance.entries import entry_for, to_toml
 from kmsaudit.acceptance.matcher import Acceptance
 from kmsaudit.cli.main import main
-from kmsaudit.config.settings import AcceptSettings
+from kmsaudit.config.accept import AcceptSettings
 from kmsaudit.errors import UsageError
 from kmsaudit.model import Finding
 from kmsaudit.store.database import Store

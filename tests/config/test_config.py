@@ -28,6 +28,7 @@ def test_the_shipped_example_is_valid() -> None:
     assert config.regions_of(config.accounts[1]) == ["us-east-1", "eu-west-1"]
     assert config.interval_seconds == 900
     assert config.scan.rate("ListGrants") == pytest.approx(80)  # SPEC §9 quota × 0.8 margin
+    assert config.names == {"111122223333": "payments-prod", "444455556666": "partner-analytics"}
 
 
 @pytest.mark.parametrize(
