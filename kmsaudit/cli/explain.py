@@ -11,15 +11,7 @@ import sys
 from typing import Any
 
 from kmsaudit.errors import KmsAuditError, UsageError
-from kmsaudit.evidence import (
-    ORG_SUBJECT,
-    iam_subject,
-    key_from,
-    key_subject,
-    organization_from,
-    principals_from,
-)
-from kmsaudit.model import Finding, KeyRecord
+from kmsaudit.model import Finding
 
 MIN_PREFIX = 8
 
@@ -44,8 +36,6 @@ def _find(rows: list[dict[str, Any]], wanted: str, snapshot: int) -> dict[str, A
 
 def explain_stored(args: argparse.Namespace) -> int:
     from kmsaudit.config.settings import load_config
-    from kmsaudit.evaluator import AuditScope
-    from kmsaudit.evaluator.remedy import explain_and_remedy
     from kmsaudit.formats.explained import write_explained
     from kmsaudit.store.database import Store
 
@@ -53,45 +43,27 @@ def explain_stored(args: argparse.Namespace) -> int:
     store = Store(config.store.path, create=False)
     snapshot = args.snapshot if args.snapshot is not None else store.latest_snapshot()
     if snapshot is None or store.snapshot(snapshot) is None:
-        raise UsageError("no such snapshot: run `kmsaudit scan` first, `kmsaudit snapshots` lists them")
+        which = f"no snapshot {args.snapshot}" if args.snapshot is not None else "no snapshot yet"
+        raise UsageError(f"{which}: `kmsaudit snapshots` lists them (`kmsaudit scan` makes one)")
     row = _find(store.findings(snapshot), args.finding_id, snapshot)
     stored = Finding.from_dict(row)
-    key = _key(store, stored, snapshot)
-    accounts = [s.removeprefix("iam:") for s in store.evidence_subjects("iam:", snapshot)]
-    texts = store.evidence_at([iam_subject(a) for a in accounts] + [ORG_SUBJECT], snapshot)
-    principals = [p for a in accounts if iam_subject(a) in texts for p in principals_from(texts[iam_subject(a)])]
-    org = organization_from(texts[ORG_SUBJECT]) if ORG_SUBJECT in texts else None
     scanned = {view.account for view in store.scope_view(snapshot)}  # a scan trusts the accounts it audits
-    scope = AuditScope(
-        principals,
-        audited_accounts=accounts,
-        trusted_accounts=[*config.trust.accounts, *sorted(scanned)],
-        organization=org,
-    )
-    for finding, explanation, remediation in explain_and_remedy(key, scope):
-        if finding.id == stored.id:
-            shown = stored if stored.accepted or stored.outgrew else finding
-            tty = sys.stdout.isatty()
-            write_explained([(shown, explanation, remediation)], args.format, sys.stdout, key.policy, tty)
-            return 0
-    raise NotReproduced(
-        f"finding {stored.id} of snapshot {snapshot} is not given again by the documents stored with it "
-        "(its key or an account's IAM was last read before this kmsaudit kept them: the next scan records them)"
-    )
-
-
-def _key(store: object, finding: Finding, snapshot: int) -> KeyRecord:
-    from kmsaudit.store.database import Store
-
-    assert isinstance(store, Store)
-    policy = store.policy_at(finding.key_arn, snapshot)
-    text = store.evidence_at([key_subject(finding.key_arn)], snapshot).get(key_subject(finding.key_arn))
-    if text is None:
+    if store.stored_key(stored.key_arn, snapshot) is None:
         raise NotReproduced(
-            f"snapshot {snapshot} has no stored grants and properties for {finding.key_arn} (it was scanned "
+            f"snapshot {snapshot} has no stored grants and properties for {stored.key_arn} (it was scanned "
             "before kmsaudit kept them): run a scan, then `kmsaudit explain` its finding"
         )
-    return key_from(text, policy)
+    scope = store.stored_scope(snapshot, [*config.trust.accounts, *sorted(scanned)])
+    found = store.explain_stored(snapshot, [row], scope)
+    if stored.id not in found:
+        raise NotReproduced(
+            f"finding {stored.id} of snapshot {snapshot} is not given again by the documents stored with it "
+            "(its key or an account's IAM was last read before this kmsaudit kept them: the next scan records them)"
+        )
+    explanation, remediation = found[stored.id]
+    policy = store.policy_at(stored.key_arn, snapshot)
+    write_explained([(stored, explanation, remediation)], args.format, sys.stdout, policy, sys.stdout.isatty())
+    return 0
 
 
 def write_evaluated(explained: list[Any], fmt: str, policy: str | None) -> None:

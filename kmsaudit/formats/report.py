@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 
@@ -30,6 +30,9 @@ from kmsaudit.formats.report_views import (
     plain,
 )
 from kmsaudit.model import Finding, severity_rank
+
+if TYPE_CHECKING:
+    from kmsaudit.store.database import Store
 
 SEVERITIES = ("critical", "high", "medium", "low")
 DAYS = 30
@@ -167,6 +170,23 @@ def render_report(
     )
 
 
+EXPLAINED_KEYS = 2_000  # keys whose findings the report explains, the most severe first
+
+
+def explain_findings(
+    store: Store, snapshot_id: int, findings: list[dict[str, Any]], trusted: Sequence[str], scanned: Sequence[str]
+) -> int:
+    """Each finding's explanation and remediation (SPEC §4), decided again from the documents kept
+    with the snapshot, for the keys of the most severe findings first; returns how many keys."""
+    ordered = sorted(findings, key=lambda f: severity_rank(str(f.get("severity"))), reverse=True)
+    scope = store.stored_scope(snapshot_id, [*trusted, *sorted(set(scanned))])
+    found = store.explain_stored(snapshot_id, ordered, scope, max_keys=EXPLAINED_KEYS)
+    for finding in findings:
+        if finding["id"] in found:
+            finding["explanation"], finding["remediation"] = found[finding["id"]]
+    return len({f["key_arn"] for f in findings if f["id"] in found})
+
+
 def run_report(config_path: str | Path, html_path: str | Path, snapshot_id: int | None = None) -> str:
     """`kmsaudit report --html FILE`: the report of the latest (or a given) snapshot; returns
     the line to print. Reads only: a path where no scan stored a database is an error (exit 2)."""
@@ -187,6 +207,7 @@ def run_report(config_path: str | Path, html_path: str | Path, snapshot_id: int 
         until = float(snapshot["finished_at"])
         events = [e for e in store.drift(until - DAYS * 86400) if int(e.get("snapshot_id") or 0) <= snapshot["id"]]
         names = store.key_names(snapshot["id"])
+        explain_findings(store, snapshot["id"], findings, config.trust.accounts, [v.account for v in scopes])
     finally:
         store.close()
     fingerprint = config_fingerprint([config_path, *config.acceptance.files])

@@ -5,10 +5,15 @@ Store.save_scan's transaction, a version row only when a subject's text changed;
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import sqlite_utils
 
+from kmsaudit.evaluator import AuditScope
+from kmsaudit.evaluator.remedy import explain_and_remedy
+from kmsaudit.evidence import ORG_SUBJECT, iam_subject, key_from, key_subject, organization_from, principals_from
+from kmsaudit.model import KeyRecord
 from kmsaudit.store.migrations import _pack, _unpack
 
 
@@ -82,3 +87,37 @@ class Evidence:
             [key_arn, at],
         ).fetchone()
         return row[0] if row is not None else None
+
+    def stored_key(self, key_arn: str, snapshot_id: int | None = None) -> KeyRecord | None:
+        """The key as a snapshot's evaluation read it (policy, grants, tags, properties); None
+        when the snapshot is older than the evidence kmsaudit keeps."""
+        text = self.evidence_at([key_subject(key_arn)], snapshot_id).get(key_subject(key_arn))
+        return key_from(text, self.policy_at(key_arn, snapshot_id)) if text is not None else None
+
+    def stored_scope(self, snapshot_id: int | None, trusted: Iterable[str]) -> AuditScope:
+        """The audit scope as a snapshot's evaluation had it: every audited account's principals
+        and the organization as last read at or before it; `trusted`: the zone of trust."""
+        accounts = [s.removeprefix("iam:") for s in self.evidence_subjects("iam:", snapshot_id)]
+        texts = self.evidence_at([iam_subject(a) for a in accounts] + [ORG_SUBJECT], snapshot_id)
+        principals = [p for a in accounts if iam_subject(a) in texts for p in principals_from(texts[iam_subject(a)])]
+        org = organization_from(texts[ORG_SUBJECT]) if ORG_SUBJECT in texts else None
+        return AuditScope(principals, audited_accounts=accounts, trusted_accounts=trusted, organization=org)
+
+    def explain_stored(
+        self, snapshot_id: int | None, findings: Iterable[Mapping[str, Any]], scope: AuditScope, max_keys: int = 10**9
+    ) -> dict[str, tuple[list[dict[str, Any]], list[dict[str, Any]]]]:
+        """finding id -> (explanation, remediation) for the stored findings the snapshot's
+        documents give again (SPEC §4): those of the first `max_keys` keys they name, in their
+        order (each key decided once)."""
+        by_key: dict[str, set[str]] = {}
+        for finding in findings:
+            by_key.setdefault(str(finding["key_arn"]), set()).add(str(finding["id"]))
+        out: dict[str, tuple[list[dict[str, Any]], list[dict[str, Any]]]] = {}
+        for key_arn in list(by_key)[:max_keys]:  # in the order the findings came
+            key = self.stored_key(key_arn, snapshot_id)
+            if key is None:
+                continue
+            for decided, explanation, remediation in explain_and_remedy(key, scope):
+                if decided.id in by_key[key_arn]:
+                    out[decided.id] = (explanation, remediation)
+        return out
