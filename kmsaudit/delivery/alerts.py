@@ -23,6 +23,7 @@ import aiohttp
 import structlog
 
 from kmsaudit.config.settings import AlertSinkSettings
+from kmsaudit.delivery.why import explain_events
 from kmsaudit.errors import AlertError, ConfigError
 from kmsaudit.model import DriftEvent, severity_rank
 from kmsaudit.store.database import Store
@@ -119,6 +120,11 @@ class SlackSink(HttpSink):
         text = _summary(event) + (f"\nactions: {actions}" if actions else "")
         if after and after.get("outgrew"):
             text += f"\nbeyond acceptance entry {after['outgrew']}"
+        if event.get("why"):
+            text += f"\nwhy: {event['why']}"
+        fix = event.get("remediation")
+        if isinstance(fix, dict) and fix.get("summary"):
+            text += f"\nfix ({'verified' if fix.get('verified') else 'not verified'}): {fix['summary']}"
         return {"text": text}
 
 
@@ -162,6 +168,8 @@ class AlertmanagerSink(HttpSink):
                     "key_arn": event.get("key_arn", ""),
                     "principal": event.get("principal", ""),
                     "details": json.dumps(event.get("after")),
+                    "why": str(event.get("why") or ""),
+                    "remediation": str((event.get("remediation") or {}).get("summary", "")),
                 },
                 "startsAt": start.isoformat(),
             }
@@ -214,7 +222,12 @@ def backoff(attempts: int) -> float:
 
 
 async def deliver(
-    store: Store, sinks: Sequence[HttpSink], *, now: float | None = None, deadline_seconds: float = 30.0
+    store: Store,
+    sinks: Sequence[HttpSink],
+    *,
+    now: float | None = None,
+    deadline_seconds: float = 30.0,
+    trusted: Sequence[str] = (),
 ) -> tuple[int, int]:
     """Send what is due; returns (delivered, still pending). Never raises for a sink's failure.
 
@@ -227,6 +240,9 @@ async def deliver(
         if item["sink"] in by_name:  # a sink removed from the config: its rows wait, visible in the database
             due.setdefault(item["sink"], []).append(item)
     deadline = time.monotonic() + deadline_seconds
+    # Why, and the first verified fix (issue #27): `trusted`, the config's zone of trust.
+    # CPU work (an audit scope compiled, keys evaluated again): off the event loop, on its own connection.
+    await asyncio.to_thread(explain_events, store.path, [item for items in due.values() for item in items], trusted)
     async with aiohttp.ClientSession() as session:
         counts = await asyncio.gather(
             *(_deliver_to(store, session, by_name[name], items, deadline) for name, items in due.items())

@@ -15,7 +15,9 @@ resource and in `ProductFields`.
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,6 +27,7 @@ from kmsaudit.collect.api import Api
 from kmsaudit.collect.session import Sessions
 from kmsaudit.config.settings import ExportSettings, ScanSettings
 from kmsaudit.delivery.alerts import backoff
+from kmsaudit.delivery.why import explain_findings
 from kmsaudit.errors import CollectError
 from kmsaudit.store.database import Store
 
@@ -43,9 +46,27 @@ def _iso(seconds: float) -> str:
     return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
-def asff(item: dict[str, Any], account: str, partition: str, region: str) -> dict[str, Any]:
+def _recommendation(f: dict[str, Any], remediation: list[dict[str, Any]] | None) -> str:
+    """ASFF Remediation.Recommendation.Text (at most 512 characters): the first verified change."""
+    if remediation:
+        first = remediation[0]
+        text = f"{first.get('summary')} ({'verified' if first.get('verified') else 'not verified'} by kmsaudit)"
+        if first.get("command"):
+            text += f": {first['command']}"
+        if len(remediation) > 1:
+            text += f". {len(remediation) - 1} more: kmsaudit explain {f.get('id')}"
+        return text[:512]
+    return (
+        f"Run kmsaudit explain {f.get('id')}: the statements this access rests on and a verified change that removes it"
+    )
+
+
+def asff(
+    item: dict[str, Any], account: str, partition: str, region: str, remediation: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
     """One queued finding (its state, the finding as SPEC §4 has it, when first and last sent) as
-    an AWS Security Finding Format object for the sending account's default product."""
+    an AWS Security Finding Format object for the sending account's default product;
+    `remediation`: the finding's verified changes (SPEC §4), the first as the recommendation."""
     f = item["finding"]
     archived = item["state"] == "ARCHIVED"
     severity = _SEVERITY.get(str(f.get("severity")), "INFORMATIONAL")
@@ -99,16 +120,18 @@ def asff(item: dict[str, Any], account: str, partition: str, region: str) -> dic
         "Workflow": {"Status": "SUPPRESSED" if accepted else "NEW"},
         "RecordState": "ARCHIVED" if archived else "ACTIVE",
         "ProductFields": fields,
+        **({} if archived else {"Remediation": {"Recommendation": {"Text": _recommendation(f, remediation)}}}),
     }
 
 
 class SecurityHubExport:
     """One `[[export]] type = "securityhub"`: a sink of the outbox that sends in batches."""
 
-    def __init__(self, settings: ExportSettings, scan: ScanSettings) -> None:
+    def __init__(self, settings: ExportSettings, scan: ScanSettings, trusted: Sequence[str] = ()) -> None:
         self.settings = settings
         self.scan = scan
         self.name = settings.sink_name
+        self.trusted = tuple(trusted)  # the zone of trust, to decide findings again for their remediation
 
     async def deliver_due(self, store: Store, deadline: float, now: float | None = None) -> int:
         """Send what is due, batch by batch, until done or `deadline` (monotonic); returns how
@@ -119,6 +142,8 @@ class SecurityHubExport:
         region = self.settings.region
         api = Api(self.scan)
         delivered = 0
+        active = [item["event"]["finding"] for item in items if item["event"].get("state") == "ACTIVE"]
+        fixes = await asyncio.to_thread(explain_findings, store.path, active, self.trusted)
         async with Sessions(self.scan) as sessions:
             try:
                 session = await sessions.for_account("export", self.settings.role_arn, self.settings.external_id)
@@ -133,7 +158,16 @@ class SecurityHubExport:
                 if time.monotonic() >= deadline:
                     break
                 chunk = items[start : start + BATCH]
-                findings = [asff(item["event"], account, partition, region) for item in chunk]
+                findings = [
+                    asff(
+                        item["event"],
+                        account,
+                        partition,
+                        region,
+                        fixes.get(str(item["event"]["finding"].get("id")), ((), []))[1],
+                    )
+                    for item in chunk
+                ]
                 try:
                     response = await api.call(client, "export", region, "BatchImportFindings", Findings=findings)
                 except CollectError as exc:
@@ -160,5 +194,7 @@ class SecurityHubExport:
         log.warning("export.failed", export=self.name, findings=len(items), reason=reason)
 
 
-def build_exports(exports: list[ExportSettings], scan: ScanSettings) -> list[SecurityHubExport]:
-    return [SecurityHubExport(settings, scan) for settings in exports]
+def build_exports(
+    exports: list[ExportSettings], scan: ScanSettings, trusted: Sequence[str] = ()
+) -> list[SecurityHubExport]:
+    return [SecurityHubExport(settings, scan, trusted) for settings in exports]

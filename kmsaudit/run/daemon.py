@@ -170,7 +170,8 @@ class Daemon(EventReaudit):
         store = Store(self.config.store.path)
         try:
             await asyncio.wait_for(
-                deliver(store, self.sinks, deadline_seconds=STOP_FLUSH_SECONDS), STOP_FLUSH_SECONDS + 1
+                deliver(store, self.sinks, deadline_seconds=STOP_FLUSH_SECONDS, trusted=self.config.trust.accounts),
+                STOP_FLUSH_SECONDS + 1,
             )
         except TimeoutError:
             log.warning("daemon.flush_incomplete")  # the outbox keeps them for the next start

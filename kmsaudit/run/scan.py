@@ -136,7 +136,7 @@ async def _export(config: Config, store: Store, snapshot_id: int, now: float) ->
     scope's last good state, never an archive), then send what is due; returns what still waits."""
     from kmsaudit.delivery.securityhub import build_exports
 
-    exports = build_exports(config.export, config.scan)
+    exports = build_exports(config.export, config.scan, config.trust.accounts)
     view = store.findings(snapshot_id)
     for export in exports:
         active, archived = store.queue_export(export.name, view, now)
@@ -234,7 +234,7 @@ async def _record(
             await asyncio.to_thread(prune, config.store.path, config.store.retention_days)
     except StoreError as exc:
         log.error("store.prune_failed", reason=str(exc))  # the next scan prunes again; nothing lost
-    pending = (await deliver(store, sinks))[1] if sinks else 0
+    pending = (await deliver(store, sinks, trusted=config.trust.accounts))[1] if sinks else 0
     if config.export:
         pending = await _export(config, store, snapshot_id, result.finished_at)
     if metrics is not None:

@@ -5,15 +5,21 @@ listed it in `also_changes`."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 from pathlib import Path
 from typing import Any
 
 import pytest
-from estate import A, B, C, Estate, client, config_text, role
+from aiohttp import web
+from estate import A, B, C, Estate, client, config_text, key_policy, role
+from loopback import LocalReceiver
 
 from kmsaudit.cli.main import main
+from kmsaudit.config.settings import load_config
+from kmsaudit.delivery.alerts import build_sinks
+from kmsaudit.run.scan import scan_and_record
 
 
 def _run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -176,3 +182,62 @@ def test_explain_of_an_earlier_snapshot_uses_that_snapshots_documents(
     )
     assert code == 0
     assert json.loads(out)["explanation"][0]["statement"] == "Allow an external account to use this KMS key"
+
+
+class Receiver(LocalReceiver):
+    def __init__(self) -> None:
+        super().__init__()
+        self.events: list[dict[str, Any]] = []
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        self.events.append(json.loads(await request.read()))
+        return web.Response(status=200)
+
+
+PARTNER = "555566667777"
+
+
+@pytest.mark.parametrize("documents_kept", [True, False])
+def test_an_alert_says_why_and_the_first_verified_fix(
+    tmp_path: Path, estate: Estate, monkeypatch: pytest.MonkeyPatch, documents_kept: bool
+) -> None:
+    # Issue #27: "alerts carry a one-line why and the first remediation" — and when the documents
+    # cannot be read back, the alert still goes, saying where to ask (never held back for it).
+    receiver = Receiver()
+    monkeypatch.setenv("KMSAUDIT_TEST_HOOK", f"http://127.0.0.1:{receiver.start()}/hook")
+    config = tmp_path / "k.toml"
+    config.write_text(
+        config_text(store=str(tmp_path / "k.db"))
+        + '\n[[alerts]]\nname = "hook"\ntype = "webhook"\nurl_env = "KMSAUDIT_TEST_HOOK"\nmin_severity = "medium"\n'
+    )
+    settings = load_config(config)
+    try:
+        asyncio.run(scan_and_record(settings, build_sinks(settings.alerts)))  # the baseline
+        client("kms", A, "eu-west-1").put_key_policy(
+            KeyId=estate.ids["narrowed"],
+            PolicyName="default",
+            Policy=key_policy(
+                A,
+                {
+                    "Sid": "Partner",
+                    "Effect": "Allow",
+                    "Principal": {"AWS": f"arn:aws:iam::{PARTNER}:root"},
+                    "Action": "kms:Decrypt",
+                    "Resource": "*",
+                },
+            ),
+        )
+        if not documents_kept:
+            monkeypatch.setattr("kmsaudit.store.evidence.Evidence.stored_key", lambda *a, **k: None)
+        asyncio.run(scan_and_record(settings, build_sinks(settings.alerts)))
+    finally:
+        receiver.stop()
+    (alert,) = [e for e in receiver.events if e["kind"] == "added" and e["principal"].endswith(f"{PARTNER}:root")]
+    if documents_kept:
+        assert alert["why"] == 'key policy statement "Partner" grant(s) it'
+        assert alert["remediation"]["verified"] is True
+        assert (
+            alert["remediation"]["summary"] == f'remove statement "Partner" (it names only arn:aws:iam::{PARTNER}:root)'
+        )
+    else:
+        assert alert["why"] == f"kmsaudit explain {alert['after']['id']}" and alert["remediation"] is None

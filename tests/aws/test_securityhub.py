@@ -128,3 +128,20 @@ def test_a_config_export_is_validated(tmp_path: Path) -> None:
     config.write_text(config_text() + EXPORT + EXPORT)
     with pytest.raises(ConfigError, match="same name"):
         load_config(config)
+
+
+def test_each_finding_carries_its_first_verified_fix_as_the_recommendation(
+    tmp_path: Path, estate: Estate, proxy: AwsProxy
+) -> None:
+    # Issue #27: ASFF `Remediation` from the verified remediation (SPEC §4), as Security Hub shows it.
+    config = tmp_path / "k.toml"
+    config.write_text(config_text(store=str(tmp_path / "k.db")) + EXPORT)
+    findings = {f.id: f for f in _scan(config).result.findings}
+    sent = {f["Id"]: f for f in _sent(proxy)}
+    assert set(sent) == set(findings)
+    public = next(i for i, f in findings.items() if f.access == "public")
+    text = sent[public]["Remediation"]["Recommendation"]["Text"]
+    assert text.startswith('confine the "*" statement') and "(verified by kmsaudit): aws kms put-key-policy" in text
+    grant = next(i for i, f in findings.items() if f.via == ("grant",))
+    assert sent[grant]["Remediation"]["Recommendation"]["Text"].startswith("revoke grant ")
+    assert all(len(f["Remediation"]["Recommendation"]["Text"]) <= 512 for f in sent.values())
