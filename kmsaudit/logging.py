@@ -35,6 +35,10 @@ def _redact(_: object, __: str, event: MutableMapping[str, Any]) -> MutableMappi
 CURRENT: dict[str, object] = {"json_logs": None, "level": "info"}
 
 
+def _stderr_logger(*_args: object) -> structlog.PrintLogger:
+    return structlog.PrintLogger(sys.stderr)
+
+
 def configure(json_logs: bool | None = None, level: str = "info") -> None:
     """Logs go to stderr; stdout is kept for findings."""
     if json_logs is None:
@@ -52,7 +56,9 @@ def configure(json_logs: bool | None = None, level: str = "info") -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        # sys.stderr as it is when a line is logged, not when this ran (a test's captured stream,
+        # or a CLI that swapped it, may be closed by then).
+        logger_factory=_stderr_logger,
         cache_logger_on_first_use=False,
     )
     logging.getLogger("botocore").setLevel(logging.WARNING)

@@ -361,9 +361,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "accept":
             return _accept(args)
         if args.command == "explain":
-            from kmsaudit.cli.explain import explain_stored
+            from kmsaudit.cli.explain import explain_command
 
-            return explain_stored(args)
+            return explain_command(args)
         if args.command == "report":
             from kmsaudit.formats.report import run_report
 

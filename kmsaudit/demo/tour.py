@@ -362,10 +362,18 @@ def run_demo(
         for alert in webhook.received:
             where = key_label(alert["key_arn"], names)
             out.write(f"  {alert['severity']:8} {alert['kind']:8} {alert['principal']} on {where}\n")
+            out.write(f"           why: {alert.get('why')}; fix: {(alert.get('remediation') or {}).get('summary')}\n")
         cfg = f"--config {config_path}"
+        newcomer = next(e.after["id"] for e in events if e.kind == "added" and NEWCOMER in (e.principal or ""))
+        out.write("\n== Why the newcomer can decrypt, and the verified change that removes it:\n")
+        out.write(f"$ kmsaudit explain {newcomer[:12]}\n")
+        from kmsaudit.formats.explained import explain_stored
+
+        explain_stored(config_path, newcomer, None, "table", out)
         out.write(
             f"\nThe snapshots are in {config.store.path}. Explore them:\n"
             f"  kmsaudit findings {cfg}\n"
+            f"  kmsaudit explain {newcomer[:12]} {cfg}\n"
             f"  kmsaudit drift {cfg} --format json\n"
             f"  kmsaudit history {keys['analytics-reader']['arn']} {cfg}\n"
             "Try your own documents offline: kmsaudit evaluate --key-policy FILE (see README).\n"

@@ -118,7 +118,7 @@ def test_the_table_says_why_and_shows_the_policy_diff(scanned: Path, estate: Est
     code, out, _ = _run(capsys, "explain", public["id"], "--config", str(scanned))
     assert code == 0
     assert "Why (in evaluation order):" in out and "kms:ViaService" in out
-    assert "+++ key policy after the change" in out and "$ aws kms put-key-policy" in out
+    assert "changed a statement:" in out and "+      \"aws:PrincipalAccount\"" in out and "$ aws kms put-key-policy" in out
 
 
 def test_a_snapshot_older_than_the_evidence_is_said_so_not_guessed(
@@ -234,7 +234,7 @@ def test_an_alert_says_why_and_the_first_verified_fix(
         receiver.stop()
     (alert,) = [e for e in receiver.events if e["kind"] == "added" and e["principal"].endswith(f"{PARTNER}:root")]
     if documents_kept:
-        assert alert["why"] == 'key policy statement "Partner" grant(s) it'
+        assert alert["why"] == 'given by key policy statement "Partner"'
         assert alert["remediation"]["verified"] is True
         assert (
             alert["remediation"]["summary"] == f'remove statement "Partner" (it names only arn:aws:iam::{PARTNER}:root)'
