@@ -169,11 +169,13 @@ def write_explained(
                 for line in policy_diff(policy, change["key_policy"], colour):
                     out.write(f"       {line}\n")
             if change["kind"] in saved:
-                field = saved[change["kind"]]
+                field, file = saved[change["kind"]]
                 json_of = (
-                    f"kmsaudit explain {finding.id[:12]} --format json" if stored else "the same with --format json"
+                    f"kmsaudit explain {finding.id[:12]} --format json"
+                    if stored
+                    else "(this command with --format json)"
                 )
-                out.write(f"       $ {json_of} | jq -r '.remediation[{i - 1}].{field}'\n")
+                out.write(f"       $ {json_of} | jq -r '.remediation[{i - 1}].{field}' > {file}\n")
             out.write(f"       $ {change['command']}\n" if change.get("command") else "")
             if change["kind"] == "iam-policy":
                 out.write(f"       the policy {change['policy']} of {change['principal']}, revised:\n")

@@ -118,7 +118,13 @@ def test_the_table_says_why_and_shows_the_policy_diff(scanned: Path, estate: Est
     code, out, _ = _run(capsys, "explain", public["id"], "--config", str(scanned))
     assert code == 0
     assert "Why (in evaluation order):" in out and "kms:ViaService" in out
-    assert "changed a statement:" in out and "+      \"aws:PrincipalAccount\"" in out and "$ aws kms put-key-policy" in out
+    assert (
+        f"$ kmsaudit explain {public['id'][:12]} --format json | jq -r '.remediation[0].key_policy' > policy.json"
+        in out
+    )
+    assert (
+        "changed a statement:" in out and '+      "aws:PrincipalAccount"' in out and "$ aws kms put-key-policy" in out
+    )
 
 
 def test_a_snapshot_older_than_the_evidence_is_said_so_not_guessed(
