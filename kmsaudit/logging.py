@@ -53,6 +53,9 @@ def configure(json_logs: bool | None = None, level: str = "info") -> None:
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             _redact,
+            # exc_info=True as text in `exception` (JSON): a crashed task's traceback is in its log
+            # line (issue #24); the console renderer formats it itself.
+            *([structlog.processors.format_exc_info] if json_logs else []),
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),

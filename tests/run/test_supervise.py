@@ -7,6 +7,7 @@ import asyncio
 
 import pytest
 
+from kmsaudit.logging import configure
 from kmsaudit.metrics import Metrics
 from kmsaudit.run.supervise import FIRST_BACKOFF, MAX_BACKOFF, Supervisor
 
@@ -15,9 +16,11 @@ def sample(metrics: Metrics, name: str, task: str) -> float | None:
     return metrics.registry.get_sample_value(name, {"task": task})
 
 
+@pytest.mark.parametrize("json_logs", [True, False])
 async def test_a_crashed_task_is_logged_counted_shown_down_and_restarted_with_backoff(
-    capsys: pytest.CaptureFixture[str],
+    capsys: pytest.CaptureFixture[str], json_logs: bool
 ) -> None:
+    configure(json_logs=json_logs, level="info")  # as the daemon logs (JSON by default): the traceback too
     metrics, stopping = Metrics(), asyncio.Event()
     waits: list[float] = []
     release = asyncio.Event()
