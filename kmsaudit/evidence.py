@@ -34,6 +34,10 @@ def key_text(key: KeyRecord) -> str:
     fields = dataclasses.asdict(key)
     for dropped in ("policy", "errors", "unreadable"):
         fields.pop(dropped)
+    # AWS lists grants, tags and aliases in no promised order: one text for one state.
+    fields["grants"] = sorted(fields["grants"], key=lambda g: (str(g.get("grant_id")), _dumps(g)))
+    fields["tags"] = sorted(fields["tags"], key=_dumps)
+    fields["aliases"] = sorted(fields["aliases"])
     return _dumps(fields)
 
 

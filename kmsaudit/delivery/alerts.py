@@ -239,10 +239,10 @@ async def deliver(
     for item in store.due_alerts(now if now is not None else time.time()):
         if item["sink"] in by_name:  # a sink removed from the config: its rows wait, visible in the database
             due.setdefault(item["sink"], []).append(item)
-    deadline = time.monotonic() + deadline_seconds
-    # Why, and the first verified fix (issue #27): `trusted`, the config's zone of trust.
-    # CPU work (an audit scope compiled, keys evaluated again): off the event loop, on its own connection.
+    # Why, and the first verified fix (issue #27; `trusted`: the config's zone of trust): CPU work
+    # off the event loop, on its own connection, bounded (why.ALERT_SECONDS); then the deadline.
     await asyncio.to_thread(explain_events, store.path, [item for items in due.values() for item in items], trusted)
+    deadline = time.monotonic() + deadline_seconds
     async with aiohttp.ClientSession() as session:
         counts = await asyncio.gather(
             *(_deliver_to(store, session, by_name[name], items, deadline) for name, items in due.items())

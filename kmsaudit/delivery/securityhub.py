@@ -136,6 +136,7 @@ class SecurityHubExport:
     async def deliver_due(self, store: Store, deadline: float, now: float | None = None) -> int:
         """Send what is due, batch by batch, until done or `deadline` (monotonic); returns how
         many were delivered. Never raises for AWS's failures: they wait for their backoff."""
+        started = time.monotonic()
         items = store.due_alerts(now if now is not None else time.time(), DUE_PER_ROUND, sink=self.name)
         if not items:
             return 0
@@ -143,7 +144,8 @@ class SecurityHubExport:
         api = Api(self.scan)
         delivered = 0
         active = [item["event"]["finding"] for item in items if item["event"].get("state") == "ACTIVE"]
-        fixes = await asyncio.to_thread(explain_findings, store.path, active, self.trusted)
+        fixes = await asyncio.to_thread(explain_findings, store.path, active, self.trusted)  # bounded in time
+        deadline += time.monotonic() - started  # that time is not the sending's
         async with Sessions(self.scan) as sessions:
             try:
                 session = await sessions.for_account("export", self.settings.role_arn, self.settings.external_id)

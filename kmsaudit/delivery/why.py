@@ -1,10 +1,14 @@
-"""What an alert says beside the change (issue #27): one line of why the access exists and the
-first verified change that removes it, decided again from the documents kept with the event's
-snapshot (Store.explain_stored). Best effort and bounded: an alert is never held back or lost
-for want of its explanation — it goes without one, and says where to ask."""
+"""What an alert or an exported finding says beside the change (issue #27): one line of why the
+access exists and the first verified change that removes it, decided again from the documents
+kept with the snapshot (Store.explain_stored). Best effort and bounded in time: an alert or an
+export is never held back or lost for want of its explanation — past the budget, or when the
+documents cannot be read, it goes without one and says where to ask (`kmsaudit explain ID`).
+Runs in a thread of its own, on a read-only connection of its own."""
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -16,7 +20,41 @@ from kmsaudit.formats.explained import why_line
 from kmsaudit.store.database import Store
 
 log = structlog.get_logger("kmsaudit.alert")
-MAX_EXPLAINED = 25  # events explained per delivery round (the rest say where to ask)
+ALERT_SECONDS = 5.0  # explaining a delivery round's alerts, at most
+EXPORT_SECONDS = 10.0  # explaining an export round's findings, at most
+MAX_EXPORT_KEYS = 200
+_FAILURES = (KmsAuditError, sqlite3.Error, ValueError, KeyError, TypeError, RecursionError)
+
+Explained = dict[str, tuple[list[dict[str, Any]], list[dict[str, Any]]]]
+
+
+def _decided_again(
+    path: str | Path,
+    snapshot: int | None,
+    findings: list[dict[str, Any]],
+    trusted: Sequence[str],
+    seconds: float,
+    max_keys: int,
+) -> Explained:
+    if not findings:
+        return {}
+    deadline = time.monotonic() + seconds
+    try:
+        store = Store(path, create=False, read_only=True)
+    except _FAILURES as exc:
+        log.warning("explain.unavailable", reason=f"{type(exc).__name__}: {exc}")
+        return {}
+    try:
+        at = snapshot if snapshot is not None else store.latest_snapshot()
+        if at is None:
+            return {}
+        scope = store.stored_scope(at, trusted)
+        return store.explain_stored(at, findings, scope, max_keys=max_keys, deadline=deadline)
+    except _FAILURES as exc:
+        log.warning("explain.unavailable", reason=f"{type(exc).__name__}: {exc}")
+        return {}
+    finally:
+        store.close()
 
 
 def _finding(event: dict[str, Any]) -> dict[str, Any] | None:
@@ -24,83 +62,39 @@ def _finding(event: dict[str, Any]) -> dict[str, Any] | None:
     return after if isinstance(after, dict) and after.get("id") and after.get("key_arn") else None
 
 
+def first_fix(remediation: list[dict[str, Any]]) -> dict[str, Any] | None:
+    if not remediation:
+        return None
+    first = remediation[0]
+    return {k: first.get(k) for k in ("kind", "summary", "verified", "command", "grant_id") if k in first}
+
+
 def explain_events(path: str | Path, items: Sequence[dict[str, Any]], trusted: Sequence[str]) -> None:
-    """Adds `why` and `remediation` to the events of `items` (outbox rows) that name a finding.
-    Opens the store at `path` read-only (it runs in a thread of its own)."""
-    if not any(_finding(item["event"]) for item in items):
-        return
-    try:
-        store = Store(path, create=False, read_only=True)
-    except KmsAuditError as exc:
-        log.warning("alert.unexplained", reason=str(exc))
-        return
-    try:
-        _explain(store, items, trusted)
-    finally:
-        store.close()
-
-
-def _explain(store: Store, items: Sequence[dict[str, Any]], trusted: Sequence[str]) -> None:
-    seen: dict[str, dict[str, Any]] = {}
-    scopes: dict[int, Any] = {}
-    explained = 0
+    """Adds `why` and `remediation` to the events of `items` (outbox rows) that name a finding,
+    within ALERT_SECONDS; the others say where to ask."""
+    by_snapshot: dict[int, list[dict[str, Any]]] = {}
+    for item in items:
+        finding = _finding(item["event"])
+        if finding is not None and "why" not in item["event"]:
+            by_snapshot.setdefault(int(item["event"].get("snapshot_id") or 0), []).append(finding)
+    found: Explained = {}
+    started = time.monotonic()
+    for snapshot, findings in sorted(by_snapshot.items()):
+        left = ALERT_SECONDS - (time.monotonic() - started)
+        if left <= 0:
+            break
+        found |= _decided_again(path, snapshot, findings, trusted, left, 10**9)
     for item in items:
         event = item["event"]
         finding = _finding(event)
         if finding is None or "why" in event:
             continue
-        event_id = str(event.get("id"))
-        if event_id in seen:
-            event.update(seen[event_id])
-            continue
-        extra: dict[str, Any] = {"why": f"kmsaudit explain {finding['id']}", "remediation": None}
-        if explained < MAX_EXPLAINED:
-            explained += 1
-            try:
-                snapshot = int(event.get("snapshot_id") or 0)
-                if snapshot not in scopes:
-                    scanned = {view.account for view in store.scope_view(snapshot)}
-                    scopes[snapshot] = store.stored_scope(snapshot, [*trusted, *sorted(scanned)])
-                found = store.explain_stored(snapshot, [finding], scopes[snapshot]).get(str(finding["id"]))
-            except (KmsAuditError, ValueError, KeyError, TypeError) as exc:
-                log.warning("alert.unexplained", event_id=event_id, reason=f"{type(exc).__name__}: {exc}")
-                found = None
-            if found is not None:
-                explanation, remediation = found
-                extra["why"] = why_line(explanation)
-                if remediation:
-                    first = remediation[0]
-                    extra["remediation"] = {
-                        k: first.get(k) for k in ("kind", "summary", "verified", "command", "grant_id") if k in first
-                    }
-        seen[event_id] = extra
-        event.update(extra)
+        decided = found.get(str(finding["id"]))
+        event["why"] = why_line(decided[0]) if decided else f"kmsaudit explain {finding['id']}"
+        event["remediation"] = first_fix(decided[1]) if decided else None
 
 
-MAX_EXPORT_KEYS = 200  # keys whose findings one export round explains (the rest say where to ask)
-
-
-def explain_findings(
-    path: str | Path, findings: Sequence[dict[str, Any]], trusted: Sequence[str], max_keys: int = MAX_EXPORT_KEYS
-) -> dict[str, tuple[list[dict[str, Any]], list[dict[str, Any]]]]:
-    """Explanations of findings of the latest snapshot (an export sends those), by finding id;
-    empty when the store cannot be read (exports go without). Runs in a thread of its own."""
-    if not findings:
-        return {}
-    try:
-        store = Store(path, create=False, read_only=True)
-    except KmsAuditError as exc:
-        log.warning("export.unexplained", reason=str(exc))
-        return {}
-    try:
-        snapshot = store.latest_snapshot()
-        if snapshot is None:
-            return {}
-        scanned = {view.account for view in store.scope_view(snapshot)}
-        scope = store.stored_scope(snapshot, [*trusted, *sorted(scanned)])
-        return store.explain_stored(snapshot, findings, scope, max_keys=max_keys)
-    except (KmsAuditError, ValueError, KeyError, TypeError) as exc:
-        log.warning("export.unexplained", reason=f"{type(exc).__name__}: {exc}")
-        return {}
-    finally:
-        store.close()
+def explain_findings(path: str | Path, findings: list[dict[str, Any]], trusted: Sequence[str]) -> Explained:
+    """Explanations of findings of the latest snapshot (what an export sends), by finding id,
+    within EXPORT_SECONDS and MAX_EXPORT_KEYS keys; empty when the store cannot be read."""
+    return _decided_again(path, None, findings, trusted, EXPORT_SECONDS, MAX_EXPORT_KEYS)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from typing import Any
 
 from kmsaudit.evaluator.access import evaluate_statements, resource_matches
@@ -25,7 +25,7 @@ from kmsaudit.evaluator.explain import Element, Located, explain_key, public
 from kmsaudit.evaluator.match import ACCOUNT_RE, root_arn
 from kmsaudit.evaluator.policy import PolicyParseError, load_document, parse_policy
 from kmsaudit.evaluator.scope import AuditScope
-from kmsaudit.evaluator.subjects import account_subject, resource_context
+from kmsaudit.evaluator.subjects import account_subject, named_subject, resource_context
 from kmsaudit.model import Finding, IamPrincipal, KeyRecord, PolicyDocument
 
 Remediation = dict[str, Any]
@@ -33,17 +33,29 @@ MAX_KEY_POLICY = 3  # key-policy changes offered per finding (the smallest first
 _ADMIN = bit("kms:PutKeyPolicy")
 
 
-def administers(text: str, key: KeyRecord, scope: AuditScope) -> bool:
-    """Does the key's own account still administer the key under this policy (kms:PutKeyPolicy
-    for its root, which is what lets its IAM policies and administrators manage the key)?"""
+def administrators(text: str | None, key: KeyRecord, scope: AuditScope) -> frozenset[str]:
+    """Who of the key's own account may change the key policy (kms:PutKeyPolicy, for sure or on
+    conditions) under this policy: its root (what lets its IAM policies administer the key) and
+    every user, role or session of the account a statement names. A change must keep each."""
+    if text is None:
+        return frozenset()
     try:
         stmts = tuple(s for s in parse_policy(text).statements if resource_matches(s, key.arn))
     except PolicyParseError:
-        return False
-    subject = account_subject(key.account, scope)
+        return frozenset()
     tags = {k.lower(): v for k, v in key.tags} if key.tags else {}
-    ctx = Context(subject.context, resource_context(key, scope), tags)
-    return bool(evaluate_statements(stmts, subject, ctx, "key-policy").sure & _ADMIN)
+    resource = resource_context(key, scope)
+    subjects = [account_subject(key.account, scope)]
+    for stmt in stmts:
+        for ref in stmt.principals.refs if stmt.principals is not None else ():
+            if ref.account == key.account and ref.kind in ("iam", "session"):
+                subjects.append(named_subject(ref, scope))
+    found = set()
+    for subject in subjects:
+        access = evaluate_statements(stmts, subject, Context(subject.context, resource, tags), "key-policy")
+        if access.any & _ADMIN:
+            found.add(subject.principal)
+    return frozenset(found)
 
 
 def _essence(f: Finding) -> tuple[Any, ...]:
@@ -51,13 +63,19 @@ def _essence(f: Finding) -> tuple[Any, ...]:
 
 
 def _changes(before: list[Finding], after: list[Finding], target: str) -> tuple[int, list[str]] | None:
-    """None if the change does not remove `target` or gives any principal more than before;
-    else how many other findings it removes or alters, and their ids followed by those of the
-    findings it adds (access "*" had, now shown for the principals the change still admits)."""
+    """None if the change leaves the target's access (the same principal, at the same level, any
+    of its actions, by any path: a finding's id names its path) or gives any principal more than
+    before; else how many other findings it removes or alters, and their ids followed by those of
+    the findings it adds (access "*" had, now shown for the principals the change still admits)."""
     old = {f.id: f for f in before}
     new = {f.id: f for f in after}
-    if target in new:
+    gone = old.get(target)
+    if target in new or gone is None:
         return None
+    for f in after:
+        if (f.principal, f.principal_account, f.access) == (gone.principal, gone.principal_account, gone.access):
+            if set(f.actions) & set(gone.actions):
+                return None  # the same access by another path (a grant beside the policies)
     had: dict[tuple[str, str], set[str]] = {}
     anyone: set[str] = set()  # what "*" had: every principal had that much
     for f in before:
@@ -117,6 +135,27 @@ def _named_values(stmt: Any, names: Callable[[str, str], bool]) -> list[str]:
     return [v for kind, values in _values(principal) for v in values if isinstance(v, str) and names(kind, v)]
 
 
+def _label(loc: Located, stmt: Any) -> str:
+    """A statement as a summary names it: its Sid, else its position in the canonical policy and
+    what it says (a file's own order may differ: `history` prints the canonical one)."""
+    if isinstance(loc.label, str):
+        return f'"{loc.label}"'
+    if not isinstance(stmt, dict):
+        return f"#{loc.position}"
+    who = stmt.get("Principal")
+    who_text = "*" if who == "*" else ", ".join(v for _, vs in _values(who) for v in vs if isinstance(v, str))[:60]
+    actions = stmt.get("Action", stmt.get("NotAction", ""))
+    actions_text = ", ".join(actions) if isinstance(actions, list) else str(actions)
+    return f"#{loc.position} ({stmt.get('Effect')} {who_text or '-'}: {actions_text[:60]})"
+
+
+def _all_values(stmt: Any) -> list[str]:
+    principal = stmt.get("Principal") if isinstance(stmt, dict) else None
+    if principal == "*":
+        return ["*"]
+    return [v for _, values in _values(principal) for v in values if isinstance(v, str)]
+
+
 def _is_any(stmt: dict[str, Any]) -> bool:
     principal = stmt.get("Principal")
     return principal == "*" or any(v == "*" for kind, vs in _values(principal) if kind == "AWS" for v in vs)
@@ -150,7 +189,7 @@ class Remedies:
                 self.doc = load_document(canonical)
             except PolicyParseError:
                 self.doc = None
-        self.admin = canonical is not None and administers(canonical, key, scope)
+        self.admins = administrators(canonical, key, scope)
 
     def _statements(self) -> list[Any]:
         assert self.doc is not None
@@ -175,14 +214,12 @@ class Remedies:
         granting: list[Located] = [
             e["_at"] for e in elements if e["source"] == "key-policy" and e["effect"] == "Allow" and "_at" in e
         ]
-        labels_at = {
-            loc.position: f'"{loc.label}"' if isinstance(loc.label, str) else str(loc.label) for loc in granting
-        }
+        labels_at = {loc.position: _label(loc, stmts[loc.position]) for loc in granting}
 
         def labels(edits: dict[int, Any]) -> str:
             return ", ".join(labels_at[i] for i in sorted(edits))
 
-        candidates: list[tuple[dict[int, Any], str]] = []
+        candidates: list[tuple[dict[int, Any], str, int]] = []  # edits, summary, principals cut beside
         for ways in _naming(target):
             edits: dict[int, Any] = {}
             for loc in granting:
@@ -195,7 +232,7 @@ class Remedies:
                 what = f"take {', '.join(named)} out of statement {labels(edits)}"
                 if emptied and len(emptied) == len(edits):
                     what = f"remove statement {labels(edits)} (it names only {', '.join(named)})"
-                candidates.append((edits, what))
+                candidates.append((edits, what, 0))
         wild = [loc for loc in granting if isinstance(stmts[loc.position], dict) and _is_any(stmts[loc.position])]
         edits, whats = {}, set()
         for loc in wild:
@@ -204,15 +241,23 @@ class Remedies:
                 edits[loc.position], what = confined
                 whats.add(what)
         if edits:
-            candidates.append((edits, f'confine the "*" statement {labels(edits)} to {" and ".join(sorted(whats))}'))
+            what = f'confine the "*" statement {labels(edits)} to {" and ".join(sorted(whats))}'
+            candidates.append((edits, what, 0))
         removal = {loc.position: None for loc in granting}
         if removal:
-            candidates.append((removal, f"remove statement {labels(removal)}"))
+            # What else the statements name goes too, and no finding shows what the key's own
+            # account or a service loses: said in the summary, and ranked after smaller changes.
+            mine = {v for ways in _naming(target) for i in removal for v in _named_values(stmts[i], ways)}
+            others = sorted({v for i in removal for v in _all_values(stmts[i])} - mine - {"*"})
+            what = f"remove statement {labels(removal)}"
+            if others:
+                what += f" (it also names {', '.join(others[:4])}{', …' if len(others) > 4 else ''})"
+            candidates.append((removal, what, len(others)))
         ranked: list[tuple[int, Remediation]] = []
         seen: set[str] = set()
-        for edits, summary in candidates:
+        for edits, summary, cut in candidates:
             text = self._revised(edits)
-            if text in seen or (self.admin and not administers(text, self.key, self.scope)):
+            if text in seen or not self.admins <= administrators(text, self.key, self.scope):
                 continue
             seen.add(text)
             checked = self._check(target, dataclasses.replace(self.key, policy=text))
@@ -220,7 +265,7 @@ class Remedies:
                 continue
             ranked.append(
                 (
-                    checked[0],
+                    checked[0] + cut,
                     {
                         "kind": "key-policy",
                         "summary": summary,
@@ -256,56 +301,45 @@ class Remedies:
         return out
 
     def iam(self, target: Finding, elements: list[Element]) -> list[Remediation]:
-        """Deny the finding's actions on this key in the first IAM policy that grants them."""
+        """Deny the finding's actions on this key to this principal alone, in a new inline policy
+        of its own (a policy that grants them may be AWS-managed, or shared with others)."""
         cp = self.scope.principal(target.principal)
-        element = next((e for e in elements if e["source"] == "iam-policy" and e["effect"] == "Allow"), None)
-        if cp is None or element is None:
+        if cp is None or not ({"iam-policy", "grant"} & set(target.via)):
             return []
-        docs = list(cp.source.policies)
-        at = next((i for i, d in enumerate(docs) if d.name == element["name"]), None)
-        if at is None:
-            return []
-        try:
-            doc = load_document(docs[at].document)
-        except PolicyParseError:
-            return []
-        raw = doc.get("Statement")
-        stmts = list(raw) if isinstance(raw, list) else [raw] if raw is not None else []
-        deny = {
-            "Sid": "KmsAuditDeny" + "".join(ch for ch in self.key.key_id if ch.isalnum())[:12],
-            "Effect": "Deny",
-            "Action": list(target.actions),
-            "Resource": self.key.arn,
-        }
-        revised = json.dumps({**doc, "Statement": [*stmts, deny]}, indent=2, ensure_ascii=False)
-        name = docs[at].name
-        checked = self._check(target, self.key, self._scope_with(cp.source.arn, name, revised))
+        granting = next((e for e in elements if e["source"] == "iam-policy" and e["effect"] == "Allow"), None)
+        name = "KmsAuditDeny-" + "".join(ch for ch in self.key.key_id if ch.isalnum())[:12]
+        deny = {"Effect": "Deny", "Action": list(target.actions), "Resource": self.key.arn}
+        revised = json.dumps({"Version": "2012-10-17", "Statement": [deny]}, indent=2, ensure_ascii=False)
+        docs = (
+            *(d for d in cp.source.policies if d.name != "inline:" + name),
+            PolicyDocument("inline:" + name, revised),
+        )
+        checked = self._check(target, self.key, self._scope_with(dataclasses.replace(cp.source, policies=docs)))
+        kind = "role" if cp.source.kind == "role" else "user"
+        granted = f" ({granting['name']} grants them)" if granting else ""
         return [
             {
                 "kind": "iam-policy",
-                "summary": f"in {element['name']} of {target.principal}, deny {', '.join(target.actions)} on this key",
+                "summary": f"deny {', '.join(target.actions)} on this key to {target.principal} "
+                f"in a new inline policy {name}{granted}",
                 "principal": target.principal,
-                "policy": element["name"],
-                "statement": element["statement"],
+                "policy": name,
+                "statement": granting["statement"] if granting else None,
                 "iam_policy": revised,
-                "command": _iam_command(cp.source, name),
+                "command": f"aws iam put-{kind}-policy --{kind}-name {cp.source.name} --policy-name {name} "
+                "--policy-document file://iam-policy.json",
                 "verified": checked is not None,
                 "also_changes": checked[1] if checked else [],
             }
         ]
 
-    def _scope_with(self, arn: str, name: str, revised: str) -> AuditScope:
-        """The scope with the policy `name` revised: for the principal `arn` if it is its own
-        inline policy, else (a managed or a group's policy) for every principal that has it."""
-        shared = not name.startswith("inline:")
-        principals: list[IamPrincipal] = []
-        for iam in self.scope.iam.values():
-            for cp in iam.principals:
-                source = cp.source
-                if shared or source.arn == arn:
-                    docs = tuple(PolicyDocument(d.name, revised) if d.name == name else d for d in source.policies)
-                    source = dataclasses.replace(source, policies=docs)
-                principals.append(source)
+    def _scope_with(self, changed: IamPrincipal) -> AuditScope:
+        """The scope with one principal's policies changed."""
+        principals = [
+            changed if cp.source.arn == changed.arn else cp.source
+            for iam in self.scope.iam.values()
+            for cp in iam.principals
+        ]
         return AuditScope(
             principals,
             audited_accounts=self.scope.audited,
@@ -314,28 +348,19 @@ class Remedies:
         )
 
     def remediate(self, target: Finding, elements: list[Element]) -> list[Remediation]:
+        """The verified changes only: one that does not remove the finding is not offered."""
         if target.kind != "access":
             return []
-        return self.key_policy(target, elements) + self.grants(target, elements) + self.iam(target, elements)
+        offered = self.key_policy(target, elements) + self.grants(target, elements) + self.iam(target, elements)
+        return [r for r in offered if r["verified"]]
 
 
-def _iam_command(principal: IamPrincipal, name: str) -> str:
-    """The AWS CLI command that puts the revised policy (saved as iam-policy.json) in place."""
-    document = "--policy-document file://iam-policy.json"
-    group, _, rest = name.partition("/") if name.startswith("group:") else ("", "", name)
-    if rest.startswith("inline:"):
-        policy_name = rest[len("inline:") :]
-        if group:
-            return (
-                f"aws iam put-group-policy --group-name {group[len('group:') :]} --policy-name {policy_name} {document}"
-            )
-        kind = "role" if principal.kind == "role" else "user"
-        return f"aws iam put-{kind}-policy --{kind}-name {principal.name} --policy-name {policy_name} {document}"
-    return f"aws iam create-policy-version --policy-arn {rest} {document} --set-as-default"
-
-
-def explain_and_remedy(key: KeyRecord, scope: AuditScope) -> list[tuple[Finding, list[Element], list[Remediation]]]:
-    """Every finding of the key with its explanation and its verified remediations (SPEC §4)."""
+def explain_and_remedy(
+    key: KeyRecord, scope: AuditScope, only: Collection[str] | None = None
+) -> list[tuple[Finding, list[Element], list[Remediation]]]:
+    """Every finding of the key (or those whose ids are in `only`: remediation is the costly
+    part) with its explanation and its verified remediations (SPEC §4)."""
     findings, explained, canonical = explain_key(key, scope)
     remedies = Remedies(key, scope, canonical, findings)
-    return [(f, public(explained[f.id]), remedies.remediate(f, explained[f.id])) for f in findings]
+    wanted = [f for f in findings if only is None or f.id in only]
+    return [(f, public(explained[f.id]), remedies.remediate(f, explained[f.id])) for f in wanted]

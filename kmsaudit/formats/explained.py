@@ -145,7 +145,9 @@ def write_explained(
         head = f"{finding.severity} · {finding.access} · {finding.principal} on {finding.key_arn}"
         out.write((_BOLD + head + _RESET if colour else head) + "\n")
         out.write(f"  finding {finding.id}: {', '.join(finding.actions) or '-'} via {' + '.join(finding.via)}\n")
-        out.write("\nWhy (in evaluation order):\n")
+        out.write(
+            "\nWhy (in evaluation order; key-policy statement numbers and lines as `kmsaudit history` prints it):\n"
+        )
         for i, element in enumerate(explanation, 1):
             line = f" (line {element['line']})" if element.get("line") else ""
             out.write(f"  {i}. {_element_name(element)}{line}: {element.get('effect') or '-'}, {element['part']}\n")
@@ -220,18 +222,18 @@ def explain_stored(
         raise UsageError(f"{which}: `kmsaudit snapshots` lists them (`kmsaudit scan` makes one)")
     row = _find(store.findings(snapshot), finding_id, snapshot)
     stored = Finding.from_dict(row)
-    scanned = {view.account for view in store.scope_view(snapshot)}  # a scan trusts the accounts it audits
     if store.stored_key(stored.key_arn, snapshot) is None:
         raise NotReproduced(
             f"snapshot {snapshot} has no stored grants and properties for {stored.key_arn} (it was scanned "
             "before kmsaudit kept them): run a scan, then `kmsaudit explain` its finding"
         )
-    scope = store.stored_scope(snapshot, [*config.trust.accounts, *sorted(scanned)])
+    scope = store.stored_scope(snapshot, config.trust.accounts)
     found = store.explain_stored(snapshot, [row], scope)
     if stored.id not in found:
         raise NotReproduced(
-            f"finding {stored.id} of snapshot {snapshot} is not given again by the documents stored with it "
-            "(its key or an account's IAM was last read before this kmsaudit kept them: the next scan records them)"
+            f"finding {stored.id} of snapshot {snapshot} is not given again, as stored, by the documents kept "
+            "with it: its scope or an account's IAM carried over from an older read, or was read before this "
+            "kmsaudit kept documents (a later snapshot that reads them explains it)"
         )
     explanation, remediation = found[stored.id]
     policy = store.policy_at(stored.key_arn, snapshot)

@@ -214,7 +214,7 @@ def _explained(
             continue
         replacement = {
             "deletedRegion": {"startLine": 1, "endLine": max(1, end)},
-            "insertedContent": {"text": change["key_policy"] + "\n"},
+            "insertedContent": {"text": _as_file(policy_text, change["key_policy"])},
         }
         fixes.append(
             {
@@ -224,6 +224,19 @@ def _explained(
         )
     if fixes:
         result["fixes"] = fixes
+
+
+def _as_file(policy_text: str, revised: str) -> str:
+    """The revised policy in the file's own shape: the policy itself, or what `aws kms
+    get-key-policy` prints ({"Policy": "<the policy as a string>", "PolicyName": "default"})."""
+    try:
+        doc = json.loads(policy_text)
+    except (ValueError, RecursionError):
+        return revised + "\n"
+    if isinstance(doc, dict) and isinstance(doc.get("Policy"), str):
+        compact = json.dumps(json.loads(revised), separators=(",", ":"), ensure_ascii=False)
+        return json.dumps({**doc, "Policy": compact}, indent=4, ensure_ascii=False) + "\n"
+    return revised + "\n"
 
 
 def sarif_log(

@@ -5,6 +5,8 @@ Store.save_scan's transaction, a version row only when a subject's text changed;
 from __future__ import annotations
 
 import hashlib
+import json
+import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -13,12 +15,22 @@ import sqlite_utils
 from kmsaudit.evaluator import AuditScope
 from kmsaudit.evaluator.remedy import explain_and_remedy
 from kmsaudit.evidence import ORG_SUBJECT, iam_subject, key_from, key_subject, organization_from, principals_from
-from kmsaudit.model import KeyRecord
+from kmsaudit.model import Finding, KeyRecord
 from kmsaudit.store.migrations import _pack, _unpack
 
 
 def _digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+_DECIDED = ("access", "via", "actions", "conditional", "conditions", "conditional_actions", "kind")
+
+
+def same_decision(decided: Finding, stored: Mapping[str, Any]) -> bool:
+    """Is the finding decided again the one stored (not only its id: the id names key, principal,
+    access and path, not the actions or conditions)?"""
+    again = decided.to_dict()
+    return all(json.dumps(again.get(k), sort_keys=True) == json.dumps(stored.get(k), sort_keys=True) for k in _DECIDED)
 
 
 class Evidence:
@@ -95,29 +107,42 @@ class Evidence:
         return key_from(text, self.policy_at(key_arn, snapshot_id)) if text is not None else None
 
     def stored_scope(self, snapshot_id: int | None, trusted: Iterable[str]) -> AuditScope:
-        """The audit scope as a snapshot's evaluation had it: every audited account's principals
-        and the organization as last read at or before it; `trusted`: the zone of trust."""
+        """The audit scope as a snapshot's evaluation had it: the principals of the accounts the
+        snapshot audits and the organization, as last read at or before it; `trusted`: the
+        config's zone of trust (the snapshot's own accounts are added)."""
+        scanned = {view.account for view in self.scope_view(snapshot_id)}  # type: ignore[attr-defined]
         accounts = [s.removeprefix("iam:") for s in self.evidence_subjects("iam:", snapshot_id)]
+        accounts = [a for a in accounts if a in scanned]
+        trusted = [*trusted, *sorted(scanned)]
         texts = self.evidence_at([iam_subject(a) for a in accounts] + [ORG_SUBJECT], snapshot_id)
         principals = [p for a in accounts if iam_subject(a) in texts for p in principals_from(texts[iam_subject(a)])]
         org = organization_from(texts[ORG_SUBJECT]) if ORG_SUBJECT in texts else None
         return AuditScope(principals, audited_accounts=accounts, trusted_accounts=trusted, organization=org)
 
     def explain_stored(
-        self, snapshot_id: int | None, findings: Iterable[Mapping[str, Any]], scope: AuditScope, max_keys: int = 10**9
+        self,
+        snapshot_id: int | None,
+        findings: Iterable[Mapping[str, Any]],
+        scope: AuditScope,
+        max_keys: int = 10**9,
+        deadline: float | None = None,
     ) -> dict[str, tuple[list[dict[str, Any]], list[dict[str, Any]]]]:
         """finding id -> (explanation, remediation) for the stored findings the snapshot's
-        documents give again (SPEC §4): those of the first `max_keys` keys they name, in their
-        order (each key decided once)."""
-        by_key: dict[str, set[str]] = {}
+        documents give again, as stored (the same actions, conditions and access: a scope carried
+        over from an older read is not explained by newer documents), SPEC §4: those of the first
+        `max_keys` keys they name, in their order, until `deadline` (time.monotonic())."""
+        by_key: dict[str, dict[str, Mapping[str, Any]]] = {}
         for finding in findings:
-            by_key.setdefault(str(finding["key_arn"]), set()).add(str(finding["id"]))
+            by_key.setdefault(str(finding["key_arn"]), {})[str(finding["id"])] = finding
         out: dict[str, tuple[list[dict[str, Any]], list[dict[str, Any]]]] = {}
         for key_arn in list(by_key)[:max_keys]:  # in the order the findings came
+            if deadline is not None and time.monotonic() >= deadline:
+                break
             key = self.stored_key(key_arn, snapshot_id)
             if key is None:
                 continue
-            for decided, explanation, remediation in explain_and_remedy(key, scope):
-                if decided.id in by_key[key_arn]:
+            wanted = by_key[key_arn]
+            for decided, explanation, remediation in explain_and_remedy(key, scope, only=set(wanted)):
+                if same_decision(decided, wanted[decided.id]):
                     out[decided.id] = (explanation, remediation)
         return out

@@ -59,17 +59,9 @@ class Retention:
                     for table in _NAMING_SNAPSHOTS:
                         self.db.execute(f"DELETE FROM {table} WHERE snapshot_id IN ({marks})", ids)
                     self.db.execute(f"DELETE FROM scopes WHERE snapshot_id IN ({marks})", ids)
-                    self.db.execute(
-                        f"DELETE FROM policy_versions WHERE snapshot_id IN ({marks}) AND snapshot_id < "
-                        "(SELECT max(v.snapshot_id) FROM policy_versions v WHERE v.key_arn = policy_versions.key_arn)",
-                        ids,
-                    )
-                    self.db.execute(
-                        f"DELETE FROM evidence_versions WHERE snapshot_id IN ({marks}) AND snapshot_id < (SELECT "
-                        "max(v.snapshot_id) FROM evidence_versions v WHERE v.subject = evidence_versions.subject)",
-                        ids,
-                    )
                     self.db.execute(f"DELETE FROM snapshots WHERE id IN ({marks})", ids)
+                    for table, subject in (("policy_versions", "key_arn"), ("evidence_versions", "subject")):
+                        self._carry_versions(table, subject, ids)
             with self._transaction():
                 self.db.execute("DELETE FROM outbox WHERE delivered_at IS NOT NULL AND delivered_at < ?", [cutoff])
                 self.db.execute(
@@ -81,6 +73,29 @@ class Retention:
         except sqlite3.Error as exc:
             raise StoreError(describe(self.path, exc, "retention stopped")) from None
         return len(old)
+
+    def _carry_versions(self, table: str, subject: str, pruned: list[int]) -> None:
+        """A version row of a pruned snapshot still stands for the snapshots after it until the
+        subject's next version (a kept snapshot reads "the latest version at or before me"): it
+        moves to the next kept snapshot when no newer version comes first, else it goes."""
+        marks = ",".join("?" * len(pruned))
+        rows = self.db.execute(f"SELECT {subject}, snapshot_id FROM {table} WHERE snapshot_id IN ({marks})", pruned)
+        for name, at in rows.fetchall():
+            nxt = self.db.execute("SELECT min(id) FROM snapshots WHERE id > ?", [at]).fetchone()[0]
+            newer = (
+                nxt is None
+                or self.db.execute(
+                    f"SELECT 1 FROM {table} WHERE {subject} = ? AND snapshot_id > ? AND snapshot_id <= ?",
+                    [name, at, nxt],
+                ).fetchone()
+            )
+            if newer and nxt is not None:
+                self.db.execute(f"DELETE FROM {table} WHERE {subject} = ? AND snapshot_id = ?", [name, at])
+            elif nxt is not None:
+                self.db.execute(
+                    f"UPDATE {table} SET snapshot_id = ? WHERE {subject} = ? AND snapshot_id = ?", [nxt, name, at]
+                )
+            # no snapshot after it (none kept later): the row stays, the subject's latest version
 
     def _give_space_back(self) -> None:
         if self.db.execute("PRAGMA auto_vacuum").fetchone()[0] == 2:  # INCREMENTAL

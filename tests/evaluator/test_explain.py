@@ -113,9 +113,14 @@ def test_effective_access_names_the_iam_statement_and_the_boundary() -> None:
     ]
     assert elements[1]["line"] == 4  # the statement's "{" in the document as stored, indented by 2
     iam_fix = next(r for r in remediation if r["kind"] == "iam-policy")
-    assert iam_fix["verified"] is True and iam_fix["policy"] == "inline:p0"
-    added = json.loads(iam_fix["iam_policy"])["Statement"][-1]
-    assert added == {"Sid": added["Sid"], "Effect": "Deny", "Action": ["kms:Decrypt"], "Resource": KEY_ARN}
+    # A new inline policy of the role's own: the one that grants may be AWS-managed, or shared.
+    assert iam_fix["verified"] is True and iam_fix["statement"] == 0 and iam_fix["policy"].startswith("KmsAuditDeny-")
+    assert json.loads(iam_fix["iam_policy"])["Statement"] == [
+        {"Effect": "Deny", "Action": ["kms:Decrypt"], "Resource": KEY_ARN}
+    ]
+    assert iam_fix["command"].startswith(
+        f"aws iam put-role-policy --role-name ExampleRole --policy-name {iam_fix['policy']} "
+    )
 
 
 def test_an_scp_that_allows_is_part_of_the_explanation() -> None:
@@ -197,3 +202,26 @@ def test_the_promises_hold_on_a_generated_estate_of_1000_keys() -> None:
     scope = AuditScope(principals)
     checked = sum(check_explained(record, scope) for record in keys)
     assert checked > 1000
+
+
+def test_the_same_access_by_another_path_is_not_removed_by_cutting_one(tmp_path: Path) -> None:
+    # Review of issue #27: a finding's id names its path; cutting the key-policy path while a grant
+    # gives the same actions only renames the finding. Only a change that ends the access verifies.
+    role = principal(ROLE_B, iam_allow("kms:Decrypt"))
+    grant = Grant("grant-1", ROLE_B, ("Decrypt",))
+    f, _, remediation = explained(policy(allow({"AWS": ROLE_B}, "kms:Decrypt", Sid="Role")), role, grants=(grant,))[
+        (ROLE_B, "effective")
+    ]
+    assert set(f.via) == {"grant", "iam-policy", "key-policy"}
+    assert [r["kind"] for r in remediation] == ["iam-policy"]  # the deny reaches the grant too
+
+
+def test_a_change_never_removes_an_administrator_of_the_keys_own_account() -> None:
+    # SPEC §4: "never locks the account out": here the account's Admin role, not its root, administers.
+    admin_and_partner = allow({"AWS": [f"arn:aws:iam::{A}:role/Admin", ROOT_B]}, "kms:*", Sid="AdminAndPartner")
+    doc = {"Version": "2012-10-17", "Statement": [admin_and_partner]}
+    _, _, remediation = explained(doc)[(ROOT_B, "potential")]
+    assert [r["summary"] for r in remediation] == [f'take {ROOT_B} out of statement "AdminAndPartner"']
+    org_admin = allow("*", "kms:*", {"StringEquals": {"aws:PrincipalOrgID": "o-abc"}}, Sid="OrgAdmin")
+    for _, _, fixes in explained({"Version": "2012-10-17", "Statement": [org_admin]}).values():
+        assert all("remove statement" not in r["summary"] for r in fixes)
