@@ -5,12 +5,14 @@ comes, waiting for a condition, and a webhook receiver whose `_handle` subclasse
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from typing import Any
 
 from aiohttp import web
 
@@ -117,3 +119,15 @@ class Blackhole:
         self.sock.close()
         for conn in self.held:
             conn.close()
+
+
+class JsonReceiver(LocalReceiver):
+    """Answers 200 and records each delivery's JSON body."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.events: list[Any] = []
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        self.events.append(json.loads(await request.read()))
+        return web.Response(status=200)

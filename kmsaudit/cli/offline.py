@@ -9,10 +9,10 @@ from typing import Any
 
 from kmsaudit.cli.inputs import read_input
 from kmsaudit.errors import InputFileError, UsageError
-from kmsaudit.evaluator import AuditScope, evaluate_keys, principals_from_authorization_details
+from kmsaudit.evaluator import AuditScope, principals_from_authorization_details
 from kmsaudit.evaluator.match import ACCOUNT_RE, arn_account
 from kmsaudit.evaluator.policy import PolicyParseError, load_document
-from kmsaudit.model import Evaluation, Grant, KeyRecord, Organization
+from kmsaudit.model import Grant, KeyRecord, Organization
 
 KEY_ARN_RE = re.compile(r"^arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:key/[A-Za-z0-9-]+$")
 PLACEHOLDER_KEY_ID = "00000000-0000-0000-0000-000000000000"
@@ -98,19 +98,6 @@ def _details_account(details: Any, item: str, account: str) -> None:
     if others:
         theirs = others[0] if len(accounts) == 1 else ", ".join(sorted(accounts))
         raise InputFileError(f"--iam {item}: these are the details of account {theirs}, not {account}")
-
-
-def evaluate_files(
-    key_policy: str,
-    key_arn: str | None = None,
-    grants: str | None = None,
-    iam: Sequence[str] = (),
-    org: str | None = None,
-    trust: Sequence[str] = (),
-) -> tuple[Evaluation, str | None]:
-    """Evaluate one key from files; also returns a note for the user, if any."""
-    key, scope, note = read_files(key_policy, key_arn, grants, iam, org, trust)
-    return evaluate_keys([key], scope), note
 
 
 def read_files(

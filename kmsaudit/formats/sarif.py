@@ -119,15 +119,19 @@ def _statement_line(finding: Finding, statements: Sequence[tuple[int, dict[str, 
     return None
 
 
-def _sid_positions(policy_text: str) -> dict[str, int]:
-    """Sid -> position in the canonical policy, for the Sids an explanation uses (unique ones)."""
+def _canonical_statements(policy_text: str) -> list[Any]:
+    """The statements of the file's policy in canonical order (what explanations count)."""
     try:
         canonical = json.loads(canonical_policy(json.dumps(_document(policy_text))) or "{}")
-    except (ValueError, RecursionError, TypeError):
-        return {}
-    listed = canonical.get("Statement")
-    listed = listed if isinstance(listed, list) else [listed]
-    sids = [s.get("Sid") if isinstance(s, dict) else None for s in listed]
+    except (ValueError, RecursionError, TypeError, AttributeError):
+        return []
+    listed = canonical.get("Statement") if isinstance(canonical, dict) else None
+    return listed if isinstance(listed, list) else [listed] if listed is not None else []
+
+
+def _sid_positions(policy_text: str) -> dict[str, int]:
+    """Sid -> position in the canonical policy, for the Sids an explanation uses (unique ones)."""
+    sids = [s.get("Sid") if isinstance(s, dict) else None for s in _canonical_statements(policy_text)]
     return {sid: i for i, sid in enumerate(sids) if isinstance(sid, str) and sid and sids.count(sid) == 1}
 
 
@@ -157,14 +161,8 @@ def _location(uri: str, line: int | None) -> dict[str, Any]:
 def _canonical_lines(statements: Sequence[tuple[int, dict[str, Any]]], policy_text: str) -> dict[int, int]:
     """Position of each statement in the canonical policy (what explanations count) -> its line
     in the file as given."""
-    try:
-        canonical = json.loads(canonical_policy(json.dumps(_document(policy_text))) or "{}")
-    except (ValueError, RecursionError, TypeError):
-        return {}
-    listed = canonical.get("Statement")
-    listed = listed if isinstance(listed, list) else [listed]
     by_text: dict[str, list[int]] = {}
-    for position, stmt in enumerate(listed):
+    for position, stmt in enumerate(_canonical_statements(policy_text)):
         by_text.setdefault(canonical_statement(stmt)[1], []).append(position)
     out: dict[int, int] = {}
     for line, stmt in statements:

@@ -9,12 +9,10 @@ import subprocess
 import sys
 from datetime import date
 from pathlib import Path
-from typing import Any
 
 import pytest
-from aiohttp import web
 from estate import A, Estate, client, config_text, key_policy
-from loopback import LocalReceiver
+from loopback import JsonReceiver
 
 from kmsaudit.config.settings import load_config
 from kmsaudit.delivery.alerts import build_sinks
@@ -23,14 +21,7 @@ from kmsaudit.run.scan import scan_and_record
 PARTNER = "555566667777"  # not audited, not trusted
 
 
-class Receiver(LocalReceiver):
-    def __init__(self) -> None:
-        super().__init__()
-        self.events: list[dict[str, Any]] = []
-
-    async def _handle(self, request: web.Request) -> web.Response:
-        self.events.append(json.loads(await request.read()))
-        return web.Response(status=200)
+Receiver = JsonReceiver
 
 
 def _partner(estate: Estate, *actions: str) -> None:

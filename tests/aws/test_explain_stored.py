@@ -12,9 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
 from estate import A, B, C, Estate, client, config_text, key_policy, role
-from loopback import LocalReceiver
+from loopback import JsonReceiver
 
 from kmsaudit.cli.main import main
 from kmsaudit.config.settings import load_config
@@ -194,14 +193,7 @@ def test_explain_of_an_earlier_snapshot_uses_that_snapshots_documents(
     assert json.loads(out)["explanation"][0]["statement"] == "Allow an external account to use this KMS key"
 
 
-class Receiver(LocalReceiver):
-    def __init__(self) -> None:
-        super().__init__()
-        self.events: list[dict[str, Any]] = []
-
-    async def _handle(self, request: web.Request) -> web.Response:
-        self.events.append(json.loads(await request.read()))
-        return web.Response(status=200)
+Receiver = JsonReceiver
 
 
 PARTNER = "555566667777"
