@@ -15,6 +15,10 @@
 - `stall`: operations held up to that many seconds (or until removed from `stall`), then answered
   500 without reaching moto: a request lost with the process that waited on it (the SQS delete
   after a snapshot, issue #17). Recorded in `stalled`.
+- `fail_rate`, `fail_operations`, `fail_codes`: answer a seeded random `fail_rate` of these
+  operations with one of these errors (`KMSInternalException`: HTTP 500, which botocore retries;
+  `AccessDeniedException`: 400, which it does not), without reaching moto (bench/soak_events.py:
+  re-reads that fail). Counted in `injected`.
 
 It records every (service, operation) it forwards. Also used by bench/scan.py.
 """
@@ -111,6 +115,9 @@ class AwsProxy:
         fail_keys: set[str] | None = None,
         latency: float = 0.0,
         quotas: dict[str, float] | None = None,
+        fail_rate: float = 0.0,
+        fail_operations: set[str] | None = None,
+        fail_codes: tuple[str, ...] = ("KMSInternalException",),
     ) -> None:
         self.upstream = upstream.rstrip("/")
         self.page_size = page_size
@@ -125,6 +132,11 @@ class AwsProxy:
         self.stall: dict[str, float] = {}
         self.stalled: list[str] = []
         self.quotas = quotas or {}
+        self.fail_rate = fail_rate
+        self.fail_operations = fail_operations or set()
+        self.fail_codes = fail_codes
+        self._failer = random.Random(20261203)
+        self.injected: dict[str, int] = {}  # "operation code" -> failures answered
         self.operations: list[tuple[str, str]] = []
         self.params: list[tuple[str, dict[str, Any]]] = []  # (operation, its parameters) as received
         self.in_flight: dict[str, int] = {}  # operation -> requests being answered now
@@ -225,6 +237,10 @@ class AwsProxy:
             self.throttled += 1
             self.throttled_by_operation[operation] = self.throttled_by_operation.get(operation, 0) + 1
             return json_error(400, "ThrottlingException", "Rate exceeded")
+        if self.fail_rate and operation in self.fail_operations and self._failer.random() < self.fail_rate:
+            code = self._failer.choice(self.fail_codes)
+            self.injected[f"{operation} {code}"] = self.injected.get(f"{operation} {code}", 0) + 1
+            return json_error(500 if "Internal" in code else 400, code, f"injected failure of {operation}")
         self.operations.append((service, operation))
         self.params.append((operation, dict(params)))
         if operation in self.deny_operations:
@@ -315,12 +331,25 @@ def main() -> None:
     parser.add_argument("--upstream", required=True)
     parser.add_argument("--latency", type=float, default=0.0)
     parser.add_argument("--quotas", default="", help="JSON object: operation -> requests/s")
+    parser.add_argument("--fail-rate", type=float, default=0.0, help="fraction of --fail-operations answered an error")
+    parser.add_argument("--fail-operations", default="", help="comma-separated, e.g. GetKeyPolicy")
+    parser.add_argument("--fail-codes", default="KMSInternalException", help="comma-separated error codes")
     args = parser.parse_args()
-    proxy = AwsProxy(args.upstream, latency=args.latency, quotas=json.loads(args.quotas) if args.quotas else None)
+    proxy = AwsProxy(
+        args.upstream,
+        latency=args.latency,
+        quotas=json.loads(args.quotas) if args.quotas else None,
+        fail_rate=args.fail_rate,
+        fail_operations={o for o in args.fail_operations.split(",") if o},
+        fail_codes=tuple(c for c in args.fail_codes.split(",") if c),
+    )
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})  # the proxy thread inherits it
     print(proxy.start(), flush=True)
     signal.sigwait({signal.SIGTERM, signal.SIGINT})
-    print(json.dumps({"forwarded": len(proxy.operations), "throttled": proxy.throttled_by_operation}), flush=True)
+    summary = {"forwarded": len(proxy.operations), "throttled": proxy.throttled_by_operation}
+    if proxy.fail_rate:
+        summary["injected"] = proxy.injected
+    print(json.dumps(summary), flush=True)
     proxy.stop()
 
 

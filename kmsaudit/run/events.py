@@ -365,7 +365,7 @@ class Consumer:
                     if m.receipt in handled:
                         self.seen.add(m.outcome.event_id)
                     else:
-                        log.warning("events.kept_for_retry", queue=url, event=m.outcome.name, id=m.outcome.event_id)
+                        log.warning("events.kept_for_retry", queue=url, name=m.outcome.name, id=m.outcome.event_id)
             gone = [m for m in done if not _keep(m, self.settings)] + [m for m in changes if m.receipt in handled]
             await self._delete(sqs, region, url, gone)
 

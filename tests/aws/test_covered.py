@@ -169,3 +169,41 @@ async def test_an_empty_queue_with_wait_seconds_zero_is_asked_at_most_once_a_sec
     elapsed = time.monotonic() - started
     asked = sum(1 for _, op in proxy.operations if op == "ReceiveMessage")
     assert 1 <= asked <= elapsed + 2, (asked, elapsed)
+
+
+async def test_a_failed_re_read_from_the_queue_stays_for_a_retry_and_the_consumer_polls_on(
+    daemon: Daemon, estate: Estate, proxy: AwsProxy, queue: tuple[object, str]
+) -> None:
+    """Found by the events soak (bench/soak_events.py): the consumer logged a message kept for a
+    retry with an `event=` keyword, structlog's own first argument: TypeError, the consumer task
+    crashed with the batch undeleted (the supervisor restarting it with a growing backoff), so
+    one failed re-read stopped real-time detection for a while each time. Now the message stays,
+    the consumer polls on, and the retry after the visibility timeout reads the change."""
+    sqs, url = queue
+    sqs.set_queue_attributes(QueueUrl=url, Attributes={"VisibilityTimeout": "1"})  # type: ignore[attr-defined]
+    await daemon.scan_once()
+    make_public(estate)
+    proxy.deny_key_policy = {estate.ids["narrowed"]}  # the re-read cannot read the changed key
+    sqs.send_message(QueueUrl=url, MessageBody=skewed(estate, 0))  # type: ignore[attr-defined]
+    stopping = asyncio.Event()
+    consumer = Consumer(daemon.config, daemon.reaudit, daemon.metrics.count_event)
+    task = asyncio.create_task(consumer.poll(url, stopping))
+
+    async def until(done: Callable[[], bool]) -> None:
+        for _ in range(300):
+            if done() or task.done():
+                return
+            await asyncio.sleep(0.1)
+
+    try:
+        await until(lambda: outcome(daemon, "failed") >= 1)
+        assert outcome(daemon, "failed") >= 1 and not public_finding(daemon, estate)
+        await asyncio.sleep(0.5)
+        assert not task.done(), "the consumer must outlive a message kept for a retry"
+        proxy.deny_key_policy = set()
+        await until(lambda: outcome(daemon, "reaudited") >= 1)
+        assert not task.done()
+        assert outcome(daemon, "reaudited") == 1 and public_finding(daemon, estate)
+    finally:
+        stopping.set()
+        await task
