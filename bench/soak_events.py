@@ -102,6 +102,8 @@ class Soak:
         self.outsiders: dict[str, list[str]] = {}  # key ARN -> the outside accounts it trusts
         self.truth: dict[tuple[str, str], float] = {}  # (key ARN, outsider) -> when its message was sent
         self.poison: dict[str, int] = {}
+        self.versions: dict[str, int] = {}  # key ARN -> its own statement's Sid number (text changes)
+        self.text_changes = 0
         self.samples: list[dict[str, Any]] = []
 
     def seed(self) -> None:
@@ -114,14 +116,20 @@ class Soak:
         random.Random(24).shuffle(self.keys)
 
     def change(self, n: int, sqs: Any, queue: str) -> None:
+        """One more outside account for the key; with --max-outsiders reached (a steady estate,
+        so that memory can be seen flat), a change of its policy's text that changes no access."""
         account, arn = self.keys[n % len(self.keys)]
-        outsider = f"3{n:011d}"
-        self.outsiders[arn].append(outsider)
         region = arn.split(":")[3]
+        if self.args.max_outsiders and len(self.outsiders[arn]) >= self.args.max_outsiders:
+            self.versions[arn] = self.versions.get(arn, 0) + 1
+            self.text_changes += 1
+        else:
+            outsider = f"3{n:011d}"
+            self.outsiders[arn].append(outsider)
+            self.truth[(arn, outsider)] = time.time()
         self.kms[(account, region)].put_key_policy(
-            KeyId=arn, PolicyName="default", Policy=policy(account, self.outsiders[arn])
+            KeyId=arn, PolicyName="default", Policy=policy(account, self.outsiders[arn], self.versions.get(arn, 0))
         )
-        self.truth[(arn, outsider)] = time.time()
         sqs.send_message(QueueUrl=queue, MessageBody=json.dumps(event(arn)))
 
     def send_poison(self, n: int, sqs: Any, queue: str) -> None:
@@ -142,6 +150,7 @@ class Soak:
             "events": by(m, "kmsaudit_events_total", "outcome"),
             "drift": by(m, "kmsaudit_drift_events_total", "kind"),
             "scope_failures": total(m, "kmsaudit_scope_failures_total"),
+            "findings": total(m, "kmsaudit_findings"),
             "metrics": m,
         }
         self.samples.append(row)
@@ -188,15 +197,15 @@ def run(args: argparse.Namespace) -> int:
         end = started + args.minutes * 60
         arm_at = started + min(300.0, args.minutes * 60 / 4)  # after warm-up, at most 5 min in
         n = poisons = 0
-        next_sample = next_poison = started
-        while time.monotonic() < end:
-            now = time.monotonic()
+        next_sample = next_poison = next_change = started
+        while (now := time.monotonic()) < end:
             if now >= next_sample:
                 row = soak.sample(daemon.pid, base, started)
                 next_sample += SAMPLE_EVERY
                 print(
                     f"t={row['t']:6.0f}s rss={row['rss']:.1f}MB fds={row['fds']} threads={row['threads']} "
-                    f"changes={n} restarts={row['restarts']:.0f} events={dict(sorted(row['events'].items()))}",
+                    f"findings={row['findings']:.0f} changes={n} restarts={row['restarts']:.0f} "
+                    f"events={dict(sorted(row['events'].items()))}",
                     flush=True,
                 )
             if now >= next_poison:
@@ -205,9 +214,11 @@ def run(args: argparse.Namespace) -> int:
                 next_poison += args.poison_every
             if now >= arm_at and not stopper.armed.is_set():
                 stopper.armed.set()
-            soak.change(n, sqs, queue)
-            n += 1
-            time.sleep(max(0.0, started + n / args.rate - time.monotonic()))
+            if now >= next_change:
+                soak.change(n, sqs, queue)
+                n += 1
+                next_change = started + n / args.rate
+            time.sleep(max(0.0, min(next_change, next_sample, next_poison, end) - time.monotonic()))
         sent_end = time.monotonic()
         scans_before = log_count(log, "daemon.scan")
         deadline = sent_end + DRAIN_LIMIT
@@ -255,6 +266,13 @@ def main() -> None:
     ap.add_argument("--fail", type=float, default=0.1, help="fraction of GetKeyPolicy reads answered an error")
     ap.add_argument("--poison-every", type=float, default=60.0, help="seconds between poison messages")
     ap.add_argument("--keys", type=int, default=100)
+    ap.add_argument(
+        "--max-outsiders",
+        type=int,
+        default=0,
+        help="outside accounts per key at most (0: no limit); past it a change rewrites the policy's text "
+        "without changing access (a steady estate: memory should stay flat)",
+    )
     ap.add_argument("--interval", default="2m", help="[scan] interval")
     ap.add_argument("--scope-deadline", default="60s", help="[scan] scope_deadline")
     ap.add_argument("--latency", type=float, default=0.02, help="seconds the proxy adds to every request")

@@ -29,9 +29,16 @@ Pair = tuple[str, str]  # (key ARN, outside account that must be a finding)
 POISON_KINDS = ("not-json", "resources-5", "detail-string", "missing-key")
 
 
-def policy(account: str, outsiders: Iterable[str]) -> str:
+def policy(account: str, outsiders: Iterable[str], version: int = 0) -> str:
+    """`version`: the Sid of the account's own statement — a change of the text, not of access."""
     statements = [
-        {"Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{account}:root"}, "Action": "kms:*", "Resource": "*"}
+        {
+            "Sid": f"Admin{version}",
+            "Effect": "Allow",
+            "Principal": {"AWS": f"arn:aws:iam::{account}:root"},
+            "Action": "kms:*",
+            "Resource": "*",
+        }
     ]
     statements += [
         {"Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{o}:root"}, "Action": "kms:Decrypt", "Resource": "*"}

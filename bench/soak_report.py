@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from events import percentile
-from soak_parts import total
+from soak_parts import by, total
 
 ANCHOR = 300.0  # seconds: RSS, fds and threads "at 5 min" are compared with the end
 
@@ -93,9 +93,16 @@ def print_report(
         f"scope_deadline {args.scope_deadline}, [scan] processes = 2 =="
     )
     print(
-        f"changes made: {len(truth)}; alerted (webhook `added` for key+outsider): {len(alerted_pairs)}; "
+        f"changes made: {len(truth)} of access; alerted (webhook `added` for key+outsider): {len(alerted_pairs)}; "
         f"present as findings in the final snapshot: {len(truth & latest)}"
     )
+    if soak.text_changes:
+        kinds_now = by(m, "kmsaudit_drift_events_total", "kind")
+        print(
+            f"  and {soak.text_changes} changes of a policy's text only (no access changed; --max-outsiders "
+            f"{args.max_outsiders}): {kinds_now.get('policy-changed', 0):.0f} `policy-changed` events (changes to "
+            "one key between two of its re-reads are one event)"
+        )
     delays = [got[p] - soak.truth[p] for p in alerted_pairs]
     if delays:
         print(
@@ -127,7 +134,8 @@ def print_report(
     print(
         f"daemon RSS at {anchor['t']:.0f} s: {anchor['rss']:.1f} MB, at the end ({last['t']:.0f} s): "
         f"{last['rss']:.1f} MB (×{ratio:.3f}); open fds {anchor['fds']} → {last['fds']}; "
-        f"threads {anchor['threads']} → {last['threads']}"
+        f"threads {anchor['threads']} → {last['threads']}; findings held (kmsaudit_findings) "
+        f"{anchor['findings']:.0f} → {last['findings']:.0f}"
     )
     print(
         "  asyncio task / botocore handler counts: not exposed by the daemon (no new public metric); "
