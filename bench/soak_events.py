@@ -142,6 +142,7 @@ class Soak:
             "events": by(m, "kmsaudit_events_total", "outcome"),
             "drift": by(m, "kmsaudit_drift_events_total", "kind"),
             "scope_failures": total(m, "kmsaudit_scope_failures_total"),
+            "findings": total(m, "kmsaudit_findings"),
             "metrics": m,
         }
         self.samples.append(row)
@@ -188,15 +189,15 @@ def run(args: argparse.Namespace) -> int:
         end = started + args.minutes * 60
         arm_at = started + min(300.0, args.minutes * 60 / 4)  # after warm-up, at most 5 min in
         n = poisons = 0
-        next_sample = next_poison = started
-        while time.monotonic() < end:
-            now = time.monotonic()
+        next_sample = next_poison = next_change = started
+        while (now := time.monotonic()) < end:
             if now >= next_sample:
                 row = soak.sample(daemon.pid, base, started)
                 next_sample += SAMPLE_EVERY
                 print(
                     f"t={row['t']:6.0f}s rss={row['rss']:.1f}MB fds={row['fds']} threads={row['threads']} "
-                    f"changes={n} restarts={row['restarts']:.0f} events={dict(sorted(row['events'].items()))}",
+                    f"findings={row['findings']:.0f} changes={n} restarts={row['restarts']:.0f} "
+                    f"events={dict(sorted(row['events'].items()))}",
                     flush=True,
                 )
             if now >= next_poison:
@@ -205,9 +206,11 @@ def run(args: argparse.Namespace) -> int:
                 next_poison += args.poison_every
             if now >= arm_at and not stopper.armed.is_set():
                 stopper.armed.set()
-            soak.change(n, sqs, queue)
-            n += 1
-            time.sleep(max(0.0, started + n / args.rate - time.monotonic()))
+            if now >= next_change:
+                soak.change(n, sqs, queue)
+                n += 1
+                next_change = started + n / args.rate
+            time.sleep(max(0.0, min(next_change, next_sample, next_poison, end) - time.monotonic()))
         sent_end = time.monotonic()
         scans_before = log_count(log, "daemon.scan")
         deadline = sent_end + DRAIN_LIMIT

@@ -127,7 +127,8 @@ def print_report(
     print(
         f"daemon RSS at {anchor['t']:.0f} s: {anchor['rss']:.1f} MB, at the end ({last['t']:.0f} s): "
         f"{last['rss']:.1f} MB (×{ratio:.3f}); open fds {anchor['fds']} → {last['fds']}; "
-        f"threads {anchor['threads']} → {last['threads']}"
+        f"threads {anchor['threads']} → {last['threads']}; findings held (kmsaudit_findings) "
+        f"{anchor['findings']:.0f} → {last['findings']:.0f}"
     )
     print(
         "  asyncio task / botocore handler counts: not exposed by the daemon (no new public metric); "
