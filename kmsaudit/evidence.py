@@ -32,7 +32,7 @@ def _dumps(value: Any) -> str:
 def key_text(key: KeyRecord) -> str:
     """What of a key besides its policy the evaluator reads (grants, tags, properties)."""
     fields = dataclasses.asdict(key)
-    for dropped in ("policy", "errors", "unreadable"):
+    for dropped in ("policy", "unreadable"):  # errors stay: an unreadable policy's finding names them
         fields.pop(dropped)
     # AWS lists grants, tags and aliases in no promised order: one text for one state.
     fields["grants"] = sorted(fields["grants"], key=lambda g: (str(g.get("grant_id")), _dumps(g)))
@@ -44,7 +44,7 @@ def key_text(key: KeyRecord) -> str:
 def key_from(text: str, policy: str | None) -> KeyRecord:
     fields = json.loads(text)
     fields["grants"] = tuple(Grant(**{**g, "operations": tuple(g["operations"])}) for g in fields.get("grants", ()))
-    for name in ("aliases",):
+    for name in ("aliases", "errors"):
         fields[name] = tuple(fields.get(name, ()))
     fields["tags"] = tuple(tuple(t) for t in fields.get("tags", ()))
     return KeyRecord(policy=policy, **fields)

@@ -66,3 +66,12 @@ def test_a_carried_finding_is_not_explained_by_newer_documents(tmp_path: Path) -
     stored = next(f for f in store.findings(2) if f["principal"] == ROLE_B and f["access"] == "effective")
     assert stored["actions"] == ["kms:Decrypt", "kms:Encrypt"]
     assert store.explain_stored(2, [stored], store.stored_scope(2, [])) == {}  # not a different finding's why
+
+
+def test_a_key_whose_policy_could_not_be_read_is_explained_with_the_reason(tmp_path: Path) -> None:
+    store = Store(tmp_path / "k.db")
+    denied = KeyRecord(K, A, "us-east-1", "k1", policy=None, errors=("GetKeyPolicy: AccessDeniedException: denied",))
+    store.save_scan(_result(1000, [denied]))
+    (stored,) = [f for f in store.findings(1) if f["kind"] == "unparseable"]
+    ((explanation, remediation),) = store.explain_stored(1, [stored], store.stored_scope(1, [])).values()
+    assert "AccessDeniedException" in explanation[0]["conditions"][0]["values"][0] and remediation == []
