@@ -33,6 +33,22 @@ def same_decision(decided: Finding, stored: Mapping[str, Any]) -> bool:
     return all(json.dumps(again.get(k), sort_keys=True) == json.dumps(stored.get(k), sort_keys=True) for k in _DECIDED)
 
 
+def _unreadable_policy(finding: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The explanation of a finding whose key policy could not be read: the reason it records."""
+    reasons = [str(c.get("error")) for c in finding.get("conditions") or () if c.get("error")]
+    return [
+        {
+            "source": "key-policy",
+            "name": "default",
+            "statement": None,
+            "line": None,
+            "effect": None,
+            "part": "undecided",
+            "conditions": [{"operator": "unreadable", "key": "", "values": reasons or ["unreadable"], "open": True}],
+        }
+    ]
+
+
 class Evidence:
     """Store's evidence records; Store provides the database."""
 
@@ -90,12 +106,14 @@ class Evidence:
         )
         return sorted(r[0] for r in rows)
 
-    def policy_at(self, key_arn: str, snapshot_id: int | None = None) -> str | None:
-        """The key's policy text (canonical) as it stood at the snapshot; None if never read."""
+    def policy_at(self, key_arn: str, snapshot_id: int | None = None, readable: bool = False) -> str | None:
+        """The key's policy text (canonical) as it stood at the snapshot; None if never read (or,
+        unless `readable`, if its last read failed)."""
         at = snapshot_id if snapshot_id is not None else 2**62
         row = self.db.conn.execute(
             "SELECT p.text FROM policy_versions v LEFT JOIN policies p ON p.sha256 = v.sha256 "
-            "WHERE v.key_arn = ? AND v.snapshot_id <= ? ORDER BY v.snapshot_id DESC LIMIT 1",
+            f"WHERE v.key_arn = ? AND v.snapshot_id <= ? {'AND p.text IS NOT NULL ' if readable else ''}"
+            "ORDER BY v.snapshot_id DESC LIMIT 1",
             [key_arn, at],
         ).fetchone()
         return row[0] if row is not None else None
@@ -104,7 +122,8 @@ class Evidence:
         """The key as a snapshot's evaluation read it (policy, grants, tags, properties); None
         when the snapshot is older than the evidence kmsaudit keeps."""
         text = self.evidence_at([key_subject(key_arn)], snapshot_id).get(key_subject(key_arn))
-        return key_from(text, self.policy_at(key_arn, snapshot_id)) if text is not None else None
+        # An unreadable key keeps the findings of its last readable policy (SPEC §5): explained by it.
+        return key_from(text, self.policy_at(key_arn, snapshot_id, readable=True)) if text is not None else None
 
     def stored_scope(self, snapshot_id: int | None, trusted: Iterable[str]) -> AuditScope:
         """The audit scope as a snapshot's evaluation had it: the principals of the accounts the
@@ -135,7 +154,12 @@ class Evidence:
         for finding in findings:
             by_key.setdefault(str(finding["key_arn"]), {})[str(finding["id"])] = finding
         out: dict[str, tuple[list[dict[str, Any]], list[dict[str, Any]]]] = {}
-        for key_arn in list(by_key)[:max_keys]:  # in the order the findings came
+        for wanted in by_key.values():  # a policy that could not be read rests on no statement
+            for finding_id, finding in list(wanted.items()):
+                if finding.get("kind") == "unparseable":
+                    out[finding_id] = (_unreadable_policy(finding), [])
+                    del wanted[finding_id]
+        for key_arn in [k for k, w in by_key.items() if w][:max_keys]:  # in the order the findings came
             if deadline is not None and time.monotonic() >= deadline:
                 break
             key = self.stored_key(key_arn, snapshot_id)

@@ -26,7 +26,13 @@ def _key(arn: str, grants: tuple[Grant, ...] = ()) -> KeyRecord:
 
 def _status(key: KeyRecord, policies: dict[str, str | None]) -> ScopeStatus:
     return ScopeStatus(
-        A, key.region, True, 1, key_policies=((key.arn, policies[key.arn]),), key_evidence=((key.arn, key_text(key)),)
+        A,
+        key.region,
+        True,
+        1,
+        key_policies=((key.arn, policies[key.arn]),),
+        key_evidence=() if key.unreadable else ((key.arn, key_text(key)),),  # as scope_part writes it
+        unreadable=((key.arn, key.unreadable),) if key.unreadable else (),
     )
 
 
@@ -75,3 +81,17 @@ def test_a_key_whose_policy_could_not_be_read_is_explained_with_the_reason(tmp_p
     (stored,) = [f for f in store.findings(1) if f["kind"] == "unparseable"]
     ((explanation, remediation),) = store.explain_stored(1, [stored], store.stored_scope(1, [])).values()
     assert "AccessDeniedException" in explanation[0]["conditions"][0]["values"][0] and remediation == []
+
+
+def test_an_unreadable_keys_carried_findings_are_explained_by_its_last_readable_policy(tmp_path: Path) -> None:
+    # Found explaining the events soak's database: a key whose reads fail keeps the findings of its
+    # last readable policy (SPEC §5) beside the finding that says it is unreadable; both explained.
+    store = Store(tmp_path / "k.db")
+    store.save_scan(_result(1000, [_key(K)]))
+    unreadable = KeyRecord(
+        K, A, "us-east-1", "k1", policy=None, errors=("GetKeyPolicy: AccessDeniedException",), unreadable="AccessDenied"
+    )
+    store.save_scan(_result(2000, [unreadable]))
+    findings = store.findings(2)
+    assert {f["kind"] for f in findings} == {"access", "unparseable"}
+    assert set(store.explain_stored(2, findings, store.stored_scope(2, []))) == {f["id"] for f in findings}
