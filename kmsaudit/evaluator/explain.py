@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -189,6 +189,22 @@ def _grant_element(grant: Any) -> Element:
     }
 
 
+def unreadable_policy(conditions: Iterable[Mapping[str, Any]]) -> list[Element]:
+    """The explanation of a finding whose key policy could not be read: the reason it records."""
+    reasons = [str(c.get("error")) for c in conditions if c.get("error")]
+    return [
+        {
+            "source": "key-policy",
+            "name": "default",
+            "statement": None,
+            "line": None,
+            "effect": None,
+            "part": "undecided",
+            "conditions": [{"operator": "unreadable", "key": "", "values": reasons or ["unreadable"], "open": True}],
+        }
+    ]
+
+
 class KeyExplainer:
     """Explanations of one key's findings (its policy located once)."""
 
@@ -243,18 +259,7 @@ class KeyExplainer:
         """The finding's elements; each holds, under "_at", the Located statement it came from
         (remedy.py edits those; `public` drops it)."""
         if finding.kind == "unparseable":
-            reason = finding.conditions[0].get("error", "") if finding.conditions else ""
-            return [
-                {
-                    "source": "key-policy",
-                    "name": "default",
-                    "statement": None,
-                    "line": None,
-                    "effect": None,
-                    "part": "undecided",
-                    "conditions": [{"operator": "unreadable", "key": "", "values": [reason], "open": True}],
-                }
-            ]
+            return unreadable_policy(finding.conditions)
         wanted = 0
         for action in finding.actions:
             wanted |= bit(action)

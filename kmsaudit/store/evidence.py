@@ -13,6 +13,7 @@ from typing import Any
 import sqlite_utils
 
 from kmsaudit.evaluator import AuditScope
+from kmsaudit.evaluator.explain import unreadable_policy
 from kmsaudit.evaluator.remedy import explain_and_remedy
 from kmsaudit.evidence import ORG_SUBJECT, iam_subject, key_from, key_subject, organization_from, principals_from
 from kmsaudit.model import Finding, KeyRecord
@@ -31,22 +32,6 @@ def same_decision(decided: Finding, stored: Mapping[str, Any]) -> bool:
     access and path, not the actions or conditions)?"""
     again = decided.to_dict()
     return all(json.dumps(again.get(k), sort_keys=True) == json.dumps(stored.get(k), sort_keys=True) for k in _DECIDED)
-
-
-def _unreadable_policy(finding: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The explanation of a finding whose key policy could not be read: the reason it records."""
-    reasons = [str(c.get("error")) for c in finding.get("conditions") or () if c.get("error")]
-    return [
-        {
-            "source": "key-policy",
-            "name": "default",
-            "statement": None,
-            "line": None,
-            "effect": None,
-            "part": "undecided",
-            "conditions": [{"operator": "unreadable", "key": "", "values": reasons or ["unreadable"], "open": True}],
-        }
-    ]
 
 
 class Evidence:
@@ -157,7 +142,7 @@ class Evidence:
         for wanted in by_key.values():  # a policy that could not be read rests on no statement
             for finding_id, finding in list(wanted.items()):
                 if finding.get("kind") == "unparseable":
-                    out[finding_id] = (_unreadable_policy(finding), [])
+                    out[finding_id] = (unreadable_policy(finding.get("conditions") or ()), [])
                     del wanted[finding_id]
         for key_arn in [k for k, w in by_key.items() if w][:max_keys]:  # in the order the findings came
             if deadline is not None and time.monotonic() >= deadline:
