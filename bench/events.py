@@ -23,8 +23,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +34,7 @@ sys.path.insert(0, str(REPO / "bench"))
 from aiohttp import web  # noqa: E402
 from loopback import LocalReceiver, free_port, get_until, http_get  # noqa: E402
 from scan import fake_credentials, start_moto, start_proxy, stop  # noqa: E402
+from soak_parts import event  # noqa: E402
 
 from kmsaudit.demo.emulator import client  # noqa: E402
 
@@ -64,17 +63,8 @@ def policy(*outsiders: str) -> str:
 
 
 def message(key_arn: str) -> str:
-    event = json.loads((REPO / "tests" / "data" / "cloudtrail" / "kms-PutKeyPolicy.json").read_text())
-    detail = event["detail"]
-    detail.update(
-        eventID=str(uuid.uuid4()),
-        eventTime=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        awsRegion=REGION,
-        recipientAccountId=ACCOUNT,
-        resources=[{"accountId": ACCOUNT, "type": "AWS::KMS::Key", "ARN": key_arn}],
-    )
-    detail["requestParameters"]["keyId"] = key_arn.rsplit("/", 1)[1]
-    return json.dumps(event)
+    """The CloudTrail PutKeyPolicy message EventBridge delivers for `key_arn` (bench/soak_parts.py)."""
+    return json.dumps(event(key_arn))
 
 
 def requests(base: str) -> dict[str, float]:

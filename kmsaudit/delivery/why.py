@@ -30,13 +30,14 @@ Explained = dict[str, tuple[list[dict[str, Any]], list[dict[str, Any]]]]
 
 def _decided_again(
     path: str | Path,
-    snapshot: int | None,
-    findings: list[dict[str, Any]],
+    by_snapshot: dict[int | None, list[dict[str, Any]]],
     trusted: Sequence[str],
     seconds: float,
     max_keys: int,
 ) -> Explained:
-    if not findings:
+    """Findings of each snapshot (None: the latest) decided again, on one read-only connection,
+    until `seconds` have passed; what the store cannot give is left out (logged)."""
+    if not any(by_snapshot.values()):
         return {}
     deadline = time.monotonic() + seconds
     try:
@@ -44,17 +45,19 @@ def _decided_again(
     except _FAILURES as exc:
         log.warning("explain.unavailable", reason=f"{type(exc).__name__}: {exc}")
         return {}
+    found: Explained = {}
     try:
-        at = snapshot if snapshot is not None else store.latest_snapshot()
-        if at is None:
-            return {}
-        scope = store.stored_scope(at, trusted)
-        return store.explain_stored(at, findings, scope, max_keys=max_keys, deadline=deadline)
+        for snapshot, findings in by_snapshot.items():
+            at = snapshot if snapshot is not None else store.latest_snapshot()
+            if at is None or not findings or time.monotonic() >= deadline:
+                continue
+            scope = store.stored_scope(at, trusted)
+            found |= store.explain_stored(at, findings, scope, max_keys=max_keys, deadline=deadline)
     except _FAILURES as exc:
         log.warning("explain.unavailable", reason=f"{type(exc).__name__}: {exc}")
-        return {}
     finally:
         store.close()
+    return found
 
 
 def _finding(event: dict[str, Any]) -> dict[str, Any] | None:
@@ -72,18 +75,12 @@ def first_fix(remediation: list[dict[str, Any]]) -> dict[str, Any] | None:
 def explain_events(path: str | Path, items: Sequence[dict[str, Any]], trusted: Sequence[str]) -> None:
     """Adds `why` and `remediation` to the events of `items` (outbox rows) that name a finding,
     within ALERT_SECONDS; the others say where to ask."""
-    by_snapshot: dict[int, list[dict[str, Any]]] = {}
+    by_snapshot: dict[int | None, list[dict[str, Any]]] = {}
     for item in items:
         finding = _finding(item["event"])
         if finding is not None and "why" not in item["event"]:
             by_snapshot.setdefault(int(item["event"].get("snapshot_id") or 0), []).append(finding)
-    found: Explained = {}
-    started = time.monotonic()
-    for snapshot, findings in sorted(by_snapshot.items()):
-        left = ALERT_SECONDS - (time.monotonic() - started)
-        if left <= 0:
-            break
-        found |= _decided_again(path, snapshot, findings, trusted, left, 10**9)
+    found = _decided_again(path, dict(sorted(by_snapshot.items())), trusted, ALERT_SECONDS, 10**9)
     for item in items:
         event = item["event"]
         finding = _finding(event)
@@ -97,4 +94,4 @@ def explain_events(path: str | Path, items: Sequence[dict[str, Any]], trusted: S
 def explain_findings(path: str | Path, findings: list[dict[str, Any]], trusted: Sequence[str]) -> Explained:
     """Explanations of findings of the latest snapshot (what an export sends), by finding id,
     within EXPORT_SECONDS and MAX_EXPORT_KEYS keys; empty when the store cannot be read."""
-    return _decided_again(path, None, findings, trusted, EXPORT_SECONDS, MAX_EXPORT_KEYS)
+    return _decided_again(path, {None: findings}, trusted, EXPORT_SECONDS, MAX_EXPORT_KEYS)

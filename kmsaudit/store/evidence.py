@@ -114,14 +114,30 @@ class Evidence:
         """The audit scope as a snapshot's evaluation had it: the principals of the accounts the
         snapshot audits and the organization, as last read at or before it; `trusted`: the
         config's zone of trust (the snapshot's own accounts are added)."""
-        scanned = {view.account for view in self.scope_view(snapshot_id)}  # type: ignore[attr-defined]
+        # The accounts of the snapshot's scopes, by their rows alone (scope_view would unpack every
+        # scope's state, and every re-read is a snapshot).
+        scanned = sorted(
+            {r[0] for r in self.db.conn.execute("SELECT account FROM scopes WHERE snapshot_id = ?", [snapshot_id])}
+        )
         accounts = [s.removeprefix("iam:") for s in self.evidence_subjects("iam:", snapshot_id)]
         accounts = [a for a in accounts if a in scanned]
-        trusted = [*trusted, *sorted(scanned)]
-        texts = self.evidence_at([iam_subject(a) for a in accounts] + [ORG_SUBJECT], snapshot_id)
-        principals = [p for a in accounts if iam_subject(a) in texts for p in principals_from(texts[iam_subject(a)])]
-        org = organization_from(texts[ORG_SUBJECT]) if ORG_SUBJECT in texts else None
-        return AuditScope(principals, audited_accounts=accounts, trusted_accounts=trusted, organization=org)
+        subjects = [iam_subject(a) for a in accounts] + [ORG_SUBJECT]
+        trusted = [*trusted, *scanned]
+        # Snapshots between two reads of IAM share its documents: one compiled scope for them all
+        # (a delivery round explains the alerts of many re-reads' snapshots).
+        marker = (tuple(trusted), tuple(sorted(self._latest_evidence(subjects, snapshot_id).items())))
+        cache: dict[Any, AuditScope] = self.__dict__.setdefault("_stored_scopes", {})
+        if marker not in cache:
+            texts = self.evidence_at(subjects, snapshot_id)
+            principals = [
+                p for a in accounts if iam_subject(a) in texts for p in principals_from(texts[iam_subject(a)])
+            ]
+            org = organization_from(texts[ORG_SUBJECT]) if ORG_SUBJECT in texts else None
+            cache.clear()  # one at a time: a scope may be large
+            cache[marker] = AuditScope(
+                principals, audited_accounts=accounts, trusted_accounts=trusted, organization=org
+            )
+        return cache[marker]
 
     def explain_stored(
         self,
